@@ -1,0 +1,162 @@
+"""The load driver's configuration (``driver.json``), checked when read.
+
+Import-safe (no Locust): the orchestrator may validate a config before it starts the
+driver. Keys and meaning are in docs/internals.md ("Driver config"); optional extras:
+``stop_grace_s`` (default 2.0: how long in-flight requests may finish after the end) and
+``local_workers`` (default ``workers``: how many of the workers the driver starts itself;
+the others connect from other hosts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "DriverConfig", "load_config"]
+
+ARRIVALS = ("poisson", "constant")
+MODELS = ("closed", "open")
+
+
+class ConfigError(ValueError):
+    """driver.json is unusable; the message names the key and the bad value."""
+
+
+def _number(d: dict[str, Any], key: str, default: Any, *, minimum: float, strict: bool,
+            integer: bool = False) -> Any:
+    value = d.get(key, default)
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        rule = f"{'an integer' if integer else 'a number'} {'>' if strict else '>='} {minimum:g}"
+        raise ConfigError(f"{key} must be {rule} (got {value!r})")
+    return int(value) if integer else float(value)
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    locustfile: str
+    run_dir: str
+    host: str | None = None
+    model: str = "closed"
+    users: int = 1
+    spawn_rate: float = 1.0
+    rate: float | None = None
+    arrival: str = "poisson"
+    duration_s: float = 60.0
+    warmup_s: float = 0.0
+    interval_s: float = 1.0
+    workers: int = 0
+    tag_keys: tuple[str, ...] = ("input_class",)
+    seed: int = 1
+    user_classes: tuple[str, ...] = ()
+    late_threshold_us: int = 1000
+    master_host: str = "127.0.0.1"
+    master_port: int = 0
+    expect_workers_timeout_s: float = 30.0
+    stop_grace_s: float = 2.0
+    local_workers: int | None = None  # of ``workers``, started here (default: all)
+    locust_args: tuple[str, ...] = ()  # the locustfile's own command-line options
+    unknown_keys: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def open_model(self) -> bool:
+        return self.model == "open"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "unknown_keys"}
+        d["tag_keys"] = list(self.tag_keys)
+        d["user_classes"] = list(self.user_classes)
+        d["locust_args"] = list(self.locust_args)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DriverConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"driver config must be a JSON object (got {type(d).__name__})")
+        known = {f.name for f in fields(cls)}
+        for key in ("locustfile", "run_dir"):
+            if not isinstance(d.get(key), str) or not d[key]:
+                raise ConfigError(f"{key} must be a non-empty path string (got {d.get(key)!r})")
+        model = d.get("model") or ("open" if d.get("rate") is not None else "closed")
+        if model not in MODELS:
+            raise ConfigError(f"model must be one of {MODELS} (got {model!r})")
+        rate = _number(d, "rate", None, minimum=0, strict=True)
+        if model == "open" and rate is None:
+            raise ConfigError("rate must be given (requests/s > 0) in the open model (got None)")
+        arrival = d.get("arrival") or "poisson"
+        if arrival not in ARRIVALS:
+            raise ConfigError(f"arrival must be one of {ARRIVALS} (got {arrival!r})")
+        users = _number(d, "users", None, minimum=1, strict=False, integer=True)
+        if users is None:
+            if model == "closed":
+                raise ConfigError("users must be given (an integer >= 1) in the closed model")
+            # Enough users for the schedule while responses take up to 1 s.
+            users = max(1, math.ceil(rate))  # type: ignore[arg-type]
+        spawn_rate = _number(d, "spawn_rate", None, minimum=0, strict=True) or float(users)
+        workers = _number(d, "workers", 0, minimum=0, strict=False, integer=True)
+        if model == "open" and workers and users < workers:
+            raise ConfigError(f"users must be >= workers in the open model, or a worker has no "
+                              f"user to carry its schedule (got users={users}, workers={workers})")
+        host = d.get("host")
+        if host is not None and (not isinstance(host, str) or "://" not in host):
+            raise ConfigError(f"host must be a URL like http://127.0.0.1:8000 (got {host!r})")
+        tag_keys = d.get("tag_keys", ["input_class"]) or []
+        user_classes = d.get("user_classes") or []
+        locust_args = d.get("locust_args") or []
+        if not isinstance(locust_args, list) or not all(isinstance(x, str) for x in locust_args):
+            raise ConfigError(f"locust_args must be a list of strings (got {locust_args!r})")
+        for key, items in (("tag_keys", tag_keys), ("user_classes", user_classes)):
+            if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
+                raise ConfigError(f"{key} must be a list of non-empty strings (got {items!r})")
+        seed = d.get("seed", 1)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"seed must be an integer (got {seed!r})")
+        master_port = _number(d, "master_port", 0, minimum=0, strict=False, integer=True)
+        if master_port > 65535:
+            raise ConfigError(f"master_port must be 0..65535 (got {master_port})")
+        return cls(
+            locustfile=d["locustfile"], run_dir=d["run_dir"], host=host, model=model,
+            users=users, spawn_rate=spawn_rate, rate=rate, arrival=arrival,
+            duration_s=_number(d, "duration_s", 60.0, minimum=0, strict=True),
+            warmup_s=_number(d, "warmup_s", 0.0, minimum=0, strict=False),
+            interval_s=_number(d, "interval_s", 1.0, minimum=0, strict=True),
+            workers=workers, tag_keys=tuple(tag_keys), seed=seed,
+            user_classes=tuple(user_classes),
+            late_threshold_us=_number(d, "late_threshold_us", 1000, minimum=0, strict=False,
+                                      integer=True),
+            master_host=str(d.get("master_host") or "127.0.0.1"), master_port=master_port,
+            expect_workers_timeout_s=_number(d, "expect_workers_timeout_s", 30.0, minimum=0,
+                                             strict=True),
+            stop_grace_s=_number(d, "stop_grace_s", 2.0, minimum=0, strict=False),
+            local_workers=_local_workers(d, workers), locust_args=tuple(locust_args),
+            unknown_keys=tuple(sorted(set(d) - known)),
+        )
+
+
+def _local_workers(d: dict[str, Any], workers: int) -> int | None:
+    n = _number(d, "local_workers", None, minimum=0, strict=False, integer=True)
+    if n is not None and n > workers:
+        raise ConfigError(f"local_workers must be <= workers (got {n} > {workers})")
+    return n
+
+
+def load_config(path: Path | str) -> DriverConfig:
+    """Read and check driver.json; ConfigError says what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"driver config must be a readable file (got {str(path)!r}: "
+                          f"{exc.strerror})") from None
+    except ValueError as exc:
+        raise ConfigError(f"driver config must be valid JSON (got {str(path)!r}: {exc})") from None
+    return DriverConfig.from_dict(raw)

@@ -1,0 +1,175 @@
+"""Locust's ``events.request`` -> the harness's HDR histograms and counters.
+
+Per request: client latency (ms float -> integer µs), coordinated-omission corrected
+latency in the open model (response time + the task's lateness), success or failure
+with its error type (``HTTP 503``, or the root exception class such as
+``ConnectionRefusedError``), the ``Server-Timing`` stages, the residual (client
+latency minus the service's total: ``app`` when sent, else the sum of the stages),
+and the same again for every tag found in the request's ``context``.
+
+This runs once per request inside the load generator, so its cost is the harness's
+overhead on the load: series are looked up once per (method, name, tag) and cached,
+no percentile is ever computed here, and counters are plain attributes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+
+from harness.collectors.latency import LatencyRecorder, Series
+from harness.load.pacing import LATENESS_ATTR
+from harness.servertiming import ServerTimingError, parse_server_timing
+
+__all__ = ["RequestHook", "error_type"]
+
+_OS_MODULES = ("builtins", "socket", "ssl")
+_SLOT = {"client_uncorrected": "unc", "client_failed": "failed"}
+
+
+def error_type(exception: BaseException, response: Any = None) -> str:
+    """``HTTP <status>`` for an HTTP error, else the root cause's class name.
+
+    requests wraps ``ConnectionRefusedError`` three levels deep (ConnectionError ->
+    MaxRetryError -> NewConnectionError); the root is what an operator needs to read.
+    """
+    status = getattr(response, "status_code", 0) or 0
+    if status >= 400:
+        return f"HTTP {status}"
+    seen: set[int] = set()
+    exc: BaseException | None = exception
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and type(exc).__module__ in _OS_MODULES:
+            return type(exc).__name__
+        nxt = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+        if nxt is None and exc.args and isinstance(exc.args[0], BaseException):
+            nxt = exc.args[0]
+        exc = nxt if isinstance(nxt, BaseException) else None
+    return type(exception).__name__
+
+
+class _Bundle:
+    """The series of one (request name, tag) pair."""
+
+    __slots__ = ("rec", "name", "tag", "client", "unc", "failed", "residual", "stages")
+
+    def __init__(self, rec: LatencyRecorder, name: str, tag: str | None) -> None:
+        self.rec = rec
+        self.name = name
+        self.tag = tag
+        # Series (and their files) appear on first use: a run without failures has no
+        # empty client_failed log.
+        self.client: Series | None = None
+        self.unc: Series | None = None
+        self.failed: Series | None = None
+        self.residual: Series | None = None
+        self.stages: dict[str, Series] = {}
+
+    def make(self, metric: str) -> Series:
+        s = self.rec.series(metric, self.name, tag=self.tag)
+        setattr(self, _SLOT.get(metric, metric), s)
+        return s
+
+    def stage(self, stage: str) -> Series:
+        s = self.stages.get(stage)
+        if s is None:
+            s = self.stages[stage] = self.rec.series("stage", self.name, stage, self.tag)
+        return s
+
+
+class RequestHook:
+    """Listener for ``environment.events.request`` feeding a :class:`LatencyRecorder`."""
+
+    def __init__(
+        self,
+        recorder: LatencyRecorder,
+        *,
+        tag_keys: list[str] | tuple[str, ...] = ("input_class",),
+        open_model: bool = False,
+    ) -> None:
+        self.rec = recorder
+        self.tag_keys = tuple(tag_keys)
+        self.open_model = open_model
+        self._bundles: dict[tuple[str, str, str | None], _Bundle] = {}
+
+    def install(self, events: Any) -> None:
+        events.request.add_listener(self.on_request)
+
+    def _bundle(self, request_type: str, name: str, tag: str | None) -> _Bundle:
+        key = (request_type, name, tag)
+        b = self._bundles.get(key)
+        if b is None:
+            series_name = f"{request_type} {name}" if request_type else str(name)
+            b = self._bundles[key] = _Bundle(self.rec, series_name, tag)
+        return b
+
+    def on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int = 0,
+        response: Any = None,
+        context: dict[str, Any] | None = None,
+        exception: BaseException | None = None,
+        **_kwargs: Any,
+    ) -> None:
+        now = time.time()
+        rec = self.rec
+        if now >= rec.roll_at:
+            rec.roll(now)
+        b = self._bundles.get((request_type, name, None)) or self._bundle(request_type, name, None)
+        bundles = [b]
+        if context and self.tag_keys:
+            for key in self.tag_keys:
+                value = context.get(key)
+                if value is not None:
+                    bundles.append(self._bundle(request_type, name, f"{key}={value}"))
+        unc = int(response_time * 1000.0 + 0.5)
+        counts = rec.counts
+        counts.requests += 1
+        row = counts.by_name.get(b.name)
+        if row is None:
+            row = counts.by_name[b.name] = [0, 0]
+        row[0] += 1
+        if exception is not None:
+            counts.failures += 1
+            row[1] += 1
+            err = b.name + "|" + error_type(exception, response)
+            counts.errors[err] = counts.errors.get(err, 0) + 1
+            for bb in bundles:
+                (bb.failed or bb.make("client_failed")).record(unc)
+            return
+        corrected = unc
+        if self.open_model:
+            corrected += getattr(gevent.getcurrent(), LATENESS_ATTR, 0)
+        for bb in bundles:
+            (bb.client or bb.make("client")).record(corrected)
+            (bb.unc or bb.make("client_uncorrected")).record(unc)
+        headers = getattr(response, "headers", None)
+        header = headers.get("Server-Timing") if headers is not None else None
+        if not header:
+            counts.server_timing_missing += 1
+            return
+        try:
+            stages = parse_server_timing(header)
+        except ServerTimingError:
+            counts.server_timing_malformed += 1
+            return
+        if not stages:
+            counts.server_timing_missing += 1
+            return
+        stage_us = [(stage, int(ms * 1000.0 + 0.5)) for stage, ms in stages.items()]
+        total = int(stages["app"] * 1000.0 + 0.5) if "app" in stages else sum(
+            v for _, v in stage_us)
+        residual = unc - total
+        if residual < 0:
+            counts.negative_residuals += 1
+            residual = 0
+        for bb in bundles:
+            for stage, value in stage_us:
+                bb.stage(stage).record(value)
+            (bb.residual or bb.make("residual")).record(residual)

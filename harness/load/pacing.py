@@ -1,0 +1,234 @@
+"""Open-model pacing: an arrival schedule independent of responses.
+
+In the open model (``rate`` requests/s) the load does not wait for the service: task
+starts are scheduled in advance (constant or Poisson inter-arrival, seeded), and the
+users are only a pool that carries the schedule. Every user task invocation claims the
+next intended start time, sleeps until it, and runs; ``lateness = actual start -
+intended start`` is recorded. A request's coordinated-omission corrected latency is its
+measured response time plus the lateness of the task that sent it (wrk2's and MLPerf
+LoadGen's definition: latency counted from the intended start).
+
+:class:`ArrivalSchedule` is pure (no gevent). :class:`OpenModelPacer` wraps the user
+classes' tasks so an unchanged locustfile runs paced; it runs inside the driver
+subprocess only (it imports Locust).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from locust import TaskSet, User, constant
+from locust.exception import StopUser
+from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
+
+from harness.collectors.latency import LatencyRecorder
+
+__all__ = ["ARRIVALS", "LATENESS_ATTR", "ArrivalSchedule", "OpenModelPacer"]
+
+ARRIVALS = ("poisson", "constant")
+LATENESS_ATTR = "harness_lateness_us"  # set on the running user greenlet during a paced task
+
+
+class ArrivalSchedule:
+    """Intended start times from ``start`` on: ``rate``/s, constant or Poisson (seeded).
+
+    Also counts intended times per interval (``scheduled``) and inside the measured
+    window, so the driver can report what was asked of it, not only what happened.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        arrival: str = "poisson",
+        seed: int = 1,
+        start: float = 0.0,
+        *,
+        interval_s: float = 1.0,
+        measure_start: float | None = None,
+    ) -> None:
+        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate must be > 0 (got {rate!r})")
+        if arrival not in ARRIVALS:
+            raise ValueError(f"arrival must be one of {ARRIVALS} (got {arrival!r})")
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0 (got {interval_s!r})")
+        self.rate = float(rate)
+        self.arrival = arrival
+        self.start = float(start)
+        self.interval_s = float(interval_s)
+        self.measure_start = self.start if measure_start is None else float(measure_start)
+        self._rng = random.Random(seed)
+        self._i = 0
+        self._last = self.start
+        self._pending: deque[float] = deque()  # generated, not yet claimed
+        self._recent: deque[float] = deque()  # generated, not older than the last trim
+        self.generated = 0
+        self.before_measure = 0
+        self.scheduled_by_k: dict[int, int] = {}
+
+    def _generate(self) -> float:
+        if self.arrival == "constant":
+            # From the index, not by accumulation: no float drift over long runs.
+            t = self.start + self._i / self.rate
+        else:
+            t = self._last + self._rng.expovariate(self.rate)
+        self._i += 1
+        self._last = t
+        self.generated += 1
+        if t < self.measure_start:
+            self.before_measure += 1
+        k = int((t - self.start) // self.interval_s)
+        self.scheduled_by_k[k] = self.scheduled_by_k.get(k, 0) + 1
+        self._recent.append(t)
+        return t
+
+    def claim(self) -> float:
+        """The next intended start time (each is handed out once)."""
+        if self._pending:
+            return self._pending.popleft()
+        return self._generate()
+
+    def extend_to(self, t: float) -> None:
+        """Generate (without claiming) every intended time before ``t``."""
+        while self._last < t or self.generated == 0:
+            self._pending.append(self._generate())
+
+    def take_scheduled(self, k: int, end: float) -> int:
+        """Intended times in interval ``k`` (ending at ``end``); call once per interval."""
+        self.extend_to(end)
+        recent = self._recent
+        # Keep times after "now" even when the interval is a partial last one:
+        # scheduled_before(stop time) still needs them.
+        keep_from = min(end, time.time())
+        while recent and recent[0] < keep_from:
+            recent.popleft()
+        return self.scheduled_by_k.pop(k, 0)
+
+    def scheduled_before(self, t: float) -> int:
+        """Intended times before ``t`` (``t`` no earlier than the last closed interval)."""
+        self.extend_to(t)
+        return self.generated - sum(1 for x in self._recent if x >= t)
+
+
+class OpenModelPacer:
+    """Paces the tasks of Locust user classes by an :class:`ArrivalSchedule`."""
+
+    def __init__(
+        self,
+        schedule: ArrivalSchedule,
+        recorder: LatencyRecorder,
+        *,
+        load_end: float,
+        late_threshold_us: int = 1000,
+    ) -> None:
+        if late_threshold_us < 0:
+            raise ValueError(f"late_threshold_us must be >= 0 (got {late_threshold_us!r})")
+        self.schedule = schedule
+        self.recorder = recorder
+        self.load_end = load_end
+        self.late_threshold_us = late_threshold_us
+        self.lateness = recorder.series("lateness", "*")
+        self.started = 0  # intended in the measured window and started
+        self.late = 0  # of those, started more than late_threshold_us late
+        self._wrapped: dict[Any, Any] = {}
+
+    # -- wrapping -------------------------------------------------------------------------
+    def wrap_user_classes(self, user_classes: list[type[User]]) -> None:
+        """Pace every task (nested TaskSets too) and force ``wait_time`` to 0.
+
+        The classes are changed in place: they live only in this driver process."""
+        for cls in user_classes:
+            self._wrap_container(cls)
+
+    def _wrap_container(self, cls: type[Any]) -> None:
+        if getattr(cls, "_harness_paced", False):
+            return
+        cls.wait_time = constant(0)
+        cls.tasks = [self._wrap_task(t) for t in cls.tasks]
+        cls._harness_paced = True
+
+    def _wrap_task(self, task: Any) -> Any:
+        if task in self._wrapped:
+            return self._wrapped[task]
+        if isinstance(task, type) and issubclass(task, TaskSet):
+            # A nested TaskSet runs its own loop: pace its leaf tasks, not its entry.
+            self._wrap_container(task)
+            wrapped = task
+        else:
+            wrapped = self._paced(task)
+        self._wrapped[task] = wrapped
+        return wrapped
+
+    def _paced(self, task: Callable[..., Any]) -> Callable[..., Any]:
+        pacer = self
+
+        @functools.wraps(task)
+        def paced(parent: Any, *args: Any, **kwargs: Any) -> Any:
+            pacer.wait_turn(parent.user if isinstance(parent, TaskSet) else parent)
+            try:
+                return task(parent, *args, **kwargs)
+            finally:
+                setattr(gevent.getcurrent(), LATENESS_ATTR, 0)
+
+        return paced
+
+    # -- the schedule ---------------------------------------------------------------------
+    def wait_turn(self, user: User) -> None:
+        """Claim the next intended start, sleep until it, record lateness."""
+        intended = self.schedule.claim()
+        if intended >= self.load_end:
+            # Nothing left to do in this run: wait, killable, until the driver stops us.
+            self._sleep(user, math.inf)
+        delay = intended - time.time()
+        if delay > 0:
+            self._sleep(user, delay)
+        now = time.time()
+        lateness_us = max(0, round((now - intended) * 1e6))
+        rec = self.recorder
+        if now >= rec.roll_at:
+            rec.roll(now)
+        self.lateness.record(lateness_us)
+        counts = rec.counts
+        counts.started += 1
+        late = lateness_us > self.late_threshold_us
+        if late:
+            counts.late += 1
+        if intended >= self.schedule.measure_start:
+            self.started += 1
+            if late:
+                self.late += 1
+        setattr(gevent.getcurrent(), LATENESS_ATTR, lateness_us)
+
+    @staticmethod
+    def _sleep(user: User, seconds: float) -> None:
+        # Marked as waiting like Locust's own wait(): a stopping runner kills the user
+        # here instead of letting it start a task after the end.
+        if user._state == LOCUST_STATE_STOPPING:
+            raise StopUser()
+        user._state = LOCUST_STATE_WAITING
+        if math.isinf(seconds):
+            gevent.sleep(3600 * 24 * 365)
+        else:
+            gevent.sleep(seconds)
+        if user._state == LOCUST_STATE_STOPPING:
+            raise StopUser()
+        user._state = LOCUST_STATE_RUNNING
+
+    def interval_counts(self, k: int, end: float) -> dict[str, int]:
+        """For ``LatencyRecorder(interval_hook=…)``: intended starts in interval ``k``."""
+        return {"scheduled": self.schedule.take_scheduled(k, end)}
+
+    def window(self, end: float, threshold_us: int | None = None) -> dict[str, int]:
+        """Measured-window totals: scheduled, started, late, dropped (until ``end``)."""
+        sched = max(0, self.schedule.scheduled_before(end) - self.schedule.before_measure)
+        if end <= self.schedule.measure_start:
+            sched = 0
+        return {"scheduled": sched, "started": self.started, "late": self.late,
+                "dropped": max(0, sched - self.started)}

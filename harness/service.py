@@ -1,0 +1,255 @@
+"""The target of a run: a reference service the harness starts, or a service it is pointed at.
+
+Starting the reference service, waiting for it, finding a local target's processes
+(so that an external service on this machine can still be sampled and profiled),
+and stopping whole process trees so that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import psutil
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class TargetError(Exception):
+    """The target could not be started or reached."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to start the reference service (``--serve reference``)."""
+
+    workers: int = 2
+    worker_class: str = "sync"
+    threads: int = 1
+    store: str = "sqlite"
+    redis_url: str | None = None
+    faults: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    ready_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"service workers must be between 1 and 64 (got {self.workers})")
+        if self.worker_class not in ("sync", "gthread"):
+            raise ValueError(f"worker class must be sync or gthread (got {self.worker_class!r})")
+        if not 1 <= self.threads <= 256:
+            raise ValueError(f"service threads must be between 1 and 256 (got {self.threads})")
+        if self.store not in ("sqlite", "redis"):
+            raise ValueError(f"store must be sqlite or redis (got {self.store!r})")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535 (got {self.port})")
+        if self.faults is not None and not Path(self.faults).is_file():
+            raise ValueError(f"fault config file not found (got {self.faults!r})")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "workers": self.workers,
+            "worker_class": self.worker_class,
+            "threads": self.threads,
+            "store": self.store,
+            "faults": self.faults,
+            "versions": dict(self.versions),
+        }
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def stop_process_tree(proc: subprocess.Popen[bytes] | int, timeout_s: float = 10.0) -> None:
+    """SIGTERM a process and all its descendants, then SIGKILL what is left after the timeout."""
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=2.0)
+    if not isinstance(proc, int):
+        try:
+            proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def check_reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Raise TargetError when nothing accepts TCP connections at the URL's host and port."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetError(f"target must be an http:// or https:// URL (got {url!r})")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise TargetError(f"target {url} is not reachable: {exc.strerror or exc}") from None
+
+
+def is_local(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in LOCAL_HOSTS
+
+
+def find_local_service_pid(url: str) -> int | None:
+    """The top process of the tree listening on the URL's port on this machine, or None.
+
+    gunicorn's workers inherit the master's listening socket, so several processes hold
+    it; the root of the service is the one whose parent does not hold it.
+    """
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, PermissionError):
+        return None
+    holders = {
+        c.pid
+        for c in conns
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+    }
+    for pid in holders:
+        try:
+            parent = psutil.Process(pid).ppid()
+        except psutil.NoSuchProcess:
+            continue
+        if parent not in holders:
+            return pid
+    return None
+
+
+@dataclass
+class ServedTarget:
+    """A reference service started by the harness; ``stop()`` leaves no process behind."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    options: ServeOptions
+    log: IO[bytes]
+    redis: object | None = None
+    startup_s: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        stop_process_tree(self.process)
+        if self.redis is not None:
+            stop = getattr(self.redis, "stop", None)
+            if callable(stop):
+                stop()
+        self.log.close()
+
+
+def serve_reference(options: ServeOptions, log_path: Path) -> ServedTarget:
+    """Start the reference service under gunicorn on 127.0.0.1 and wait for /readyz."""
+    from reference_service import launch  # the service package is optional for external targets
+
+    port = options.port or free_port()
+    if options.port and not port_is_free(port):
+        raise TargetError(f"port {port} on 127.0.0.1 is already in use")
+    redis = None
+    redis_url = options.redis_url
+    if options.store == "redis" and redis_url is None:
+        from reference_service import redis_server
+
+        redis = redis_server.start_with_features()
+        redis_url = redis.url
+    argv, extra_env = launch.gunicorn_command(
+        port=port,
+        workers=options.workers,
+        worker_class=options.worker_class,
+        threads=options.threads,
+        store=options.store,
+        redis_url=redis_url,
+        faults=options.faults,
+        default_versions=dict(options.versions) or None,
+    )
+    log = open(log_path, "ab")  # noqa: SIM115 - closed by ServedTarget.stop
+    env = {**os.environ, **extra_env}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    target = ServedTarget(
+        url=f"http://127.0.0.1:{port}", process=proc, options=options, log=log, redis=redis
+    )
+    try:
+        _wait_ready(target, options.ready_timeout_s, log_path)
+    except BaseException:
+        target.stop()
+        raise
+    target.startup_s = time.monotonic() - started
+    return target
+
+
+def _wait_ready(target: ServedTarget, timeout_s: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not target.alive():
+            raise TargetError(
+                f"the reference service exited with code {target.process.returncode} before it "
+                f"became ready; last lines of {log_path}:\n{_tail(log_path)}"
+            )
+        try:
+            with urllib.request.urlopen(target.url + "/readyz", timeout=2.0) as resp:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(getattr(exc, "reason", exc))
+        time.sleep(0.1)
+    raise TargetError(
+        f"the reference service did not become ready within {timeout_s:.0f} s (last /readyz: "
+        f"{last}); last lines of {log_path}:\n{_tail(log_path)}"
+    )
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,42 @@
+"""Parsing of the small units users type on the command line (durations, tags)."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
+    """Seconds from ``"90"``, ``"90s"``, ``"1.5m"``, ``"2h"`` or ``"500ms"``."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        match = _DURATION.match(text)
+        if not match:
+            raise ValueError(
+                f"{what} must be a number with an optional unit ms, s, m or h (got {text!r})"
+            )
+        value = float(match.group(1)) * _FACTORS[match.group(2)]
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0 (got {text!r})")
+    return value
+
+
+_TAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+def parse_tags(items: list[str] | None) -> dict[str, str]:
+    """``["team=ml", "release=1.4"]`` -> ``{"team": "ml", "release": "1.4"}``."""
+    tags: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not _TAG_KEY.match(key):
+            raise ValueError(
+                f"tag must be key=value with a key of letters, digits, _ . - (got {item!r})"
+            )
+        if len(value) > 256:
+            raise ValueError(f"tag value must be at most 256 characters (got {len(value)})")
+        tags[key] = value
+    return tags

@@ -1,0 +1,3 @@
+"""The reference ML model service the harness is built around (see docs/reference_service.md)."""
+
+from __future__ import annotations

@@ -1,0 +1,282 @@
+"""The profile collector: py-spy against a real gunicorn, failure paths, file formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+from collector_support import children, gunicorn, wait_for
+
+from harness.collectors.base import CollectorContext
+from harness.collectors.profile import ProfileCollector, find_pyspy, parse_pyspy_log
+from harness.collectors.stacks import parse_collapsed, parse_frame, read_collapsed, to_speedscope
+
+# Transcribed from speedscope's src/lib/file-format-spec.ts (FileFormat.File, SampledProfile),
+# the source of https://www.speedscope.app/file-format-schema.json.
+SPEEDSCOPE_SCHEMA = {
+    "type": "object",
+    "required": ["$schema", "shared", "profiles"],
+    "properties": {
+        "$schema": {"const": "https://www.speedscope.app/file-format-schema.json"},
+        "shared": {
+            "type": "object", "required": ["frames"],
+            "properties": {"frames": {"type": "array", "items": {
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string"}, "file": {"type": "string"},
+                               "line": {"type": "number"}, "col": {"type": "number"}},
+                "additionalProperties": False}}},
+        },
+        "profiles": {"type": "array", "items": {
+            "type": "object",
+            "required": ["type", "name", "unit", "startValue", "endValue", "samples", "weights"],
+            "properties": {
+                "type": {"const": "sampled"}, "name": {"type": "string"},
+                "unit": {"enum": ["none", "nanoseconds", "microseconds", "milliseconds",
+                                  "seconds", "bytes"]},
+                "startValue": {"type": "number"}, "endValue": {"type": "number"},
+                "samples": {"type": "array",
+                            "items": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
+                "weights": {"type": "array", "items": {"type": "number"}},
+            },
+            "additionalProperties": False}},
+        "name": {"type": "string"}, "activeProfileIndex": {"type": "number"},
+        "exporter": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+
+APP = '''
+import threading
+
+def crunch_numbers(n):
+    acc = 0
+    for i in range(n):
+        acc += (i * i) % 7
+    return acc
+
+def wait_for_upstream():
+    threading.Event().wait(0.05)
+
+def application(environ, start_response):
+    crunch_numbers(60000)
+    wait_for_upstream()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+APP_MAP = {"name": "test_app", "rules": [
+    {"stage": "compute", "function": "crunch_numbers"},
+    {"stage": "upstream", "function": "wait_for_upstream"},
+    {"stage": "framework", "file": "*/gunicorn/*", "fallback": True},
+]}
+
+
+def check_speedscope(doc: dict, total: int) -> None:
+    jsonschema.validate(doc, SPEEDSCOPE_SCHEMA)
+    n_frames = len(doc["shared"]["frames"])
+    for profile in doc["profiles"]:
+        assert len(profile["samples"]) == len(profile["weights"])
+        assert all(0 <= i < n_frames for stack in profile["samples"] for i in stack)
+        assert profile["endValue"] - profile["startValue"] == sum(profile["weights"]) == total
+
+
+def context(run_dir: Path, pid: int | None, start_in: float, length: float,
+            **options: object) -> CollectorContext:
+    now = time.time()
+    return CollectorContext(run_dir, pid, None, now + start_in, now + start_in + length, options)
+
+
+@pytest.mark.slow
+def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
+    map_path = tmp_path / "app_map.json"
+    map_path.write_text(json.dumps(APP_MAP))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with gunicorn(APP, tmp_path) as (service, url):
+        load = subprocess.Popen(["wrk", "-t1", "-c2", "-d5s", url], stdout=subprocess.DEVNULL)
+        collector = ProfileCollector()
+        ctx = context(run_dir, service.pid, 0.5, 3.0, wall=True, stage_map=str(map_path))
+        collector.start(ctx)
+        assert collector.pids() == []  # nothing runs before the measured window
+        time.sleep(1.0)
+        assert len(collector.pids()) == 2
+        time.sleep(2.7)
+        status = collector.stop()
+        assert collector.stop() == status
+        load.wait()
+    pdir = run_dir / "profile"
+    assert status["ok"] is True and status["reason"] is None
+    assert status["views"] == ["oncpu", "wall"] and status["rate_hz"] == 100
+    assert status["nonblocking"] is True  # two py-spys must not both pause the workers
+    assert status["command"][:2] == [find_pyspy()[0], "record"]
+    assert "--subprocesses" in status["command"] and str(service.pid) in status["command"]
+    assert status["window"]["start"] >= ctx.measure_start - 0.05
+    assert status["samples"] > 50
+    on_disk = json.loads((pdir / "status.json").read_text())
+    assert {k: v for k, v in on_disk.items() if k != "by_view"} == status
+    assert on_disk["by_view"]["wall"]["samples"] == on_disk["by_view"]["wall"]["collapsed_samples"]
+    assert "Samples:" in (pdir / "py-spy.log").read_text()
+
+    oncpu, wall = read_collapsed(pdir / "oncpu.collapsed"), read_collapsed(pdir / "wall.collapsed")
+    assert sum(s.count for s in oncpu) == status["samples"]
+    for view, stacks in (("oncpu", oncpu), ("wall", wall)):
+        doc = json.loads((pdir / f"{view}.speedscope.json").read_text())
+        check_speedscope(doc, sum(s.count for s in stacks))
+        assert "crunch_numbers" in {f["name"] for f in doc["shared"]["frames"]}
+
+    stages = json.loads((pdir / "stages.json").read_text())
+    assert stages["map"]["name"] == "test_app"
+    cpu, wall_by = stages["oncpu"], stages["wall"]
+    # CPU goes to the loop; wall time mostly to the 50 ms wait (~10x the loop on an idle machine)
+    assert cpu["compute"] > 3 * cpu["upstream"]
+    assert wall_by["upstream"] > wall_by["compute"]
+    wall_detail = stages["detail"]["wall"]["stages"]
+    assert wall_detail["upstream"]["waiting"] >= 0.9 * wall_detail["upstream"]["samples"]
+    assert wall_detail["compute"]["waiting"] == 0
+    assert wall_detail["compute"]["top_self"][0]["function"].startswith("crunch_numbers (")
+
+
+@pytest.mark.slow
+def test_service_dying_mid_profile(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with gunicorn(APP, tmp_path) as (service, url):
+        workers = children(service.pid)
+        load = subprocess.Popen(["wrk", "-t1", "-c2", "-d3s", url], stdout=subprocess.DEVNULL)
+        collector = ProfileCollector(stop_timeout_s=5)
+        collector.start(context(run_dir, service.pid, 0.0, 30.0))
+        wait_for(collector.pids, 5, "py-spy to start")
+        time.sleep(1.5)
+        for pid in [service.pid, *workers]:  # the whole service crashes
+            os.kill(pid, signal.SIGKILL)
+        service.wait()
+        # py-spy notices by itself, writes what it has and exits
+        wait_for(lambda: not collector.pids(), 15, "py-spy to notice the service died")
+        status = collector.stop()
+        load.wait()
+    assert status["ok"] is True
+    assert status["target_exited"] is True
+    assert status["note"] == "the service exited while py-spy was sampling: the profile is partial"
+    assert status["samples"] > 0
+    assert (run_dir / "profile" / "stages.json").exists()
+
+
+def test_pyspy_not_found_keeps_the_run_going(tmp_path: Path) -> None:
+    missing = tmp_path / "bin" / "py-spy"
+    collector = ProfileCollector.from_options({"pyspy": str(missing)})
+    collector.start(context(tmp_path, 1, 0.0, 1.0))
+    status = collector.stop()
+    assert status["ok"] is False
+    assert status["reason"] == f"py-spy not found at {str(missing)!r} (the configured pyspy path)"
+    assert json.loads((tmp_path / "profile" / "status.json").read_text())["ok"] is False
+    assert find_pyspy(missing) == (None, status["reason"])
+
+
+def test_cannot_attach_reports_pyspys_error(tmp_path: Path) -> None:
+    target = subprocess.Popen(["sleep", "30"])  # not a Python process: py-spy cannot profile it
+    try:
+        collector = ProfileCollector(stop_timeout_s=5)
+        collector.start(context(tmp_path, target.pid, 0.0, 30.0))
+        wait_for(collector.pids, 5, "py-spy to start")
+        wait_for(lambda: not collector.pids(), 15, "py-spy to give up")
+        status = collector.stop()
+    finally:
+        target.kill()
+        target.wait()
+    assert status["ok"] is False
+    assert status["reason"].startswith("py-spy (oncpu): ")
+    assert "Error" in status["reason"] or "Failed" in status["reason"]
+    assert not (tmp_path / "profile" / "stages.json").exists()
+
+
+def test_external_target_and_early_stop(tmp_path: Path) -> None:
+    status = _run_and_stop(tmp_path / "a", None)
+    assert status == {**status, "ok": False,
+                      "reason": "target is not local: there is no service process to attach "
+                                "py-spy to"}
+    status = _run_and_stop(tmp_path / "b", 1, start_in=60.0)
+    assert status["ok"] is False
+    assert status["reason"] == "stopped before the measured window started: no profile"
+
+
+def _run_and_stop(run_dir: Path, pid: int | None, start_in: float = 0.0) -> dict:
+    run_dir.mkdir()
+    collector = ProfileCollector()
+    collector.start(context(run_dir, pid, start_in, 1.0))
+    return collector.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rate_hz": 0}, "rate_hz must be between 1 and 1000 (got 0)"),
+        ({"rate_hz": 1001}, "(got 1001)"),
+        ({"rate_hz": 99.5}, "rate_hz must be an integer (got 99.5)"),
+        ({"views": ["cpu"]}, "views must be distinct names from ['oncpu', 'wall'] (got ['cpu'])"),
+        ({"views": "oncpu"}, "non-empty list"),
+        ({"wall": "yes"}, "wall must be true or false (got 'yes')"),
+        ({"rate": 100}, "unknown profile options ['rate']"),
+        ({"stage_map": "/no/such/map.json"}, "stage map file must exist"),
+        ({"stop_timeout_s": 0}, "stop_timeout_s must be > 0 (got 0)"),
+    ],
+)
+def test_bad_options_name_the_value(options: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        ProfileCollector.from_options(options)
+    assert message in str(info.value)
+
+
+def test_stop_before_start() -> None:
+    assert ProfileCollector().stop() == {"ok": False, "reason": "stop() called before start()"}
+
+
+def test_parse_pyspy_log() -> None:
+    text = (
+        "py-spy> Sampling process 100 times a second. Press Control-C to exit.\n"
+        "py-spy> 1.05s behind in sampling, results may be inaccurate. Try reducing the "
+        "sampling rate\n"
+        "py-spy> 250.50ms behind in sampling, results may be inaccurate. Try reducing the "
+        "sampling rate\n"
+        "py-spy> Stopped sampling because process exited\n"
+        "py-spy> Wrote raw flamegraph data to 'x'. Samples: 1234 Errors: 7\n"
+    )
+    got = parse_pyspy_log(text)
+    assert got == {"samples": 1234, "errors": 7, "lag_warnings": 2, "max_lag_s": 1.05,
+                   "target_exited": True, "error_lines": []}
+    denied = parse_pyspy_log("Error: Permission Denied: Try running again with elevated ...\n")
+    assert denied["error_lines"] == [
+        "Error: Permission Denied: Try running again with elevated ..."]
+    assert denied["samples"] is None
+
+
+def test_collapsed_parsing_and_speedscope_by_value() -> None:
+    text = (
+        'process 7:"gunicorn -k sync; -w 2";main (/a/m.py:3);f (/a/m.py:10) 3\n'
+        'process 7:"gunicorn -k sync; -w 2";main (/a/m.py:3);g (/a/m.py:20) 2\n'
+        'process 7:"gunicorn -k sync; -w 2";main (/a/m.py:3);f (/a/m.py:10) 1\n'
+        "\n"
+    )
+    stacks = parse_collapsed(text)
+    assert [(len(s.frames), s.count) for s in stacks] == [(3, 4), (3, 2)]
+    proc, main, f = stacks[0].frames
+    assert proc.is_process and proc.function == "process 7: gunicorn -k sync; -w 2"
+    assert (main.function, main.file, main.line) == ("main", "/a/m.py", 3)
+    assert f.key == "f (/a/m.py)"
+    assert parse_frame("<module> (pkg/x.py)").line is None
+    doc = to_speedscope({"oncpu": stacks}, name="t")
+    check_speedscope(doc, 6)
+    assert doc["shared"]["frames"] == [
+        {"name": "process 7: gunicorn -k sync; -w 2"},
+        {"name": "main", "file": "/a/m.py", "line": 3},
+        {"name": "f", "file": "/a/m.py", "line": 10},
+        {"name": "g", "file": "/a/m.py", "line": 20},
+    ]
+    assert doc["profiles"][0]["samples"] == [[0, 1, 2], [0, 1, 3]]
+    assert doc["profiles"][0]["weights"] == [4, 2]
+    with pytest.raises(ValueError, match="line 2 must end with a positive sample count"):
+        parse_collapsed("a (/x.py:1) 1\na (/x.py:1) many\n")

@@ -1,0 +1,214 @@
+"""The resources collector against real processes and independent sources (/proc).
+
+Tolerances:
+- cpu_percent: psutil derives it from utime+stime in clock ticks (10 ms) over a
+  0.25 s sample, so one sample is good to about +-4 points; the mean over the run
+  is compared with /proc/PID/stat over the same window to within 10 points
+  (window edges differ by at most one sample).
+- rss_bytes and /proc/PID/status VmRSS read the same kernel counter: equal to
+  within 1 MiB (the interpreter may touch a few pages between the two reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from collector_support import children, gunicorn, python, wait_for
+
+from harness.collectors.base import CollectorContext
+from harness.collectors.resources import COLUMNS, EXTERNAL_NOTE, ResourcesCollector
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BURN = "import time\nprint('ready')\nt = time.time()\nwhile time.time() - t < 30: pass"
+ALLOC = "import time\nb = b'x' * (200 << 20)\nprint('ready')\ntime.sleep(30)"
+TRIVIAL_APP = ("def application(environ, start_response):\n"
+               "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+               "    return [b'ok']\n")
+
+
+def ctx(run_dir: Path, service: int | None, loadgen: int | None,
+        **options: object) -> CollectorContext:
+    now = time.time()
+    return CollectorContext(run_dir, service, loadgen, now, now + 60, options)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def vmrss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "resources.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        return list(reader)
+
+
+def test_cpu_rss_and_rate_against_proc(tmp_path: Path) -> None:
+    burner, alloc = python(BURN), python(ALLOC)
+    try:
+        for p in (burner, alloc):
+            assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+        collector = ResourcesCollector()
+        t0, cpu0 = time.time(), proc_cpu_seconds(burner.pid)
+        collector.start(ctx(tmp_path, burner.pid, alloc.pid))
+        time.sleep(1.0)
+        # rows are on disk while the run goes on, not only at stop()
+        assert any(r["role"] == "service_master" for r in rows(tmp_path))
+        time.sleep(1.5)
+        rss_proc = vmrss_bytes(alloc.pid)
+        status = collector.stop()
+        t1, cpu1 = time.time(), proc_cpu_seconds(burner.pid)
+    finally:
+        for p in (burner, alloc):
+            p.kill()
+            p.wait()
+    assert status["status"] == "ok" and status["note"] is None
+    assert status["achieved_rate_hz"] >= 3.5
+    assert status["samples"] >= 8
+    data = rows(tmp_path)
+    burn = [float(r["cpu_percent"]) for r in data if r["role"] == "service_master"]
+    idle = [float(r["cpu_percent"]) for r in data if r["role"] == "loadgen"]
+    truth = 100.0 * (cpu1 - cpu0) / (t1 - t0)
+    assert truth > 50, f"burner got only {truth:.0f} % of a core: machine too busy to judge"
+    assert abs(sum(burn) / len(burn) - truth) < 10
+    assert max(idle) < 5
+    rss = int([r for r in data if r["role"] == "loadgen"][-1]["rss_bytes"])
+    assert rss >= 200 << 20
+    assert abs(rss - rss_proc) <= 1 << 20
+    system = [r for r in data if r["role"] == "system"]
+    assert len(system) == status["samples"]
+    assert all(r["pid"] == "0" and 0.0 <= float(r["cpu_percent"]) <= 100.0 for r in system)
+    # the burner alone keeps at least half of one core busy out of the machine's cores
+    assert sum(float(r["cpu_percent"]) for r in system) / len(system) > 40 / psutil.cpu_count()
+    meta = json.loads((tmp_path / "resources.json").read_text())
+    assert meta["processes"][str(burner.pid)]["role"] == "service_master"
+    assert meta["processes"][str(alloc.pid)]["role"] == "loadgen"
+    assert meta["samples"] == status["samples"]
+
+
+def test_gunicorn_tree_recycled_worker_and_dead_service(tmp_path: Path) -> None:
+    loadgen = python("import subprocess, sys, time\n"
+                     "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+                     "print('ready')\ntime.sleep(60)")
+    watched = python("import time\nprint('ready')\ntime.sleep(60)")
+    try:
+        for p in (loadgen, watched):
+            assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+        with gunicorn(TRIVIAL_APP, tmp_path) as (service, _url):
+            workers = children(service.pid)
+            collector = ResourcesCollector(rate_hz=10)
+            collector.watch(lambda: [watched.pid])  # asked again at every sample
+            collector.start(ctx(tmp_path, service.pid, loadgen.pid))
+            time.sleep(0.6)
+            os.kill(workers[0], signal.SIGKILL)  # gunicorn replaces it
+            new = wait_for(lambda: [w for w in children(service.pid) if w not in workers], 15,
+                           "a replacement worker")[0]
+            time.sleep(0.5)
+            service.kill()  # the service dies mid-run: sampling goes on
+            service.wait()
+            time.sleep(0.6)
+            status = collector.stop()
+            assert collector.stop() == status  # idempotent
+    finally:
+        for p in (loadgen, watched):
+            p.kill()
+            p.wait()
+    for pid in [*workers, new]:  # orphaned by the master's death; they would exit on their own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert status["status"] == "ok"
+    assert status["service_vanished_t"] is not None
+    data = rows(tmp_path)
+    roles: dict[int, set[str]] = {}
+    for r in data:
+        roles.setdefault(int(r["pid"]), set()).add(r["role"])
+    assert roles[service.pid] == {"service_master"}
+    assert roles[workers[0]] == roles[workers[1]] == roles[new] == {"service_worker"}
+    assert roles[loadgen.pid] == {"loadgen"}
+    assert {"loadgen_worker"} in roles.values()
+    assert roles[watched.pid] == {"profiler"}
+    last_t = max(float(r["t"]) for r in data)
+    assert max(float(r["t"]) for r in data if int(r["pid"]) == service.pid) < last_t
+    meta = json.loads((tmp_path / "resources.json").read_text())
+    assert meta["processes"][str(workers[0])]["vanished"] is True
+    assert meta["processes"][str(service.pid)]["vanished"] is True
+    assert meta["processes"][str(new)]["role"] == "service_worker"
+
+
+def test_external_target_samples_loadgen_and_system(tmp_path: Path) -> None:
+    collector = ResourcesCollector.from_options({"hz": 20})
+    collector.start(ctx(tmp_path, None, os.getpid()))
+    time.sleep(0.4)
+    status = collector.stop()
+    assert status["note"] == EXTERNAL_NOTE
+    assert status["rate_hz"] == 20.0
+    assert {r["role"] for r in rows(tmp_path)} == {"loadgen", "system"}
+    assert json.loads((tmp_path / "resources.json").read_text())["note"] == EXTERNAL_NOTE
+
+
+@pytest.mark.parametrize("bad", [0, -1, 100.5, "4", True, None])
+def test_rate_must_be_in_range(bad: object) -> None:
+    with pytest.raises(ValueError, match=f"rate_hz must be .*got {bad!r}"):
+        ResourcesCollector(bad)  # type: ignore[arg-type]
+
+
+def test_options_and_roles_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown resources options \['rate'\]"):
+        ResourcesCollector.from_options({"rate": 4})
+    with pytest.raises(ValueError, match="got 0"):
+        ResourcesCollector.from_options({"rate_hz": 0})
+    with pytest.raises(ValueError, match="role must be one of"):
+        ResourcesCollector().watch([1], role="system")
+    with pytest.raises(ValueError, match="positive ints"):
+        ResourcesCollector().watch([-5])
+
+
+def test_stop_before_start_does_not_raise() -> None:
+    assert ResourcesCollector().stop()["status"] == "not_started"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"service_pid": 0}, "service_pid must be a positive int or None (got 0)"),
+        ({"loadgen_pid": "12"}, "loadgen_pid must be a positive int or None (got '12')"),
+        ({"measure_start": 10.0, "measure_end": 5.0}, "measure_end must be >= measure_start"),
+        ({"measure_start": float("nan")}, "measure_start must be finite"),
+        ({"options": [1]}, "options must be a mapping"),
+    ],
+)
+def test_context_is_validated(tmp_path: Path, kwargs: dict, message: str) -> None:
+    base = dict(run_dir=tmp_path, service_pid=None, loadgen_pid=None, measure_start=1.0,
+                measure_end=2.0, options={})
+    with pytest.raises(ValueError) as info:
+        CollectorContext(**{**base, **kwargs})
+    assert message in str(info.value)
+    with pytest.raises(ValueError, match="run_dir must be an existing directory"):
+        CollectorContext(**{**base, "run_dir": tmp_path / "missing"})
+
+
+def test_context_is_frozen_and_options_read_only(tmp_path: Path) -> None:
+    source = {"rate_hz": 4}
+    c = CollectorContext(tmp_path, None, None, 1.0, 2.0, source)
+    source["rate_hz"] = 99
+    assert c.options["rate_hz"] == 4
+    with pytest.raises(TypeError):
+        c.options["rate_hz"] = 5  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        c.service_pid = 3  # type: ignore[misc]
