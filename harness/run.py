@@ -86,7 +86,9 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         if not self.scenario.is_file():
-            raise ValueError(f"scenario must be an existing locustfile (got {str(self.scenario)!r})")
+            raise ValueError(
+                f"scenario must be an existing locustfile (got {str(self.scenario)!r})"
+            )
         if self.scenario.suffix != ".py":
             raise ValueError(f"scenario must be a .py locustfile (got {str(self.scenario)!r})")
         if (self.target is None) == (self.serve is None):
@@ -114,6 +116,25 @@ class RunOptions:
             raise ValueError(f"workers must be between 0 and 64 (got {self.workers})")
         if self.stage_map is not None and not self.stage_map.is_file():
             raise ValueError(f"stage map file not found (got {str(self.stage_map)!r})")
+        # Collector options are checked now, not in the middle of the run.
+        ResourcesCollector.from_options(self.resources_options())
+        if self.profile:
+            ProfileCollector.from_options(self.profile_options())
+
+    def resources_options(self) -> dict[str, Any]:
+        return {"rate_hz": self.resources_hz}
+
+    def profile_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"wall": self.profile_wall}
+        if self.profile_rate_hz is not None:
+            opts["rate_hz"] = self.profile_rate_hz
+        if self.pyspy is not None:
+            opts["pyspy"] = self.pyspy
+        if self.stage_map is not None:
+            opts["stage_map"] = str(self.stage_map)
+        elif self.serve == "reference":
+            opts["stage_map"] = "reference_service"
+        return opts
 
     @property
     def model(self) -> str:
@@ -336,9 +357,9 @@ def _drive(
         loadgen_pid=driver.pid,
         measure_start=time.time() + options.warmup_s,
         measure_end=planned_end,
-        options={"hz": options.resources_hz},
+        options=options.resources_options(),
     )
-    resources = ResourcesCollector()
+    resources = ResourcesCollector.from_options(options.resources_options())
     resources.start(early_ctx)
     collectors.append((resources, early_ctx))
 
@@ -361,28 +382,20 @@ def _drive(
                 planned_load_end=measure_end,
             )
             write_run_json(run_dir, meta)
-            if options.profile and service_pid is not None:
-                profile = ProfileCollector()
+            if options.profile:
+                # With no local service pid the collector records why there is no profile.
+                profile = ProfileCollector.from_options(options.profile_options())
                 ctx = CollectorContext(
                     run_dir=run_dir,
                     service_pid=service_pid,
                     loadgen_pid=driver.pid,
                     measure_start=measure_start,
                     measure_end=measure_end,
-                    options=_profile_options(options),
+                    options=options.profile_options(),
                 )
                 profile.start(ctx)
                 collectors.append((profile, ctx))
-                pids = getattr(profile, "pids", None)
-                if callable(pids):
-                    add = getattr(resources, "add_profiler_pids", None)
-                    if callable(add):
-                        add(pids())
-            elif options.profile:
-                meta["collectors"]["profile"] = {
-                    "ok": False,
-                    "reason": "the target's processes are not visible on this machine",
-                }
+                resources.watch(profile.pids)
             emit({"type": "started", "load_start": load_start, "options": options.describe_load()})
         elif kind == "interval":
             if served is not None and not served.alive() and died is None:
@@ -410,19 +423,6 @@ def _drive(
         died = f"the reference service exited (code {served.process.returncode}) during the run"
         meta["notes"].append(died)
     return driver, load, collectors, died
-
-
-def _profile_options(options: RunOptions) -> dict[str, Any]:
-    opts: dict[str, Any] = {"wall": options.profile_wall}
-    if options.profile_rate_hz is not None:
-        opts["rate_hz"] = options.profile_rate_hz
-    if options.pyspy is not None:
-        opts["pyspy"] = options.pyspy
-    if options.stage_map is not None:
-        opts["stage_map"] = str(options.stage_map)
-    elif options.serve == "reference":
-        opts["stage_map"] = "reference_service"
-    return opts
 
 
 def _last_line(path: Path) -> str:
@@ -462,17 +462,19 @@ def _finish(
 ) -> RunResult:
     summary: dict[str, Any] | None = None
     try:
-        summary = summarize(run_dir)
+        summary = summarize(run_dir, write=False)
     except Exception as exc:  # the measurements stay on disk even if summarizing fails
         messages.append(f"summary could not be computed: {exc}")
         meta["notes"].append(f"summary failed: {exc!r}")
     failed_checks = [
-        c for c in (summary or {}).get("self_check", []) if not c.get("ok") and
-        c.get("severity") == "error"
+        c for c in (summary or {}).get("self_check", [])
+        if not c.get("ok") and c.get("severity") == "error"
     ]
     if signum is not None or (load or {}).get("stopped_early"):
         status, code = "incomplete", EXIT_INTERRUPTED
-        messages.append(f"interrupted by signal {signum}: the run directory holds what was measured")
+        messages.append(
+            f"interrupted (signal {signum}): the run directory holds what was measured"
+        )
     elif messages or failed_checks or load is None:
         status, code = "degraded", EXIT_DEGRADED
         for c in failed_checks:
@@ -483,6 +485,9 @@ def _finish(
         status, code = "complete", EXIT_OK
     meta["status"] = status
     write_run_json(run_dir, meta)
+    if summary is not None:
+        summary["status"] = status
+        write_json_atomic(run_dir / "summary.json", summary)
     return RunResult(run_dir=run_dir, status=status, exit_code=code, summary=summary,
                      messages=messages)
 

@@ -227,17 +227,19 @@ class RunDir:
         end = driver_end if isinstance(driver_end, (int, float)) else timeline.get("load_end")
         return float(start), (float(end) if end is not None else None)
 
-    def _measured(self, t: float) -> bool:
+    def in_window(self, t: float) -> bool:
+        """Whether an interval starting at t (epoch s) belongs to the measured window."""
         start, end = self.window()
         return t >= start - _EPS_S and (end is None or t < end - _EPS_S)
 
     def measured_span(self) -> tuple[float, float, float]:
         """(start, end, seconds) of the measured window, ending at the last measured interval."""
         start, end = self.window()
-        ends = [iv["t"] + iv.get("dt", 0.0) for iv in self.intervals() if self._measured(iv["t"])]
+        ends = [iv["t"] + iv.get("dt", 0.0) for iv in self.intervals()
+                if self.in_window(iv["t"])]
         if not ends:
             ends = [ln.t + ln.dt for s in self.series() for ln in self._read_hlog(s["file"])
-                    if self._measured(ln.t)]
+                    if self.in_window(ln.t)]
         last = max(ends) if ends else start
         stop = min(last, end) if end is not None else last
         return start, stop, max(0.0, stop - start) if math.isfinite(start) else 0.0
@@ -286,7 +288,7 @@ class RunDir:
         dense = np.zeros(self._template().counts_len, dtype=np.int64)
         for entry in self._select(metric, name, stage, tag):
             for line in self._read_hlog(entry["file"]):
-                if not measured_only or self._measured(line.t):
+                if not measured_only or self.in_window(line.t):
                     dense[line.idx] += line.counts
         return self._to_histogram(dense)
 
@@ -336,7 +338,7 @@ class RunDir:
             return {**load, "source": "load.json"}
         self._warn("load.json is missing or unreadable: totals rebuilt from intervals.jsonl")
         settings = self.meta.get("load") or {}
-        measured = [iv for iv in self.intervals() if self._measured(iv["t"])]
+        measured = [iv for iv in self.intervals() if self.in_window(iv["t"])]
         _, _, seconds = self.measured_span()
         totals: dict[str, Any] = {}
         for key in ("requests", "failures", "scheduled", "started", "late"):

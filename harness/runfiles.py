@@ -61,7 +61,12 @@ def _bad_line(rel: str, number: int, rows: list[str], raw: str) -> str:
 
 def _sparse(decoded: HdrHistogram, ref: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
     counts = stats.counts_array(decoded)
-    idx = np.flatnonzero(counts)
+    if decoded.get_total_count() == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # scan only between the decoded min and max: latencies span a few % of the array
+    lo = decoded.get_counts_array_index(decoded.min_value)
+    hi = min(decoded.get_counts_array_index(decoded.max_value) + 1, len(counts))
+    idx = np.flatnonzero(counts[lo:hi]) + lo
     values = counts[idx].astype(np.int64)
     layout = ("lowest_trackable_value", "highest_trackable_value", "significant_figures")
     if any(getattr(decoded, a) != getattr(ref, a) for a in layout):

@@ -108,7 +108,7 @@ def self_check(rd: RunDir, summary: dict[str, Any], load: dict[str, Any]
                if key in r["latency"]["client"]["low_samples"]
                and r["latency"]["client"]["count"]]
         detail = (f"{key} needs >= {need} samples for a {confidence:.0f} % upper bound; "
-                  f"all requests have {n}")
+                  f"all successful requests: {n}")
         if low:
             detail += f"; too few in: {', '.join(low)}"
         checks.append(_check(f"samples_{key}", n >= need and not low, "warning", detail))
@@ -125,7 +125,8 @@ def self_check(rd: RunDir, summary: dict[str, Any], load: dict[str, Any]
         "negative_residuals", negative == 0,
         "error" if _share(negative, requests_all) > 0.01 else "warning",
         f"{negative} of {requests_all} requests reported a service time above the client "
-        "time (clamped to 0; clocks or Server-Timing are wrong)"))
+        "time" + ("; their residual was recorded as 0: the Server-Timing durations or the "
+                  "clocks are wrong" if negative else "")))
     missing = int(load.get("server_timing_missing") or 0)
     malformed = int(load.get("server_timing_malformed") or 0)
     has_stages = any(s.get("metric") == "stage" for s in rd.series())

@@ -163,6 +163,7 @@ class ServedTarget:
     log: IO[bytes]
     redis: object | None = None
     startup_s: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -172,7 +173,10 @@ class ServedTarget:
         return self.process.poll() is None
 
     def stop(self) -> None:
+        from reference_service import launch
+
         stop_process_tree(self.process)
+        launch.cleanup(self.env)
         if self.redis is not None:
             stop = getattr(self.redis, "stop", None)
             if callable(stop):
@@ -211,7 +215,8 @@ def serve_reference(options: ServeOptions, log_path: Path) -> ServedTarget:
         argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
     target = ServedTarget(
-        url=f"http://127.0.0.1:{port}", process=proc, options=options, log=log, redis=redis
+        url=f"http://127.0.0.1:{port}", process=proc, options=options, log=log, redis=redis,
+        env=extra_env,
     )
     try:
         _wait_ready(target, options.ready_timeout_s, log_path)

@@ -37,7 +37,7 @@ def _stats_block(hist: Any) -> dict[str, Any]:
 
 
 def _errors_by_name(rd: RunDir, load: dict[str, Any]) -> dict[str, dict[str, int]]:
-    measured = [iv for iv in rd.intervals() if rd._measured(iv["t"])]
+    measured = [iv for iv in rd.intervals() if rd.in_window(iv["t"])]
     source = [iv.get("errors") or {} for iv in measured] if measured else [load.get("errors") or {}]
     out: dict[str, dict[str, int]] = {}
     for errors in source:

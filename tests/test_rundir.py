@@ -71,7 +71,8 @@ class RunBuilder:
         write_run_json(self.path, self.meta(status, **timeline))
 
     def record(self, metric: str, name: str, by_interval: dict[int, list[int]],
-               stage: str | None = None, tag: str | None = None, out_of_range: int = 0) -> None:
+               stage: str | None = None, tag: str | None = None, out_of_range: int = 0,
+               sig: int = 3) -> None:
         """Interval k covers [T0 + k, T0 + k + 1); warm-up is k < warmup_s."""
         file = "~".join(x.replace(" ", "_") for x in (metric, name, stage, tag) if x) + ".hlog"
         with (self.path / "latency" / file).open("w") as f:
@@ -79,7 +80,7 @@ class RunBuilder:
             writer = HistogramLogWriter(f)
             writer.output_legend()
             for k in sorted(by_interval):
-                h = HdrHistogram(1, 3_600_000_000, 3)
+                h = HdrHistogram(1, 3_600_000_000, sig)
                 for v in by_interval[k]:
                     assert h.record_value(v)
                 writer.output_interval_histogram(h, float(k) or 1e-9, k + 1.0, 1.0)
@@ -214,6 +215,17 @@ def test_histogram_merges_names_exactly_and_skips_warmup(tmp_path):
     assert rd.histogram("client", "POST c").get_total_count() == 0
 
 
+def test_histograms_of_another_precision_are_moved_into_the_standard_layout(tmp_path):
+    b = RunBuilder(tmp_path)
+    b.write_meta()
+    b.record("client", "A", {2: [12_345] * 3 + [500]}, sig=2)  # 2 digits: 1 % buckets
+    b.record("client", "B", {3: [12_345]})
+    hist = RunDir(b.path).histogram("client")
+    assert hist.get_total_count() == 5
+    got = stats.percentiles(hist, [20, 100])
+    assert abs(got[20] - 500) <= 500 * 0.01 + 1 and abs(got[100] - 12_345) <= 12_345 * 0.01 + 1
+
+
 def test_interval_series_flags_warmup(tmp_path):
     b = RunBuilder(tmp_path)
     b.write_meta()
@@ -255,3 +267,13 @@ def test_a_run_that_died_is_read_with_warnings(tmp_path):
     assert "load.json is missing" in joined
     assert "resources.csv: row 4 is malformed or truncated" in joined
     assert rd.profile_status() is None and rd.read_json("summary.json") is None
+
+
+def test_shipped_schemas_are_valid_draft_2020_12():
+    from jsonschema import Draft202012Validator
+
+    from harness.rundir import load_schema
+
+    for name in ("run", "summary"):
+        Draft202012Validator.check_schema(load_schema(name))
+        assert load_schema(name)["$schema"].endswith("/draft/2020-12/schema")

@@ -112,7 +112,7 @@ def test_closed_run_summary_by_value(tmp_path):
     assert c["samples_p90"]["ok"]  # every row has >= 29
     # p99 needs 299: every request row has them, the tag row (100) does not
     assert c["samples_p99"]["ok"] is False
-    assert c["samples_p99"]["detail"].endswith("all requests have 1500; too few in: "
+    assert c["samples_p99"]["detail"].endswith("all successful requests: 1500; too few in: "
                                                "input_class=null_features")
     assert c["samples_p999"]["ok"] is False and c["samples_p999"]["severity"] == "warning"
     assert "p999 needs >= 2995 samples" in c["samples_p999"]["detail"]
