@@ -1,245 +1,43 @@
-"""The ``harness`` command: argument parsing and printing only; the library does the work."""
+"""The ``harness`` command: argument parsing and printing only; the library does the work.
+
+Each subcommand lives in ``harness/commands/<name>.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
-from typing import Any
 
-EXIT_USAGE = 2
+from harness import __version__
+from harness.commands import command_modules
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(
         prog="harness",
         description="Load and latency diagnostics for ML model-serving services.",
     )
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser(
-        "run",
-        help="load a service with a locustfile and record a run directory",
-        description="Load a service with a locustfile and record a run directory.",
-    )
-    p.add_argument("scenario", type=Path, help="a locustfile (the project's or your own)")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--target", metavar="URL", help="load a running service at URL")
-    where.add_argument(
-        "--serve", choices=["reference"], help="start the reference service for this run"
-    )
-    load = p.add_argument_group("load model (closed: --users; open: --rate)")
-    load.add_argument("--users", type=int, help="concurrent users (open model: the pool size)")
-    load.add_argument("--spawn-rate", type=float, help="users started per second (closed model)")
-    load.add_argument("--rate", type=float, help="open model: target arrival rate, requests/s")
-    load.add_argument("--arrival", choices=["poisson", "constant"], default="poisson",
-                      help="open model: inter-arrival times (default: poisson)")
-    load.add_argument("--duration", default="60s", help="measured time, e.g. 60s, 5m (default 60s)")
-    load.add_argument("--warmup", default="0s", help="load before measuring, kept in the time "
-                      "series but not in the results (default 0s)")
-    load.add_argument("--workers", type=int, default=0,
-                      help="Locust worker processes (0: load from one process)")
-    load.add_argument("--user-class", action="append", default=[], dest="user_classes",
-                      help="run only these User classes of the locustfile (repeatable)")
-    load.add_argument("--seed", type=int, default=1, help="seed of the arrival schedule")
-    load.add_argument("--interval", default="1s", help="histogram interval (default 1s)")
-    srv = p.add_argument_group("--serve reference options")
-    srv.add_argument("--service-workers", type=int, default=2, help="gunicorn workers (default 2)")
-    srv.add_argument("--worker-class", choices=["sync", "gthread"], default="sync")
-    srv.add_argument("--threads", type=int, default=1, help="threads per gthread worker")
-    srv.add_argument("--store", choices=["sqlite", "redis"], default="sqlite",
-                     help="feature store backend (redis: a private redis-server is started)")
-    srv.add_argument("--redis-url", help="use this Redis instead of starting one")
-    srv.add_argument("--faults", help="fault configuration file (YAML or JSON)")
-    srv.add_argument("--model-version", action="append", default=[], metavar="MODEL=VERSION",
-                     help="default version of a model, e.g. fraud=v2 (repeatable)")
-    srv.add_argument("--port", type=int, default=0, help="service port (default: a free one)")
-    col = p.add_argument_group("collectors")
-    col.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
-                     help="profile the service with py-spy (default: on)")
-    col.add_argument("--profile-rate", type=int, help="py-spy samples per second")
-    col.add_argument("--profile-wall", action="store_true",
-                     help="also record a wall-clock profile (idle and waiting frames)")
-    col.add_argument("--stage-map", type=Path, help="JSON map from functions to stages")
-    col.add_argument("--resources-hz", type=float, default=4.0,
-                     help="psutil sampling rate (default 4)")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="where run directories go")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                   help="label the run (repeatable)")
-    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
-
-    s = sub.add_parser("summary", help="print a run's summary table")
-    s.add_argument("run_dir", type=Path)
-    s.add_argument("--json", action="store_true", help="print summary.json")
-    s.add_argument("--recompute", action="store_true",
-                   help="recompute summary.json from the run's raw files")
-    return parser
-
-
-def _versions(items: list[str]) -> dict[str, str]:
-    versions: dict[str, str] = {}
-    for item in items:
-        name, sep, version = item.partition("=")
-        if not sep or not name or not version:
-            raise ValueError(f"--model-version must be MODEL=VERSION (got {item!r})")
-        versions[name] = version
-    return versions
-
-
-def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.run import RunError, RunOptions, run
-    from harness.service import ServeOptions
-    from harness.summary import format_summary
-    from harness.units import parse_duration, parse_tags
-
-    try:
-        serve_options = ServeOptions(
-            workers=args.service_workers,
-            worker_class=args.worker_class,
-            threads=args.threads,
-            store=args.store,
-            redis_url=args.redis_url,
-            faults=args.faults,
-            versions=_versions(args.model_version),
-            port=args.port,
-        )
-        options = RunOptions(
-            scenario=args.scenario,
-            target=args.target,
-            serve=args.serve,
-            serve_options=serve_options,
-            users=args.users,
-            spawn_rate=args.spawn_rate,
-            rate=args.rate,
-            arrival=args.arrival,
-            duration_s=parse_duration(args.duration, what="duration"),
-            warmup_s=parse_duration(args.warmup, what="warmup"),
-            interval_s=parse_duration(args.interval, what="interval"),
-            workers=args.workers,
-            profile=args.profile,
-            profile_rate_hz=args.profile_rate,
-            profile_wall=args.profile_wall,
-            stage_map=args.stage_map,
-            resources_hz=args.resources_hz,
-            out=args.out,
-            tags=parse_tags(args.tag),
-            user_classes=tuple(args.user_classes),
-            seed=args.seed,
-            command_line=tuple(["harness", *argv]),
-        )
-    except ValueError as exc:
-        print(f"harness run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-
-    progress = _Progress(sys.stderr, options.duration_s, options.warmup_s)
-    try:
-        result = run(options, on_event=progress)
-    except RunError as exc:
-        progress.close()
-        print(f"harness run: could not run: {exc}", file=sys.stderr)
-        if exc.run_dir is not None:
-            print(f"run directory (marked failed): {exc.run_dir}", file=sys.stderr)
-        return EXIT_USAGE
-    progress.close()
-    if result.summary is not None:
-        if args.json:
-            print(json.dumps(result.summary, indent=2))
-        else:
-            for line in format_summary(result.summary):
-                print(line)
-    for message in result.messages:
-        print(f"harness run: {message}", file=sys.stderr)
-    print(f"run directory: {result.run_dir}  (status: {result.status})")
-    return result.exit_code
-
-
-class _Progress:
-    """Live progress on a terminal; silent when stderr is not a TTY."""
-
-    def __init__(self, stream: Any, duration_s: float, warmup_s: float) -> None:
-        self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.total = duration_s + warmup_s
-        self.warmup = warmup_s
-        self.start: float | None = None
-        self.requests = 0
-        self.failures = 0
-        self.dirty = False
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "run_dir" and self.tty:
-            self._line(f"run directory: {event['path']}")
-        elif kind == "status" and self.tty:
-            self._line(str(event.get("message")))
-        elif kind == "started":
-            self.start = float(event["load_start"])
-        elif kind == "interval" and self.tty and self.start is not None:
-            self.requests += int(event.get("requests", 0))
-            self.failures += int(event.get("failures", 0))
-            elapsed = float(event.get("t", self.start)) + float(event.get("dt", 0)) - self.start
-            dt = float(event.get("dt") or 1.0)
-            rate = int(event.get("requests", 0)) / dt
-            phase = "warm-up " if event.get("warmup") else ""
-            p50 = event.get("p50_us")
-            p99 = event.get("p99_us")
-            lat = (
-                f"p50 {p50 / 1000:8.3f} ms  p99 {p99 / 1000:8.3f} ms"
-                if p50 is not None and p99 is not None else "p50 -  p99 -"
-            )
-            text = (
-                f"\r[{elapsed:5.0f}/{self.total:.0f} s] {phase}{rate:8.1f} req/s  "
-                f"errors {self.failures:6d}  {lat}"
-            )
-            self.stream.write(text.ljust(90))
-            self.stream.flush()
-            self.dirty = True
-
-    def _line(self, text: str) -> None:
-        if self.dirty:
-            self.stream.write("\n")
-            self.dirty = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.dirty:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.dirty = False
-
-
-def _cmd_summary(args: argparse.Namespace) -> int:
-    from harness.rundir import RunDirError
-    from harness.summary import format_summary, summarize
-
-    path: Path = args.run_dir
-    try:
-        summary_file = path / "summary.json"
-        if args.recompute or not summary_file.is_file():
-            summary = summarize(path)
-        else:
-            summary = json.loads(summary_file.read_text())
-    except (RunDirError, OSError, ValueError) as exc:
-        print(f"harness summary: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        for line in format_summary(summary):
-            print(line)
-    return 0
+    handlers: dict[str, object] = {}
+    for mod in command_modules():
+        mod.register(sub)
+        handlers[mod.NAME] = mod.handle
+    return parser, handlers
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _build_parser().parse_args(argv)
-    if args.command == "run":
-        return _cmd_run(args, argv)
-    if args.command == "summary":
-        return _cmd_summary(args)
-    raise AssertionError(f"unhandled command {args.command!r}")
+    parser, handlers = build_parser()
+    # Everything after "--" belongs to the command itself (e.g. a locustfile's own options).
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
+    args = parser.parse_args(argv)
+    args.passthrough = passthrough
+    handle = handlers[args.command]
+    return int(handle(args, argv))  # type: ignore[operator]
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ class RunOptions:
     user_classes: tuple[str, ...] = ()
     seed: int = 1
     late_threshold_us: int = 1000
+    locust_args: tuple[str, ...] = ()
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -293,13 +294,16 @@ def _model_versions(url: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     models = body.get("models") if isinstance(body, dict) else None
+    if isinstance(models, dict):  # {name: {...}} (the reference service's form)
+        models = [{"name": k, **v} for k, v in models.items() if isinstance(v, dict)]
     if not isinstance(models, list):
         return {}
     found = {}
     for m in models:
         if isinstance(m, dict) and "name" in m:
+            versions = m.get("versions")
             found[str(m["name"])] = {
-                "versions": m.get("versions"),
+                "versions": sorted(versions) if isinstance(versions, (dict, list)) else None,
                 "default_version": m.get("default_version"),
             }
     return {"models": found}
@@ -326,6 +330,7 @@ def _driver_config(options: RunOptions, run_dir: Path, url: str) -> dict[str, An
         "master_host": "127.0.0.1",
         "master_port": 0,
         "expect_workers_timeout_s": 30,
+        "locust_args": list(options.locust_args),
     }
 
 

@@ -129,8 +129,9 @@ def is_local(url: str) -> bool:
 def find_local_service_pid(url: str) -> int | None:
     """The top process of the tree listening on the URL's port on this machine, or None.
 
-    gunicorn's workers inherit the master's listening socket, so several processes hold
-    it; the root of the service is the one whose parent does not hold it.
+    gunicorn's workers inherit the master's listening socket, and psutil's system-wide
+    table names only one holder per socket, often a worker; so walk up from it while the
+    parent holds a listening socket on the same port too.
     """
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -138,19 +139,28 @@ def find_local_service_pid(url: str) -> int | None:
         conns = psutil.net_connections(kind="tcp")
     except (psutil.AccessDenied, PermissionError):
         return None
-    holders = {
-        c.pid
-        for c in conns
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
-    }
-    for pid in holders:
-        try:
-            parent = psutil.Process(pid).ppid()
-        except psutil.NoSuchProcess:
-            continue
-        if parent not in holders:
-            return pid
-    return None
+    holder = next(
+        (c.pid for c in conns
+         if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid),
+        None,
+    )
+    if holder is None:
+        return None
+    try:
+        proc = psutil.Process(holder)
+        while (parent := proc.parent()) is not None and _listens_on(parent, port):
+            proc = parent
+    except psutil.Error:
+        return holder
+    return proc.pid
+
+
+def _listens_on(proc: psutil.Process, port: int) -> bool:
+    try:
+        conns = proc.net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
 
 
 @dataclass

@@ -1,0 +1,128 @@
+"""Report sections from the analysis modules: diagnosis, SLO check, comparison, self-check.
+
+The analysis modules are optional at import time (they are developed beside the
+report): when one is missing the section says so instead of failing the report.
+Their results are read through ``_get`` so both attribute records and dicts work.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from harness.report.page import Section, badge, esc, ms, table
+from harness.rundir import RunDir
+
+
+def _module(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _findings_html(findings: list[Any]) -> str:
+    if not findings:
+        return '<p class="note">No findings: nothing stood out in this run.</p>'
+    out = []
+    for f in findings:
+        sev = str(_get(f, "severity", "info"))
+        evidence = "".join(f"<li>{esc(e)}</li>" for e in _get(f, "evidence", []) or [])
+        steps = "".join(f"<li>{esc(s)}</li>" for s in _get(f, "next_steps", []) or [])
+        out.append(
+            f'<div class="finding {esc(sev)}">{badge(sev)} <b>{esc(_get(f, "title"))}</b>'
+            f' <span class="note">layer: {esc(_get(f, "layer"))}</span>'
+            + (f"<div>Evidence:<ul>{evidence}</ul></div>" if evidence else "")
+            + (f"<div>Next steps:<ul>{steps}</ul></div>" if steps else "") + "</div>")
+    return "".join(out)
+
+
+def diagnosis_section(run: RunDir, baseline: RunDir | None) -> Section:
+    """Findings of harness.diagnose, or diagnosis.json when the module is not installed."""
+    mod = _module("harness.diagnose")
+    title = "Diagnosis: where did the time go?"
+    if mod is None:
+        saved = run.read_json("diagnosis.json")
+        if saved is None:
+            return Section("diagnosis", title, '<p class="note">diagnosis unavailable: '
+                           "harness.diagnose is not installed and the run holds no "
+                           "diagnosis.json</p>")
+        return Section("diagnosis", title, '<p class="note">from the run\'s diagnosis.json</p>'
+                       + _findings_html(saved.get("findings") or []))
+    try:
+        result = mod.diagnose(run, baseline)
+    except (ValueError, OSError) as exc:
+        return Section("diagnosis", title, f'<p class="note">diagnosis unavailable: '
+                       f"{esc(exc)}</p>")
+    return Section("diagnosis", title, _findings_html(list(_get(result, "findings", []))))
+
+
+def slo_section(run: RunDir, slo: Any, label: str = "") -> str:
+    """HTML for one run's SLO check (a fragment: one or two runs share the section)."""
+    mod = _module("harness.slo")
+    if mod is None:
+        return '<p class="note">SLO check unavailable: harness.slo is not installed</p>'
+    result = mod.check(run, slo)
+    verdict = str(_get(result, "verdict", "unknown"))
+    rows = []
+    for r in _get(result, "rows", []) or []:
+        v = str(_get(r, "verdict", ""))
+        rows.append([_get(r, "objective"), _get(r, "target"), _get(r, "measured"),
+                     _get(r, "bound"), _get(r, "samples"), badge(v) if v else "",
+                     _get(r, "detail") or ""])
+    head = f"<h3>{esc(label)} verdict {badge(verdict)}</h3>" if label else \
+        f"<p>Verdict: {badge(verdict)}</p>"
+    return head + table(["objective", "target", "measured", "bound", "samples", "verdict",
+                         "detail"], rows, raw_columns=(5,))
+
+
+def comparison_section(a: RunDir, b: RunDir, slo: Any) -> Section:
+    """harness.compare's table of differences with confidence intervals."""
+    mod = _module("harness.compare")
+    title = f"Comparison: {a.path.name} (A) vs {b.path.name} (B)"
+    if mod is None:
+        return Section("comparison", title, '<p class="note">comparison table unavailable: '
+                       "harness.compare is not installed; the spectrum plot above overlays "
+                       "both runs</p>")
+    result = mod.compare(a, b, slo=slo)
+    body = ""
+    problems = list(_get(result, "problems", []) or [])
+    if not _get(result, "comparable", True):
+        body += "<p><b>These runs are not comparable:</b></p>"
+    if problems:
+        body += "<ul>" + "".join(f"<li>{esc(p)}</li>" for p in problems) + "</ul>"
+    rows = []
+    for r in _get(result, "rows", []) or []:
+        stage = _get(r, "stage") or _get(r, "metric") or ""
+        pct = _get(r, "percentile")
+        diff_pct = _get(r, "diff_pct")
+        v = str(_get(r, "verdict", ""))
+        kind = {"faster": "faster", "slower": "slower"}.get(v, "neutral")
+        rows.append([_get(r, "name"), stage, f"p{pct:g}" if isinstance(pct, (int, float))
+                     else pct, ms(_get(r, "a_us")), ms(_get(r, "b_us")), ms(_get(r, "diff_us")),
+                     "-" if diff_pct is None else f"{diff_pct:+.1f} %",
+                     f"[{ms(_get(r, 'ci_low_us'))}, {ms(_get(r, 'ci_high_us'))}]",
+                     badge(v, kind) if v else ""])
+    body += table(["request", "metric/stage", "percentile", "A ms", "B ms", "B-A ms", "B-A %",
+                   "95 % CI of B-A (ms)", "verdict"], rows, left=2, raw_columns=(8,))
+    return Section("comparison", title, body)
+
+
+def self_check_html(summary: dict[str, Any], warnings: list[str]) -> str:
+    """The summary's self-check (how far to trust the numbers) and reader warnings."""
+    rows = []
+    for c in summary.get("self_check") or []:
+        state = "ok" if c.get("ok") else str(c.get("severity", "warning"))
+        rows.append([c.get("check"), badge(state), c.get("detail")])
+    body = table(["check", "result", "detail"], rows, raw_columns=(1,), left=3)
+    if warnings:
+        body += "<h3>Warnings while reading the run directory</h3><ul>" + \
+            "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>"
+    return body

@@ -1,0 +1,173 @@
+"""``build_report``: one self-contained HTML file per run (or per pair of runs).
+
+Reads only the run directory (and, with two runs, the second one), so a report can
+be built later, elsewhere, from a copied or merged run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from harness.report import analysis, latency_figs, process_figs
+from harness.report.page import Section, esc, figure_html, ms, render_page, table
+from harness.rundir import RunDir
+from harness.summary import summarize
+
+
+def run_summary(run: RunDir) -> dict[str, Any]:
+    """summary.json when present and readable, else computed (not written: runs may be shared)."""
+    saved = run.read_json("summary.json")
+    if saved is not None and "requests" in saved:
+        return saved
+    return summarize(run, write=False)
+
+
+def _meta_lines(run: RunDir, summary: dict[str, Any]) -> list[str]:
+    meta = run.meta
+    target = meta.get("target") or {}
+    load = meta.get("load") or {}
+    env = meta.get("environment") or {}
+    start = (meta.get("timeline") or {}).get("load_start")
+    when = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") \
+        if isinstance(start, (int, float)) else "?"
+    versions = (target.get("service_options") or {}).get("versions") or {}
+    shape = (f"open model, {load.get('rate')} req/s {load.get('arrival')}"
+             if load.get("model") == "open" else f"closed model, {load.get('users')} users")
+    scenario = Path(str((meta.get("scenario") or {}).get("path", "?"))).name
+    lines = [f"status {meta.get('status')} | started {when} | {shape} | measured "
+             f"{summary['window']['duration_s']:.1f} s after {load.get('warmup_s')} s warm-up",
+             f"scenario {scenario} | target {target.get('url', '?')}"
+             + (f" ({target.get('service')})" if target.get("service") else "")
+             + (" | model versions " + ", ".join(f"{k}={v}" for k, v in versions.items())
+                if versions else ""),
+             f"host {env.get('hostname', '?')} | {env.get('cpu_logical', '?')} CPUs "
+             f"({env.get('cpu_model', '?')})"]
+    return lines
+
+
+def _requests_html(summary: dict[str, Any]) -> str:
+    metrics = [("client", "")]
+    if summary.get("model") == "open":
+        metrics = [("client", " (from intended start)"),
+                   ("client_uncorrected", " (uncorrected, from send)")]
+    rows = []
+    for metric, suffix in metrics:
+        for row in summary["requests"] + summary.get("tags", []):
+            block = row["latency"].get(metric)
+            if block is None:
+                continue
+            low = set(block.get("low_samples", []))
+            cells = [("~" if k in low else "") + ms(block.get(f"{k}_us"))
+                     for k in ("p50", "p90", "p99", "p999")]
+            rows.append([(row.get("name") or row.get("tag")) + suffix, row["count"],
+                         "-" if row.get("rps") is None else f"{row['rps']:.2f}",
+                         "-" if row.get("fail_pct") is None else f"{row['fail_pct']:.2f}",
+                         *cells, ms(block.get("max_us"))])
+    body = table(["request", "count", "req/s", "fail %", "p50 ms", "p90 ms", "p99 ms",
+                  "p99.9 ms", "max ms"], rows)
+    lb = summary.get("load") or {}
+    if lb.get("target_rps"):
+        body += (f'<p class="note">target {lb["target_rps"]:g} req/s, achieved '
+                 f'{lb.get("achieved_rps") or 0:.2f} req/s; late starts {lb.get("late")}, '
+                 f'dropped {lb.get("dropped")}</p>')
+    body += ('<p class="note">~ marks a percentile with fewer samples than a '
+             f'{100 * summary.get("confidence", 0.95):.0f} % upper bound needs.</p>')
+    return body
+
+
+def _breakdown_html(summary: dict[str, Any]) -> str:
+    block = (summary.get("stages") or {}).get("*")
+    if not block:
+        return '<p class="note">The service sent no Server-Timing stages.</p>'
+    fig = latency_figs.breakdown_figure(summary)
+    rows = [[st["stage"], st["count"], ms(st["mean_us"]), ms(st.get("p50_us")),
+             ms(st.get("p99_us")), f"{100 * st['share']:.1f} %"]
+            for st in [*block["stages"], *([{"stage": "residual", **block["residual"]}]
+                                          if block.get("residual") else [])]]
+    return (figure_html(fig, "breakdown") if fig else "") + table(
+        ["stage", "count", "mean ms", "p50 ms", "p99 ms", "share of client time"], rows)
+
+
+def _errors_html(run: RunDir) -> str:
+    rows = latency_figs.error_rows(run)
+    if not rows:
+        return '<p class="note">No failed requests in the measured window.</p>'
+    return table(["request", "error", "count"], [list(r) for r in rows], left=2)
+
+
+def _profile_html(run: RunDir) -> str:
+    view = process_figs.profile_view(run)
+    body = f'<p class="note">{esc(view.note)}</p>'
+    if view.stage_shares:
+        body += table(["stage (by profiler stage map)", "share of samples"],
+                      [[k, f"{100 * v:.1f} %"] for k, v in sorted(
+                          view.stage_shares.items(), key=lambda kv: -kv[1])])
+    if view.figure is not None:
+        body += figure_html(view.figure, "profile")
+    if view.speedscope:
+        body += (f'<p class="note">Full profile: <a href="{esc(view.speedscope)}">'
+                 f"{esc(view.speedscope)}</a> (open it in speedscope; the link works while "
+                 "the report sits in its run directory).</p>")
+    return body
+
+
+def _run_sections(run: RunDir, summary: dict[str, Any], prefix: str = "") -> list[Section]:
+    sections = []
+    figs = [(latency_figs.latency_over_time_figure(run), "latency"),
+            (latency_figs.stages_over_time_figure(run), "stages"),
+            (latency_figs.throughput_figure(run), "throughput")]
+    body = "".join(figure_html(f, prefix + name) for f, name in figs if f is not None)
+    sections.append(Section(prefix + "over-time", "Latency over time",
+                            body or '<p class="note">No interval data.</p>'))
+    return sections
+
+
+def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
+                 out: Path | None = None) -> Path:
+    """Write ``report.html`` (``report-vs-<other>.html`` with two runs) and return its path.
+
+    ``slo`` is a ``harness.slo.Slo``; ``out`` overrides where the file goes.
+    """
+    summary = run_summary(run)
+    other_summary = run_summary(other) if other is not None else None
+    sections = [Section("overview", "Requests", _requests_html(summary)),
+                analysis.diagnosis_section(run, other)]
+    if slo is not None:
+        body = analysis.slo_section(run, slo, "A" if other else "")
+        if other is not None:
+            body += analysis.slo_section(other, slo, "B")
+        sections.append(Section("slo", "SLO check", body))
+    if other is not None:
+        sections.append(analysis.comparison_section(run, other, slo))
+        assert other_summary is not None
+        sections.append(Section("other-run", f"Requests of B ({other.path.name})",
+                                _requests_html(other_summary)))
+    sections += _run_sections(run, summary)
+    pair = [("A", run), ("B", other)] if other is not None else [("", run)]
+    spectrum = latency_figs.spectrum_figure(pair)
+    sections.append(Section("spectrum", "Percentile spectrum",
+                            figure_html(spectrum, "spectrum") if spectrum else
+                            '<p class="note">No successful requests.</p>'))
+    sections.append(Section("breakdown", "Stage breakdown", _breakdown_html(summary)))
+    sections.append(Section("errors", "Errors", _errors_html(run)))
+    res = process_figs.resources_figure(run)
+    sections.append(Section("resources", "CPU and memory",
+                            figure_html(res, "resources") if res else
+                            '<p class="note">The run has no resources.csv.</p>'))
+    sections.append(Section("profile", "Profile", _profile_html(run)))
+    sections.append(Section("self-check", "Self-check: how far to trust these numbers",
+                            analysis.self_check_html(summary, run.warnings)))
+    title = f"Run {run.meta.get('run_id') or run.path.name}" + \
+        (f" vs {other.meta.get('run_id') or other.path.name}" if other is not None else "")
+    page = render_page(title, _meta_lines(run, summary), sections)
+    if out is None:
+        name = "report.html" if other is None else f"report-vs-{other.path.name}.html"
+        out = run.path / name
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
