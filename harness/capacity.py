@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import stats
 from harness.run import RunError, RunOptions, run
 from harness.rundir import RunDir, write_json_atomic
 from harness.service import ServedTarget, TargetError, serve_reference
 from harness.slo import Slo, check
 
 __all__ = ["CapacityError", "CapacityOptions", "CapacityResult", "CapacityStep",
-           "find_capacity", "format_capacity", "knee_index"]
+           "find_capacity", "format_capacity", "knee_index", "step_seconds"]
 
 _REFERENCE_STAGE_MAP = Path(__file__).resolve().parent / "stagemaps" / "reference_service.json"
 
@@ -140,11 +141,25 @@ def knee_index(xs: list[float], ys: list[float]) -> int | None:
     return best
 
 
+def step_seconds(opts: CapacityOptions, rate: float) -> float:
+    """Measured time of a step at ``rate``: long enough for the SLO's highest percentile.
+
+    A step at a low rate with too few samples can only be inconclusive, so it gets
+    1.5 x the zero-exceedance minimum (stats.min_samples_for_percentile), up to 3 x step_s.
+    """
+    ps = [p for o in opts.slo.objectives for p, _ in o.latency_us]
+    if not ps:
+        return opts.step_s
+    need = 1.5 * stats.min_samples_for_percentile(max(ps), opts.slo.confidence)
+    return round(min(max(opts.step_s, need / rate), 3 * opts.step_s), 3)
+
+
 def _step(opts: CapacityOptions, base: RunOptions, sweep: Path, index: int, phase: str,
           rate: float) -> CapacityStep:
     began = time.monotonic()
     step_opts = dataclasses.replace(base, rate=round(rate, 3), users=None, spawn_rate=None,
-                                    duration_s=opts.step_s, warmup_s=opts.warmup_s, out=sweep,
+                                    duration_s=step_seconds(opts, rate),
+                                    warmup_s=opts.warmup_s, out=sweep,
                                     tags={**base.tags, "capacity_step": str(index)})
     try:
         result = run(step_opts)
@@ -234,7 +249,8 @@ def _search(opts: CapacityOptions, base: RunOptions, sweep: Path, result: Capaci
             result.reason = f"the SLO holds up to max rate {lo:g} req/s (raise --max-rate)"
             return
         if rate < opts.min_rps:
-            result.reason = f"the SLO fails even at {hi:g} req/s (min rate {opts.min_rps:g})"
+            result.reason = (f"no rate met the SLO, down to {hi:g} req/s (min rate "
+                             f"{opts.min_rps:g})")
             return
     while lo is not None and hi is not None and hi - lo > opts.tolerance * lo:
         if len(result.steps) >= opts.max_steps:

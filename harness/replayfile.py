@@ -1,25 +1,13 @@
-"""The replay file: recorded HTTP traffic as JSON lines, read, validated, merged, written.
+"""The replay file: recorded HTTP traffic as JSON lines, read, validated, merged, written;
+and access logs converted to it. Pure library (the spec: docs/scenarios.md).
 
-Format ``mlserve-replay`` version 1 (UTF-8, one JSON object per line; spec in
-docs/scenarios.md). The first line is the header, every other line one request::
-
-    {"format": "mlserve-replay", "version": 1, "base_time": 1764121132.5,
-     "source": "recording middleware pid 4242", "sample": 1.0}
-    {"t": 0.0132, "method": "POST", "path": "/v1/models/fraud/predict",
-     "headers": {"Content-Type": "application/json"}, "body": "{\\"instances\\": …}",
-     "status": 200}
-
-- ``t``: seconds since ``base_time`` (epoch seconds) when the request arrived; >= 0.
-- ``body``: the exact request body as text; ``body_b64`` instead when it was not UTF-8;
-  ``json`` (any JSON value, sent compact) is accepted for hand-written files. No body key:
-  no body. ``body_omitted: true`` (with ``body_bytes``) marks a body the recorder did not
-  keep (over its size cap): such a request cannot be replayed faithfully.
-- optional: ``status`` (the original answer), ``name`` (request name for the reports),
-  ``input_class`` (tag; replay uses ``"replay"`` when absent).
-
-Readers sort records by ``t`` (stable), so writers may append out of order (a recorder
-writes a line when its response is done). A directory is read as the merge of its
-``replay-*.jsonl`` files (one per recording worker), on the absolute time axis.
+Format ``mlserve-replay`` version 1: a header line ``{"format": "mlserve-replay",
+"version": 1, "base_time": <epoch s>, ...}``, then one request per line: ``t`` (seconds
+since base_time), ``method``, ``path``, optional ``headers``, ``body`` (exact text) or
+``body_b64`` or ``json``, ``body_omitted``/``body_bytes``, ``status``, ``name``,
+``input_class``. Readers sort by ``t`` (a recorder writes a line when its response is
+done, so out of order); a directory reads as the merge of its ``replay-*.jsonl`` files
+(one per recording worker) on the absolute time axis.
 """
 
 from __future__ import annotations
@@ -29,16 +17,16 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import groupby
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TypeGuard
 
-__all__ = [
-    "FORMAT", "VERSION", "ReplayFormatError", "ReplayHeader", "ReplayRecord", "Replay",
-    "read_replay", "write_replay", "record_to_json", "header_to_json", "merge_replays",
-    "ConversionReport", "convert_access_log", "convert_access_log_file", "merge_directory",
-]
+__all__ = ["FORMAT", "VERSION", "ReplayFormatError", "ReplayHeader", "ReplayRecord", "Replay",
+           "read_replay", "write_replay", "record_to_json", "header_to_json", "merge_replays",
+           "ConversionReport", "convert_access_log", "convert_access_log_file",
+           "merge_directory"]
 
 FORMAT = "mlserve-replay"
 VERSION = 1
@@ -99,9 +87,17 @@ def _fail(where: str, rule: str) -> ReplayFormatError:
     return ReplayFormatError(f"{where}: {rule}")
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) \
-        and math.isfinite(value)
+def _finite(v: Any) -> TypeGuard[float]:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_OPTIONAL_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("status", lambda v: type(v) is int and 100 <= v <= 599, "an HTTP status 100-599"),
+    ("body_omitted", lambda v: isinstance(v, bool), "true or false"),
+    ("body_bytes", lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    ("name", lambda v: isinstance(v, str), "a string"),
+    ("input_class", lambda v: isinstance(v, str), "a string"),
+)
 
 
 def parse_header(obj: Any, where: str) -> ReplayHeader:
@@ -161,22 +157,14 @@ def parse_record(obj: Any, where: str) -> ReplayRecord:
                 from exc
     elif "json" in obj:
         body = json.dumps(obj["json"], separators=(",", ":")).encode()
-    status = obj.get("status")
-    if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
-        raise _fail(where, f"status must be an HTTP status 100-599 (got {status!r})")
-    omitted = obj.get("body_omitted", False)
-    if not isinstance(omitted, bool):
-        raise _fail(where, f"body_omitted must be true or false (got {omitted!r})")
-    nbytes = obj.get("body_bytes")
-    if nbytes is not None and (not isinstance(nbytes, int) or nbytes < 0):
-        raise _fail(where, f"body_bytes must be an integer >= 0 (got {nbytes!r})")
-    for key in ("name", "input_class"):
-        if obj.get(key) is not None and not isinstance(obj[key], str):
-            raise _fail(where, f"{key} must be a string (got {obj[key]!r})")
+    for key, ok, rule in _OPTIONAL_RULES:
+        if obj.get(key) is not None and not ok(obj[key]):
+            raise _fail(where, f"{key} must be {rule} (got {obj[key]!r})")
     return ReplayRecord(
         t=float(t), method=method.upper(), path=path, headers=tuple(headers.items()),
-        body=body, status=status, name=obj.get("name"), input_class=obj.get("input_class"),
-        body_omitted=omitted, body_bytes=nbytes)
+        body=body, status=obj.get("status"), name=obj.get("name"),
+        input_class=obj.get("input_class"), body_omitted=bool(obj.get("body_omitted")),
+        body_bytes=obj.get("body_bytes"))
 
 
 def header_to_json(header: ReplayHeader) -> dict[str, Any]:
@@ -201,12 +189,8 @@ def record_to_json(rec: ReplayRecord) -> dict[str, Any]:
             out["body_b64"] = base64.b64encode(rec.body).decode("ascii")
     if rec.body_omitted:
         out["body_omitted"] = True
-    if rec.body_bytes is not None:
-        out["body_bytes"] = rec.body_bytes
-    for key in ("status", "name", "input_class"):
-        value = getattr(rec, key)
-        if value is not None:
-            out[key] = value
+    out.update((k, getattr(rec, k)) for k in ("body_bytes", "status", "name", "input_class")
+               if getattr(rec, k) is not None)
     return out
 
 
@@ -216,12 +200,7 @@ def dumps_line(obj: dict[str, Any]) -> str:
 
 def _iter_file(path: Path) -> Iterator[tuple[int, Any]]:
     try:
-        fh: IO[str] = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise ReplayFormatError(f"replay file {str(path)!r} cannot be read: "
-                                f"{exc.strerror or exc}") from exc
-    with fh:
-        try:
+        with open(path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -230,9 +209,12 @@ def _iter_file(path: Path) -> Iterator[tuple[int, Any]]:
                 except json.JSONDecodeError as exc:
                     if not line.endswith("\n"):
                         return  # a recorder killed mid-line: keep what was complete
-                    raise _fail(f"{path}:{lineno}", f"not valid JSON: {exc.msg}") from exc
-        except UnicodeDecodeError as exc:
-            raise ReplayFormatError(f"replay file {str(path)!r} is not UTF-8 text") from exc
+                    raise ReplayFormatError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReplayFormatError(f"replay file {str(path)!r} is not UTF-8 text") from exc
+    except OSError as exc:
+        raise ReplayFormatError(f"replay file {str(path)!r} cannot be read: "
+                                f"{exc.strerror or exc}") from exc
 
 
 def _read_one(path: Path) -> Replay:
@@ -241,8 +223,7 @@ def _read_one(path: Path) -> Replay:
     if first is None:
         raise ReplayFormatError(f"replay file {str(path)!r} is empty (no header line)")
     header = parse_header(first[1], f"{path}:{first[0]}")
-    records = [parse_record(obj, f"{path}:{n}") for n, obj in lines]
-    records.sort(key=lambda r: r.t)
+    records = sorted((parse_record(obj, f"{path}:{n}") for n, obj in lines), key=lambda r: r.t)
     return Replay(header, tuple(records))
 
 
@@ -262,19 +243,12 @@ def merge_replays(replays: Iterable[Replay], source: str = "merged") -> Replay:
     parts = list(replays)
     if not parts:
         raise ValueError("merge_replays needs at least one replay (got none)")
-    samples = {r.header.sample for r in parts}
     absolute = [(r.header.base_time + rec.t, i, rec)
                 for i, r in enumerate(parts) for rec in r.records]
     absolute.sort(key=lambda x: (x[0], x[1]))
     base = absolute[0][0] if absolute else min(r.header.base_time for r in parts)
-    records = tuple(_with_t(rec, t - base) for t, _, rec in absolute)
-    sample = samples.pop() if len(samples) == 1 else min(samples)
-    return Replay(ReplayHeader(base, source, sample), records)
-
-
-def _with_t(rec: ReplayRecord, t: float) -> ReplayRecord:
-    return ReplayRecord(max(0.0, t), rec.method, rec.path, rec.headers, rec.body, rec.status,
-                        rec.name, rec.input_class, rec.body_omitted, rec.body_bytes)
+    records = tuple(replace(rec, t=max(0.0, t - base)) for t, _, rec in absolute)
+    return Replay(ReplayHeader(base, source, min(r.header.sample for r in parts)), records)
 
 
 def write_replay(path: str | Path, records: Iterable[ReplayRecord], *, base_time: float,
@@ -284,19 +258,17 @@ def write_replay(path: str | Path, records: Iterable[ReplayRecord], *, base_time
     header = ReplayHeader(base_time, source, sample, VERSION, dict(extra or {}))
     parse_header(header_to_json(header), "header")  # the same rules as reading
     ordered = sorted(records, key=lambda r: r.t)
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(dumps_line(header_to_json(header)))
         for rec in ordered:
             fh.write(dumps_line(record_to_json(rec)))
-    tmp.replace(p)
+    tmp.replace(path)
     return len(ordered)
 
 
 # -- access logs ----------------------------------------------------------------------------
-# nginx "combined" / Apache "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-agent}i\"";
-# the referer/agent pair is optional (Common Log Format) and trailing fields are ignored.
+# nginx/Apache "combined"; without referer and agent it is the Common Log Format.
 def _quoted(name: str) -> str:
     return rf'"(?P<{name}>(?:[^"\\]|\\.)*)"'
 
@@ -316,7 +288,6 @@ class ConversionReport:
     kept: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)  # first few skipped, "line N: reason"
-    with_body: int = 0
     needs_body: int = 0  # POST/PUT/PATCH kept without a body (no --body for their path)
 
     def skip(self, lineno: int, reason: str) -> None:
@@ -341,13 +312,10 @@ def convert_access_log(
     lines: Iterable[str], *, spread: str = "even", bodies: Mapping[str, bytes] | None = None,
     path_prefix: str | None = None,
 ) -> tuple[Replay, ConversionReport]:
-    """Access-log lines (combined or common format) -> a Replay.
-
-    Kept: arrival second, method, path with query, status, User-Agent. Lost: bodies (the
-    log has none: ``bodies`` maps a path, query excluded, to the body to send), other
-    headers, sub-second timing: ``spread="even"`` places the n requests of one second at
-    (i + 0.5)/n into it, ``"burst"`` sends them together at the second's start.
-    """
+    """Access-log lines (combined or common format) -> a Replay. Kept: arrival second,
+    method, path with query, status, User-Agent. Lost: bodies (``bodies`` maps a path to
+    the body to send), other headers, sub-second timing: ``spread="even"`` places the n
+    requests of a second at (i + 0.5)/n into it, ``"burst"`` at its start."""
     if spread not in SPREADS:
         raise ValueError(f"spread must be one of {SPREADS} (got {spread!r})")
     bodies = dict(bodies or {})
@@ -371,19 +339,16 @@ def convert_access_log(
         if len(parts) != 3 or parts[0] not in METHODS or not parts[1].startswith("/"):
             report.skip(lineno, "request line is not 'METHOD /path HTTP/x'")
             continue
-        method, target = parts[0], parts[1]
+        method, target, _ = parts
         if path_prefix is not None and not target.startswith(path_prefix):
             report.skip(lineno, f"path outside {path_prefix}")
             continue
-        headers: dict[str, str] = {}
         agent = m["agent"]
-        if agent and agent != "-":
-            headers["User-Agent"] = _unescape(agent)
+        headers = {"User-Agent": _unescape(agent)} if agent and agent != "-" else {}
         body = bodies.get(target.split("?", 1)[0])
         if body is not None:
             headers["Content-Type"] = "application/json" if _is_json(body) \
                 else "application/octet-stream"
-            report.with_body += 1
         elif method in ("POST", "PUT", "PATCH"):
             report.needs_body += 1
         parsed.append((when, ReplayRecord(0.0, method, target, tuple(headers.items()), body,
@@ -392,25 +357,18 @@ def convert_access_log(
     parsed.sort(key=lambda x: x[0])  # stable: log order inside one second is kept
     base = parsed[0][0] if parsed else 0.0
     records = []
-    i = 0
-    while i < len(parsed):
-        j = i
-        while j < len(parsed) and parsed[j][0] == parsed[i][0]:
-            j += 1
-        n = j - i
-        for k in range(i, j):
-            offset = (k - i + 0.5) / n if spread == "even" else 0.0
-            records.append(_with_t(parsed[k][1], parsed[k][0] - base + offset))
-        i = j
+    for when, group in groupby(parsed, key=lambda x: x[0]):
+        same = [rec for _, rec in group]
+        records += [replace(rec, t=when - base + ((k + 0.5) / len(same) if spread == "even"
+                                                  else 0.0)) for k, rec in enumerate(same)]
     return Replay(ReplayHeader(base, "access log", 1.0), tuple(records)), report
 
 
 def _is_json(body: bytes) -> bool:
     try:
-        json.loads(body)
+        return json.loads(body) is not None or True
     except (ValueError, UnicodeDecodeError):
         return False
-    return True
 
 
 def convert_access_log_file(
@@ -424,8 +382,7 @@ def convert_access_log_file(
             replay, report = convert_access_log(fh, spread=spread, bodies=bodies,
                                                 path_prefix=path_prefix)
     except OSError as exc:
-        raise ReplayFormatError(f"access log {str(src)!r} cannot be read: "
-                                f"{exc.strerror or exc}") from exc
+        raise ReplayFormatError(f"access log {str(src)!r} cannot be read: {exc}") from exc
     if not replay.records:
         raise ReplayFormatError(f"access log {str(src)!r} has no usable request line "
                                 f"({'; '.join(report.examples) or 'empty'})")
@@ -436,8 +393,8 @@ def convert_access_log_file(
 
 def merge_directory(src: str | Path, dst: str | Path) -> int:
     """``harness record --merge DIR -o DST``: one file from a recording directory."""
-    replay = read_replay(src)
     if not Path(src).is_dir():
-        raise ReplayFormatError(f"merge needs a recording directory (got file {str(src)!r})")
+        raise ReplayFormatError(f"merge needs a recording directory (got {str(src)!r})")
+    replay = read_replay(src)
     return write_replay(dst, replay.records, base_time=replay.header.base_time,
                         source=replay.header.source, sample=replay.header.sample)

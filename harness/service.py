@@ -53,8 +53,20 @@ class ServeOptions:
             raise ValueError(f"store must be sqlite or redis (got {self.store!r})")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535 (got {self.port})")
-        if self.faults is not None and not Path(self.faults).is_file():
-            raise ValueError(f"fault config file not found (got {self.faults!r})")
+        if self.faults is not None:
+            if not Path(self.faults).is_file():
+                raise ValueError(f"fault config file not found (got {self.faults!r})")
+            from reference_service.faults import load_file
+
+            load_file(self.faults)  # FaultConfigError (a ValueError) names the rule and value
+
+    def fault_config(self) -> dict[str, object] | None:
+        """The injected faults as configured (what diagnosis and reports show)."""
+        if self.faults is None:
+            return None
+        from reference_service.faults import load_file
+
+        return load_file(self.faults)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -62,7 +74,8 @@ class ServeOptions:
             "worker_class": self.worker_class,
             "threads": self.threads,
             "store": self.store,
-            "faults": self.faults,
+            "faults": self.fault_config(),
+            "faults_file": str(Path(self.faults).resolve()) if self.faults else None,
             "versions": dict(self.versions),
         }
 

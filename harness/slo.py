@@ -59,7 +59,7 @@ def parse_percentile(key: str) -> float:
     if not match:
         raise ValueError(f"percentile key must look like p50, p99 or p99.9 (got {key!r})")
     whole, frac = match.groups()
-    if frac is None and len(whole) > 2:
+    if frac is None and len(whole) > 2 and not whole.startswith("100"):
         whole, frac = whole[:2], whole[2:]  # p999 is 99.9, as percentile_key writes it
     value = float(f"{whole}.{frac}" if frac else whole)
     if not 0.0 < value < 100.0:

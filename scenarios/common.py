@@ -27,7 +27,10 @@ _ATTR = "_scenario_values"
 
 def fail(message: str) -> SystemExit:
     """What a locustfile raises for a bad option: SystemExit with one line, so plain
-    ``locust`` prints it without a traceback and the harness driver reports it (exit 2)."""
+    ``locust`` prints it without a traceback and the harness driver reports it (exit 2).
+    Also logged: raised in a user greenlet (a driver that fires no ``init``), gevent
+    reports only the exception type."""
+    log.error("scenario error: %s", message)
     return SystemExit(f"scenario error: {message}")
 
 

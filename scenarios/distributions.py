@@ -187,10 +187,10 @@ def _from_knots(name: str, st: Mapping[str, Any], integer: bool, decimals: int
         return NumericSampler(name, tuple(float(c) for c in g[keep]),
                               tuple((float(k) - 0.5, float(k) + 0.5) for k in ks[keep]),
                               True, 0, lo, hi)
-    xs, ps = zip(*knots, strict=True)
-    grid = np.unique(np.concatenate([np.linspace(a, b, 33) for a, b in zip(xs, xs[1:],
+    kx = [x for x, _ in knots]
+    grid = np.unique(np.concatenate([np.linspace(a, b, 33) for a, b in zip(kx, kx[1:],
                                                                               strict=False)]))
-    g = _smooth_cdf(xs, ps, grid)
+    g = _smooth_cdf(kx, [p for _, p in knots], grid)
     keep = np.flatnonzero(np.diff(g) > 0)
     cum = g[keep + 1] / g[-1]
     return NumericSampler(name, tuple(float(c) for c in cum),
@@ -230,8 +230,8 @@ def sampler_for(name: str, st: Mapping[str, Any], schema: Mapping[str, Any] | No
             if not cats:
                 raise ValueError(f"feature {name!r} has neither frequencies nor categories")
             freqs = {c: 1.0 for c in cats}
-        cats = tuple(freqs)
-        return CategoricalSampler(name, cats, _cumulative([freqs[c] for c in cats]))
+        names = tuple(freqs)
+        return CategoricalSampler(name, names, _cumulative([freqs[c] for c in names]))
     if kind != "numeric":
         raise ValueError(f"feature {name!r} kind must be numeric or categorical (got {kind!r})")
     if "histogram" not in st or "quantiles" not in st:

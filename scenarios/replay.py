@@ -37,7 +37,8 @@ from scenarios.traffic import request_name
 
 GROUPS = REPLAY
 ENV = common.setup(GROUPS, required=("replay_file",))
-LEAD_S = 0.2  # first request this long after the first user starts: all users are up
+LEAD_S = 0.5  # first request this long after the first user starts: all users are up
+SPAWN_S = 0.2  # the whole pool is spawned within this, well inside LEAD_S
 
 
 class ReplayState:
@@ -145,4 +146,4 @@ class ReplayShape(LoadTestShape):
         parsed = getattr(env, "parsed_options", None)
         users = getattr(parsed, "num_users", None) or common.values_for(env, GROUPS)[
             "replay_users"]
-        return int(users), float(users)
+        return int(users), float(users) / SPAWN_S

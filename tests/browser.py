@@ -2,7 +2,7 @@
 
 Console errors, uncaught exceptions and every network request the page makes are
 recorded, so a test can say "the page loads offline with no console error" and ask
-the DOM whether the plots rendered. Needs Debian's ``chromium`` (scripts/install-chromium.sh).
+the DOM whether the plots rendered. Needs Debian's ``chromium`` (make system-deps).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Browser:
     def __init__(self, width: int = 1300, height: int = 900, timeout_s: float = 60.0) -> None:
         exe = chromium_path()
         if exe is None:
-            raise RuntimeError("chromium is not installed: run scripts/install-chromium.sh")
+            raise RuntimeError("chromium is not installed: run `make system-deps`")
         self.timeout_s = timeout_s
         self.profile = Path(tempfile.mkdtemp(prefix="report-chromium-"))
         self.proc = subprocess.Popen(

@@ -101,15 +101,15 @@ def test_entity_popularity_follows_the_configured_zipf_exponent():
 
 
 def test_hot_entities_are_shared_by_users_and_spread_over_the_id_range(model):
-    a = Counter(inst["entity_id"] for _ in range(2000)
-                for inst in model.stream(0).next("churn").body["instances"])
     top = [model.entities.ids[i] for i in range(5)]
-    assert max(top) - min(top) > 1000  # a permutation, not ids 0..4
-    b = model.stream(1)
-    hits = sum(1 for _ in range(500) if b.next("churn").body["instances"][0]["entity_id"]
-               in set(model.entities.ids[:100]))
-    assert hits > 500 * 0.3  # the same hot set for another user
-    assert a
+    assert max(top) - min(top) > 1000  # a seeded permutation, not ids 0..4
+    hot = set(model.entities.ids[:100])
+    for user in (0, 1):
+        stream = model.stream(user)
+        hits = sum(stream.next("churn").body["instances"][0]["entity_id"] in hot
+                   for _ in range(500))
+        share = sum(model.entities.probability(r) for r in range(1, 101))
+        assert abs(hits - 500 * share) < 4 * math.sqrt(500 * share * (1 - share)), user
 
 
 def test_same_seed_same_sequence_distinct_users_distinct_sequences(artifacts_dir, model):

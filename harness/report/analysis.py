@@ -61,7 +61,10 @@ def diagnosis_section(run: RunDir, baseline: RunDir | None) -> Section:
     except (ValueError, OSError) as exc:
         return Section("diagnosis", title, f'<p class="note">diagnosis unavailable: '
                        f"{esc(exc)}</p>")
-    return Section("diagnosis", title, _findings_html(list(_get(result, "findings", []))))
+    note = (f'<p class="note">B ({esc(baseline.path.name)}) is the baseline: changes read '
+            "baseline -> this run.</p>" if baseline is not None else "")
+    return Section("diagnosis", title, note + _findings_html(list(_get(result, "findings", []))),
+                   nav="Diagnosis")
 
 
 def slo_section(run: RunDir, slo: Any, label: str = "") -> str:
@@ -74,13 +77,32 @@ def slo_section(run: RunDir, slo: Any, label: str = "") -> str:
     rows = []
     for r in _get(result, "rows", []) or []:
         v = str(_get(r, "verdict", ""))
-        rows.append([_get(r, "objective"), _get(r, "target"), _get(r, "measured"),
-                     _get(r, "bound"), _get(r, "samples"), badge(v) if v else "",
+        kind = str(_get(r, "kind", ""))
+        rows.append([_get(r, "objective"), _slo_value(kind, _get(r, "target")),
+                     _slo_value(kind, _get(r, "measured")), _slo_value(kind, _get(r, "bound")),
+                     _get(r, "samples"), badge(v) if v else "",
                      _get(r, "detail") or ""])
     head = f"<h3>{esc(label)} verdict {badge(verdict)}</h3>" if label else \
         f"<p>Verdict: {badge(verdict)}</p>"
+    errors = list(_get(result, "self_check_errors", []) or [])
+    if errors:
+        head += "<p>Self-check errors that make the verdict invalid:</p><ul>" + \
+            "".join(f"<li>{esc(e)}</li>" for e in errors) + "</ul>"
     return head + table(["objective", "target", "measured", "bound", "samples", "verdict",
-                         "detail"], rows, raw_columns=(5,))
+                         "detail"], rows, raw_columns=(5,), left_columns=(6,))
+
+
+def _slo_value(kind: str, v: Any) -> str:
+    """SLO rows hold latency in µs, error rates as fractions, throughput in req/s."""
+    if not isinstance(v, (int, float)):
+        return "-" if v is None else str(v)
+    if kind == "latency":
+        return f"{ms(v)} ms"
+    if kind in ("error_rate", "errors", "error"):
+        return f"{100 * v:.3f} %"
+    if kind == "throughput":
+        return f"{v:.2f} req/s"
+    return f"{v:g}"
 
 
 def comparison_section(a: RunDir, b: RunDir, slo: Any) -> Section:
@@ -92,7 +114,8 @@ def comparison_section(a: RunDir, b: RunDir, slo: Any) -> Section:
                        "harness.compare is not installed; the spectrum plot above overlays "
                        "both runs</p>")
     result = mod.compare(a, b, slo=slo)
-    body = ""
+    body = ('<p class="note">Differences are B - A with their confidence interval; the verdict '
+            "says whether B is faster or slower than A.</p>")
     problems = list(_get(result, "problems", []) or [])
     if not _get(result, "comparable", True):
         body += "<p><b>These runs are not comparable:</b></p>"
@@ -100,7 +123,8 @@ def comparison_section(a: RunDir, b: RunDir, slo: Any) -> Section:
         body += "<ul>" + "".join(f"<li>{esc(p)}</li>" for p in problems) + "</ul>"
     rows = []
     for r in _get(result, "rows", []) or []:
-        stage = _get(r, "stage") or _get(r, "metric") or ""
+        metric, stage = _get(r, "metric") or "", _get(r, "stage")
+        stage = f"{metric} {stage}" if stage else metric
         pct = _get(r, "percentile")
         diff_pct = _get(r, "diff_pct")
         v = str(_get(r, "verdict", ""))
@@ -112,7 +136,7 @@ def comparison_section(a: RunDir, b: RunDir, slo: Any) -> Section:
                      badge(v, kind) if v else ""])
     body += table(["request", "metric/stage", "percentile", "A ms", "B ms", "B-A ms", "B-A %",
                    "95 % CI of B-A (ms)", "verdict"], rows, left=2, raw_columns=(8,))
-    return Section("comparison", title, body)
+    return Section("comparison", title, body, nav="Comparison")
 
 
 def self_check_html(summary: dict[str, Any], warnings: list[str]) -> str:

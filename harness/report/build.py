@@ -113,15 +113,13 @@ def _profile_html(run: RunDir) -> str:
     return body
 
 
-def _run_sections(run: RunDir, summary: dict[str, Any], prefix: str = "") -> list[Section]:
-    sections = []
+def _over_time_section(run: RunDir) -> Section:
     figs = [(latency_figs.latency_over_time_figure(run), "latency"),
             (latency_figs.stages_over_time_figure(run), "stages"),
             (latency_figs.throughput_figure(run), "throughput")]
-    body = "".join(figure_html(f, prefix + name) for f, name in figs if f is not None)
-    sections.append(Section(prefix + "over-time", "Latency over time",
-                            body or '<p class="note">No interval data.</p>'))
-    return sections
+    body = "".join(figure_html(f, name) for f, name in figs if f is not None)
+    return Section("over-time", "Latency over time",
+                   body or '<p class="note">No interval data.</p>')
 
 
 def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
@@ -131,7 +129,6 @@ def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
     ``slo`` is a ``harness.slo.Slo``; ``out`` overrides where the file goes.
     """
     summary = run_summary(run)
-    other_summary = run_summary(other) if other is not None else None
     sections = [Section("overview", "Requests", _requests_html(summary)),
                 analysis.diagnosis_section(run, other)]
     if slo is not None:
@@ -141,10 +138,10 @@ def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
         sections.append(Section("slo", "SLO check", body))
     if other is not None:
         sections.append(analysis.comparison_section(run, other, slo))
-        assert other_summary is not None
-        sections.append(Section("other-run", f"Requests of B ({other.path.name})",
-                                _requests_html(other_summary)))
-    sections += _run_sections(run, summary)
+        b_body = _requests_html(run_summary(other)) + "<h3>Errors of B</h3>" + _errors_html(other)
+        sections.append(Section("other-run", f"Requests of B ({other.path.name})", b_body,
+                                nav="Requests of B"))
+    sections.append(_over_time_section(run))
     pair = [("A", run), ("B", other)] if other is not None else [("", run)]
     spectrum = latency_figs.spectrum_figure(pair)
     sections.append(Section("spectrum", "Percentile spectrum",
@@ -158,7 +155,7 @@ def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
                             '<p class="note">The run has no resources.csv.</p>'))
     sections.append(Section("profile", "Profile", _profile_html(run)))
     sections.append(Section("self-check", "Self-check: how far to trust these numbers",
-                            analysis.self_check_html(summary, run.warnings)))
+                            analysis.self_check_html(summary, run.warnings), nav="Self-check"))
     title = f"Run {run.meta.get('run_id') or run.path.name}" + \
         (f" vs {other.meta.get('run_id') or other.path.name}" if other is not None else "")
     page = render_page(title, _meta_lines(run, summary), sections)

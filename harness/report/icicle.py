@@ -54,11 +54,14 @@ def _short(frame: Frame) -> tuple[str, str]:
 
 
 def build_icicle(stacks: Iterable[Stack], min_share: float = 0.005, max_nodes: int = 400,
-                 keep_process_frames: bool = False) -> IcicleData:
+                 keep_process_frames: bool = False, trunk_share: float = 0.99) -> IcicleData:
     """Merge stacks into a tree keyed by function and file (lines merged), then cap it.
 
     Process frames (``process PID: command``) are dropped unless asked for, so the
-    samples of all service workers merge into one picture of where time goes.
+    samples of all service workers merge into one picture of where time goes. The
+    trunk, single callers that hold at least ``trunk_share`` of their parent's samples
+    (a server's main loop: ``Arbiter.run`` and the like), is cut off the top and named
+    in the root's hover text, so the first rows on screen are where the work differs.
     """
     if not 0.0 <= min_share < 1.0:
         raise ValueError(f"min_share must be in [0, 1) (got {min_share!r})")
@@ -78,6 +81,16 @@ def build_icicle(stacks: Iterable[Stack], min_share: float = 0.005, max_nodes: i
             child.value += stack.count
             node = child
     total = root.value
+    trunk: list[str] = []
+    while len(root.children) == 1:
+        only = next(iter(root.children.values()))
+        if only.value < trunk_share * root.value:
+            break
+        trunk.append(only.label)
+        root = _Node("all samples", "", root.value, only.children)
+    if trunk:
+        root.label = f"all samples (below {trunk[-1]})"
+        root.hover = "all samples, below the common trunk: " + " > ".join(trunk)
     threshold = max(1, min_share * total)
     ids, labels, parents, values, hovers = [ROOT_ID], [root.label], [""], [total], [root.hover]
     folded = 0

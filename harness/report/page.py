@@ -60,16 +60,19 @@ def badge(text: str, kind: str | None = None) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
-          raw_columns: Sequence[int] = ()) -> str:
-    """A table; the first ``left`` columns align left; ``raw_columns`` hold trusted HTML."""
+          raw_columns: Sequence[int] = (), left_columns: Sequence[int] = ()) -> str:
+    """A table; the first ``left`` columns and ``left_columns`` align left (text, not
+    numbers); ``raw_columns`` hold trusted HTML."""
+    lefts = set(range(left)) | set(left_columns)
     out = ["<table><tr>"]
-    out += [f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(headers)]
+    out += [f'<th class="{"l" if i in lefts else ""}">{esc(h)}</th>'
+            for i, h in enumerate(headers)]
     out.append("</tr>")
     for row in rows:
         out.append("<tr>")
         for i, cell in enumerate(row):
             body = str(cell) if i in raw_columns else esc(cell)
-            out.append(f'<td class="{"l" if i < left else ""}">{body}</td>')
+            out.append(f'<td class="{"l" if i in lefts else ""}">{body}</td>')
         out.append("</tr>")
     out.append("</table>")
     return "".join(out)
@@ -94,10 +97,11 @@ class Section:
     id: str
     title: str
     body: str
+    nav: str | None = None  # a shorter label for the link bar
 
 
 def render_page(title: str, meta_lines: Sequence[str], sections: Sequence[Section]) -> str:
-    nav = "".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in sections)
+    nav = "".join(f'<a href="#{esc(s.id)}">{esc(s.nav or s.title)}</a>' for s in sections)
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>{esc(title)}</title>",

@@ -91,10 +91,10 @@ def profile_view(run: RunDir, min_share: float = 0.005, max_nodes: int = 400) ->
         speed = f"profile/{view}.speedscope.json"
         fig = go.Figure(go.Icicle(
             ids=data.ids, labels=data.labels, parents=data.parents, values=data.values,
-            branchvalues="total", customdata=data.hovers, maxdepth=8,
+            branchvalues="total", customdata=data.hovers, maxdepth=16,
             hovertemplate="%{customdata}<br>%{value} samples (%{percentRoot:.1%})<extra></extra>",
             tiling={"orientation": "v"}, root={"color": "#ddd"}))
-        fig.update_layout(template="plotly_white", height=560,
+        fig.update_layout(template="plotly_white", height=760,
                           margin={"l": 10, "r": 10, "t": 50, "b": 10},
                           title=f"Profile: {view} ({data.total_samples} samples; click a frame "
                                 "to zoom)")

@@ -20,13 +20,16 @@ from hdrh.histogram import HdrHistogram
 from harness import stats
 from harness.rules.facts import Facts, Finding, stage_layer
 
-__all__ = ["CONFIDENCE", "Delta", "comparability", "percentile_delta", "change_rules"]
+__all__ = ["CONFIDENCE", "Delta", "change_rules", "comparability", "percentile_delta",
+           "tail_delta"]
 
 CONFIDENCE = 0.95
 GROWTH_WARNING = 0.25        # a significant p99 growth of the client this large is a warning
 LOAD_TOLERANCE = 0.05        # users / rate may differ this much between comparable runs
 FUNCTION_GROWTH = 0.05       # growth of a function's share of on-CPU samples worth listing
 FUNCTION_MIN_SAMPLES = 10
+TAIL_PERCENTILES = (99.0, 95.0, 90.0, 50.0)
+CAUSE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,22 @@ def percentile_delta(series: str, a: HdrHistogram, b: HdrHistogram, p: float,
     return Delta(series, p, pa, pb, low, high)
 
 
+def tail_delta(series: str, a: HdrHistogram, b: HdrHistogram,
+               confidence: float = CONFIDENCE) -> Delta:
+    """The highest of p99, p95, p90, p50 whose difference both runs can bound.
+
+    A two-sided interval of p99 needs a few hundred samples per run; a short run gets the
+    highest percentile its samples support instead of "insufficient data".
+    """
+    last = None
+    for p in TAIL_PERCENTILES:
+        last = percentile_delta(series, a, b, p, confidence)
+        if last.verdict != "insufficient data":
+            return last
+    assert last is not None
+    return last
+
+
 def comparability(a: Facts, b: Facts) -> list[str]:
     """Why a run and its baseline are not the same experiment (empty when they are)."""
     problems = []
@@ -87,7 +106,10 @@ def comparability(a: Facts, b: Facts) -> list[str]:
                         f"{b.scenario} ({b.scenario_sha256[:12]})")
     if a.model != b.model:
         problems.append(f"load model differs: {a.model} vs {b.model}")
-    for label, x, y in (("users", a.users, b.users), ("target rate", a.target_rps, b.target_rps)):
+    # the open model's pool of users is sized from the rate: only the rate defines its load
+    pairs = [("target rate", a.target_rps, b.target_rps)] if a.model == b.model == "open" \
+        else [("users", a.users, b.users), ("target rate", a.target_rps, b.target_rps)]
+    for label, x, y in pairs:
         if (x is None) != (y is None) or (x and y and abs(x - y) > LOAD_TOLERANCE * max(x, y)):
             problems.append(f"{label} differs: {x} vs {y}")
     return problems
@@ -132,39 +154,49 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
                            {"problems": problems}))
     deltas = {(k, p): percentile_delta(k, a.histograms[k], b.histograms[k], p)
               for k in _series(b) if k in a.histograms for p in (50, 99)}
-    client = deltas.get(("client", 99))
-    grew = [d for (k, p), d in deltas.items() if p == 99 and k != "client"
-            and d.verdict == "slower" and k != "stage:app"]
+    tail = {k: tail_delta(k, a.histograms[k], b.histograms[k])
+            for k in _series(b) if k in a.histograms}
+    client = tail.get("client")
+    grew = [d for k, d in tail.items() if k not in ("client", "stage:app")
+            and d.verdict == "slower"]
     evidence_all = [_describe(d) for d in deltas.values()]
     if client is not None and client.verdict == "slower" and client.diff_us:
         rel = client.diff_us / client.a_us if client.a_us else 1.0
+        # Queueing (the residual) grows when the service gets slower: a service stage that
+        # explains a quarter of the growth is the cause, the residual its consequence.
+        inner = [d for d in grew if d.series != "residual"
+                 and (d.diff_us or 0) >= CAUSE_SHARE * client.diff_us]
         if grew:
-            top = max(grew, key=lambda d: d.diff_us or 0)
+            top = max(inner or grew, key=lambda d: d.diff_us or 0)
             explained = min(1.0, max(0.0, (top.diff_us or 0) / client.diff_us))
             name = top.series.partition(":")[2] or top.series
             layer = "queueing" if top.series == "residual" else stage_layer(name)
-            title = (f"p99 grew {100 * rel:.0f} %; '{name}' ({layer}) grew most: "
-                     f"+{_ms(top.diff_us)}, {100 * explained:.0f} % of the growth")
+            title = (f"p{client.percentile:g} grew {100 * rel:.0f} %; '{name}' ({layer}) "
+                     f"grew most: +{_ms(top.diff_us)}, {100 * explained:.0f} % of the growth")
         else:
             top, explained = None, 0.0
-            title = f"p99 grew {100 * rel:.0f} %; no single stage grew significantly"
+            title = (f"p{client.percentile:g} grew {100 * rel:.0f} %; no single stage grew "
+                     "significantly")
         out.append(Finding(
-            "warning" if rel >= GROWTH_WARNING else "info", "change", title,
+            # without a stage to blame, a shift of the whole distribution is most often the
+            # machine between runs (A/A pairs on a shared machine show it): information only
+            "warning" if rel >= GROWTH_WARNING and top else "info", "change", title,
             [_describe(client)] + ([_describe(top)] if top else []) +
             [_describe(d) for d in grew if d is not top],
             ["look at that stage's layer findings below and at the profile functions that "
              "grew"], explained if top else rel,
             {"stage": top.series if top else None, "explained": explained}))
     elif client is not None and client.verdict == "faster":
-        out.append(Finding("info", "change", f"p99 improved by {_ms(-(client.diff_us or 0))}",
+        out.append(Finding("info", "change",
+                           f"p{client.percentile:g} improved by {_ms(-(client.diff_us or 0))}",
                            [_describe(client)], [], 0.0))
     elif client is not None:
-        out.append(Finding("info", "change", f"no significant p99 change ({client.verdict})",
+        out.append(Finding("info", "change",
+                           f"no significant p{client.percentile:g} change ({client.verdict})",
                            [_describe(client)], [], 0.0))
-    changed = {m: (a.model_versions.get(m), v) for m, v in b.model_versions.items()
-               if a.model_versions.get(m) != v}
-    changed.update({m: (v, None) for m, v in a.model_versions.items()
-                    if m not in b.model_versions})
+    # a model only one run reports is unknown on the other side, not a change
+    changed = {m: (a.model_versions[m], v) for m, v in b.model_versions.items()
+               if m in a.model_versions and a.model_versions[m] != v}
     if changed:
         infer = [d for d in grew if stage_layer(d.series.partition(":")[2]) == "model"]
         out.append(Finding(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from harness import stats
 from harness.rules.facts import Facts, Finding, StageFacts, stage_layer
 
-__all__ = ["RULES", "busy_fraction", "oncpu_ratio"]
+__all__ = ["RULES", "busy_fraction", "machine_contended", "oncpu_ratio", "service_share"]
 
 LOADGEN_SATURATED_SHARE = 0.10   # as the self-check: >90 % of a core in >10 % of samples
 RATE_SHORTFALL = 0.95
@@ -27,6 +27,7 @@ RSS_GROWTH_BYTES = 20 * 2**20
 RSS_GROWTH_FRACTION = 0.05
 RSS_FIT_R2 = 0.7
 RESIDUAL_INFO, RESIDUAL_WARNING, RESIDUAL_BUSY = 0.30, 0.50, 0.60
+# shares of the service's own time (app), not of the client time
 STAGE_WARNING = {"upstream": 0.30, "serialization": 0.10, "infrastructure": 0.30}
 STAGE_INFO = {"upstream": 0.10, "serialization": 0.03, "infrastructure": 0.10, "model": 0.30}
 TAIL_RATIO, TAIL_OF_CLIENT, TAIL_MIN_US = 5.0, 0.30, 1000
@@ -72,15 +73,31 @@ def oncpu_ratio(f: Facts, stage: str) -> float | None:
     return min(1.0, p.oncpu[stage] / p.rate_hz / wall_s)
 
 
+def service_share(f: Facts, st: StageFacts) -> float:
+    """A stage's share of the service time (``app``, else the sum of the stages)."""
+    total = f.app.share if f.app else sum(s.share for s in f.stages.values())
+    return st.share / total if total > 0 else 0.0
+
+
+def machine_contended(f: Facts) -> bool:
+    """Other processes take a large share of a busy machine (the service is starved)."""
+    if f.system_cpu_mean_pct is None or f.system_cpu_mean_pct < MACHINE_SYSTEM_PCT:
+        return False
+    other = f.system_cpu_mean_pct / 100.0 - f.machine_share.get("service", 0.0) \
+        - f.machine_share.get("loadgen", 0.0)
+    return other >= MACHINE_OTHER_SHARE
+
+
 def measurement(f: Facts) -> list[Finding]:
     out = []
     busy = busy_fraction(f)
-    if f.loadgen_saturated_share is not None and f.loadgen_saturated_share > LOADGEN_SATURATED_SHARE:
+    saturated = f.loadgen_saturated_share
+    if saturated is not None and saturated > LOADGEN_SATURATED_SHARE:
         out.append(Finding(
             "critical", "measurement", "the load generator is CPU-saturated: latency includes "
             "its own queueing",
             [f"a load generator process was above 90 % of one core in "
-             f"{_pct(f.loadgen_saturated_share)} of samples (limit "
+             f"{_pct(saturated)} of samples (limit "
              f"{_pct(LOADGEN_SATURATED_SHARE)}; resources.csv)",
              f"its mean CPU {f.loadgen_cpu_mean_pct:.1f} % of a core"],
             ["run with --workers N (Locust worker processes) or fewer users",
@@ -115,13 +132,13 @@ def measurement(f: Facts) -> list[Finding]:
             out.append(Finding(
                 "warning", "measurement", f"too few samples for p99: {f.client.count}",
                 [f"{f.client.count} successful requests; a 95 % upper bound of p99 needs "
-                 f">= {need}"], ["run longer or at a higher rate"], 0.5))
+                 f">= {need}"], ["run longer or at a higher rate"], 0.0))
     for check in f.self_check:
         if not check["ok"] and check["severity"] == "error" and check["check"] in (
                 "run_complete", "out_of_range", "negative_residuals", "measured_data"):
             out.append(Finding("warning", "measurement", f"self-check failed: {check['check']}",
                                [check["detail"] + " (summary self-check)"],
-                               ["read the run's summary: harness summary RUN"], 0.5))
+                               ["read the run's summary: harness summary RUN"], 0.0))
     return out
 
 
@@ -142,7 +159,7 @@ def machine(f: Facts) -> list[Finding]:
             ["the service and the load generator wait for CPU: every stage is slower than on "
              "a quiet machine, and queueing grows with it"],
             ["rerun on a quiet or dedicated machine before trusting absolute latencies",
-             "compare runs made under the same conditions only"], other)]
+             "compare runs made under the same conditions only"], 0.0, {"other": other})]
     return [Finding(
         "critical" if svc >= SERVICE_CPU_SATURATED * 0.9 else "warning", "infrastructure",
         "the machine's CPUs are saturated by the service and its load", evidence,
@@ -169,15 +186,24 @@ def infrastructure(f: Facts) -> list[Finding]:
                                                    " — below a full core: they also wait"))
         if f.model == "open" and f.target_rps:
             evidence.append(f"achieved {f.achieved_rps:.1f} of {f.target_rps:g} req/s")
+        dominant = max(f.stages.values(), key=lambda s: s.share, default=None)
+        if dominant is not None:
+            evidence.append(f"the service's time goes mostly to '{dominant.name}' "
+                            f"({stage_layer(dominant.name)}): "
+                            f"{_pct(service_share(f, dominant))} of it")
         out.append(Finding(
             "critical", "infrastructure", "the service is saturated: too few workers for "
             "the load, requests queue", evidence,
             ["add workers or threads (--service-workers), or lower the rate",
              "find the capacity: the highest rate that keeps the busy share below 80 %",
              "make each request cheaper (the largest stage below)"],
-            min(1.0, residual + f.schedule_delay_share), {"busy": busy}))
+            min(1.0, residual + f.schedule_delay_share),
+            {"busy": busy, "dominant_stage": dominant.name if dominant else None}))
     elif residual >= RESIDUAL_INFO and f.residual is not None:
-        warn = residual >= RESIDUAL_WARNING and busy is not None and busy >= RESIDUAL_BUSY
+        # On a machine where other processes take the CPU, the workers are slow because
+        # they wait for it, and queueing follows: the machine finding already says so.
+        warn = residual >= RESIDUAL_WARNING and busy is not None and busy >= RESIDUAL_BUSY \
+            and not machine_contended(f)
         out.append(Finding(
             "warning" if warn else "info", "infrastructure",
             f"queueing: {_pct(residual)} of the latency is outside the service's own timing",
@@ -200,7 +226,7 @@ def infrastructure(f: Facts) -> list[Finding]:
             out.append(Finding(
                 "warning", "infrastructure",
                 f"worker imbalance: pid {top.pid} does {_pct(share)} of the work",
-                [f"worker CPU (% of one core): " + ", ".join(
+                ["worker CPU (% of one core): " + ", ".join(
                     f"{w.pid}: {w.cpu_mean_pct:.0f}" for w in f.workers)],
                 ["check the load balancing in front of the workers (SO_REUSEPORT, keep-alive "
                  "connections pinned to one worker)"], share - 1.0 / len(f.workers)))
@@ -235,6 +261,10 @@ def _stage_finding(f: Facts, st: StageFacts, layer: str) -> list[Finding]:
                 f"{fn} ({n} samples)" for fn, n in tops[:3]))
     warn = STAGE_WARNING.get(layer)
     info = STAGE_INFO.get(layer, 1.0)
+    # Judged as a share of the service's own time: queueing in front of the service (the
+    # residual) and a CPU-starved machine inflate the client time without changing it.
+    of_service = service_share(f, st)
+    evidence[0] += f"; {_pct(of_service)} of the service time"
     steps = {"upstream": ["look at the feature store's latency and connection pool",
                           "cache hot entities; batch lookups"],
              "model": ["profile the model path (profile/oncpu.speedscope.json)",
@@ -242,18 +272,22 @@ def _stage_finding(f: Facts, st: StageFacts, layer: str) -> list[Finding]:
                        "--baseline OLD"],
              "serialization": ["check the response size and the encoder (orjson, no indent, "
                                "no debug fields)"]}.get(layer, [f"instrument '{st.name}'"])
-    if warn is not None and st.share >= warn:
+    if warn is not None and of_service >= warn:
         out.append(Finding("warning", layer, f"{label} takes {_pct(st.share)} of the latency",
                            evidence, steps, st.share, {"stage": st.name, "oncpu": ratio}))
-    elif st.share >= info:
+    elif of_service >= info:
         out.append(Finding("info", layer, f"{label} ('{st.name}') is {_pct(st.share)} of the "
                            "latency", evidence, steps, st.share,
                            {"stage": st.name, "oncpu": ratio}))
     client_p99 = f.client.p99_us if f.client else None
     if st.p50_us and st.p99_us and client_p99 and st.p99_us >= TAIL_RATIO * st.p50_us \
             and st.p99_us >= TAIL_OF_CLIENT * client_p99 and st.p99_us - st.p50_us >= TAIL_MIN_US:
+        # A CPU-starved machine preempts computing stages at random: their tail is then the
+        # machine's (see its finding); a waiting stage's tail stays the stage's own.
+        machine_tail = machine_contended(f) and (ratio is None or ratio > ONCPU_WAITING)
         out.append(Finding(
-            "warning", layer, f"{label} has a long tail: p99 {st.p99_us / st.p50_us:.1f}x its p50",
+            "info" if machine_tail else "warning", layer,
+            f"{label} has a long tail: p99 {st.p99_us / st.p50_us:.1f}x its p50",
             [f"'{st.name}' p99 {_ms(st.p99_us)} vs p50 {_ms(st.p50_us)}; client p99 "
              f"{_ms(client_p99)} ({_pct(st.p99_us / client_p99)} of it)"],
             steps, min(1.0, st.p99_us / client_p99) * 0.5, {"stage": st.name}))

@@ -1,0 +1,152 @@
+"""Load-generator efficiency: bare Locust vs the harness vs wrk, side by side in one run.
+
+Each contender loads the same endpoint of one reference service (started once) with
+the same number of connections and no think time, in rounds (A B C A B C ...), so
+that machine noise hits all of them alike. For each we measure:
+
+- requests/s: completed requests over the wall time of the load;
+- requests per load-generator CPU-second: completed requests over the CPU time
+  (user + system) of the load generator's whole process tree, taken from
+  ``getrusage(RUSAGE_CHILDREN)`` around each run (so the harness's own main process,
+  its driver subprocess and its psutil sampler all count against it).
+
+The service shares the 2 cores with the load generator: the ratios, measured in
+the same rounds, are what to read, not the absolute numbers.
+
+    .venv/bin/python benchmarks/loadgen_efficiency.py --duration 10 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.service import ServeOptions, serve_reference  # noqa: E402
+
+LOCUSTFILE = ROOT / "benchmarks" / "locustfiles" / "health_fasthttp.py"
+PREDICT = ROOT / "benchmarks" / "locustfiles" / "predict_fasthttp.py"
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_locust(url: str, locustfile: Path, users: int, duration: int, workdir: Path) -> dict:
+    stats = workdir / "locust"
+    cpu0, t0 = _children_cpu(), time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(users),
+         "-r", str(users), "-t", f"{duration}s", "-H", url, "--csv", str(stats),
+         "--only-summary", "--loglevel", "WARNING"],
+        check=True, capture_output=True,
+    )
+    wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
+    rows = (stats.parent / "locust_stats.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    agg = next(r.split(",") for r in rows[1:] if ",Aggregated," in r)
+    count = int(agg[header.index("Request Count")])
+    return {"requests": count, "wall_s": wall, "cpu_s": cpu}
+
+
+def run_harness(url: str, locustfile: Path, users: int, duration: int, workdir: Path,
+                profile: bool) -> dict:
+    out = workdir / "runs"
+    cpu0, t0 = _children_cpu(), time.monotonic()
+    args = [sys.executable, "-m", "harness.cli", "run", str(locustfile), "--target", url,
+            "--users", str(users), "--duration", f"{duration}s", "--out", str(out), "--json"]
+    if not profile:
+        args.append("--no-profile")
+    res = subprocess.run(args, capture_output=True, text=True)
+    wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
+    if res.returncode not in (0, 3):
+        raise RuntimeError(f"harness run failed ({res.returncode}): {res.stderr[-2000:]}")
+    run_dir = sorted(out.iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+    load = json.loads((run_dir / "load.json").read_text())
+    count = load["measured"]["requests"] + load["measured"]["failures"]
+    return {"requests": count, "wall_s": wall, "cpu_s": cpu}
+
+
+def run_wrk(url: str, path: str, users: int, duration: int) -> dict:
+    cpu0, t0 = _children_cpu(), time.monotonic()
+    res = subprocess.run(["wrk", "-t1", f"-c{users}", f"-d{duration}s", url + path],
+                         check=True, capture_output=True, text=True)
+    wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
+    match = re.search(r"(\d+) requests in", res.stdout)
+    if not match:
+        raise RuntimeError(f"unexpected wrk output:\n{res.stdout}")
+    return {"requests": int(match.group(1)), "wall_s": wall, "cpu_s": cpu}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds of load per contender")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--users", type=int, default=8, help="concurrent users/connections")
+    ap.add_argument("--endpoint", choices=["health", "predict"], default="health")
+    args = ap.parse_args()
+
+    locustfile = LOCUSTFILE if args.endpoint == "health" else PREDICT
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        target = serve_reference(ServeOptions(workers=2), tmpdir / "service.log")
+        try:
+            contenders = {
+                "bare Locust (FastHttpUser)": lambda w: run_locust(
+                    target.url, locustfile, args.users, args.duration, w),
+                "harness, all collectors": lambda w: run_harness(
+                    target.url, locustfile, args.users, args.duration, w, profile=True),
+                "harness, --no-profile": lambda w: run_harness(
+                    target.url, locustfile, args.users, args.duration, w, profile=False),
+            }
+            if args.endpoint == "health":
+                contenders["wrk (1 thread)"] = lambda w: run_wrk(
+                    target.url, "/healthz", args.users, args.duration)
+            results: dict[str, list[dict]] = {name: [] for name in contenders}
+            for rnd in range(args.rounds):
+                for name, fn in contenders.items():
+                    work = tmpdir / f"{rnd}-{len(results[name])}-{abs(hash(name))}"
+                    work.mkdir()
+                    r = fn(work)
+                    r["rps"] = r["requests"] / args.duration
+                    r["per_cpu_s"] = r["requests"] / r["cpu_s"] if r["cpu_s"] > 0 else 0.0
+                    results[name].append(r)
+                    print(f"round {rnd + 1} {name}: {r['rps']:.0f} req/s, "
+                          f"{r['per_cpu_s']:.0f} req per loadgen CPU-s", file=sys.stderr)
+        finally:
+            target.stop()
+
+    base = statistics.median(r["per_cpu_s"] for r in results["bare Locust (FastHttpUser)"])
+    wrk = results.get("wrk (1 thread)")
+    wrk_base = statistics.median(r["per_cpu_s"] for r in wrk) if wrk else None
+    print(f"\nendpoint: {args.endpoint}; {args.users} connections; {args.duration} s per run; "
+          f"{args.rounds} rounds interleaved; medians (min..max); {os.cpu_count()} CPUs\n")
+    print("| load generator | requests/s | requests per loadgen CPU-s | vs bare Locust |"
+          + (" vs wrk |" if wrk_base else ""))
+    print("|---|---:|---:|---:|" + ("---:|" if wrk_base else ""))
+    for name, rs in results.items():
+        rps = [r["rps"] for r in rs]
+        eff = [r["per_cpu_s"] for r in rs]
+        med = statistics.median(eff)
+        row = (f"| {name} | {statistics.median(rps):.0f} ({min(rps):.0f}..{max(rps):.0f}) | "
+               f"{med:.0f} ({min(eff):.0f}..{max(eff):.0f}) | {med / base:.2f} |")
+        if wrk_base:
+            row += f" {med / wrk_base:.3f} |"
+        print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The diagnosis rules as pure functions of constructed facts, checked by value."""
+
+from __future__ import annotations
+
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from harness.diagnose import Diagnosis, diagnose_facts, format_diagnosis, rank
+from harness.rules.change import comparability, percentile_delta, tail_delta
+from harness.rules.facts import Facts, Finding, StageFacts, TagFacts, WorkerFacts, stage_layer
+from harness.rules.single import busy_fraction, service_share
+
+
+def _hist(values: list[int]) -> HdrHistogram:
+    h = HdrHistogram(1, 3_600_000_000, 3)
+    for v in values:
+        assert h.record_value(v)
+    return h
+
+
+def _facts(fetch_ms: float = 0.3, infer_ms: float = 6.0, ser_ms: float = 0.2,
+           residual_ms: float = 1.0, rps: float = 50.0, **kw) -> Facts:
+    app = fetch_ms + infer_ms + ser_ms + 0.3
+    client = app + residual_ms
+    n = 1000
+
+    def st(name: str, ms: float) -> StageFacts:
+        return StageFacts(name, ms / client, ms * 1000, int(ms * 1000), int(ms * 1500), n)
+
+    base = dict(run_id="r", requests=n, achieved_rps=rps, duration_s=20.0, concurrency=2,
+                client=StageFacts("client", 1.0, client * 1000, int(client * 1000),
+                                  int(client * 2000), n),
+                stages={"fetch": st("fetch", fetch_ms), "infer": st("infer", infer_ms),
+                        "serialize": st("serialize", ser_ms)},
+                app=st("app", app), residual=st("residual", residual_ms),
+                loadgen_saturated_share=0.0, system_cpu_mean_pct=40.0,
+                machine_share={"service": 0.2, "loadgen": 0.05})
+    base.update(kw)
+    return Facts(**base)
+
+
+def _top(f: Facts) -> Finding:
+    return diagnose_facts(f)[0]
+
+
+def test_finding_validates_severity_and_layer():
+    with pytest.raises(ValueError, match="severity must be one of"):
+        Finding("bad", "model", "t")
+    with pytest.raises(ValueError, match="layer must be one of"):
+        Finding("info", "gpu", "t")
+
+
+def test_stage_layer_names():
+    assert stage_layer("fetch") == "upstream"
+    assert stage_layer("feature_lookup") == "upstream"
+    assert stage_layer("infer") == "model"
+    assert stage_layer("serialize") == "serialization"
+    assert stage_layer("auth") == "infrastructure"
+
+
+def test_busy_fraction_is_utilization_law():
+    f = _facts(rps=100.0)  # app = 6.8 ms, 2 slots: 100 * 0.0068 / 2
+    assert busy_fraction(f) == pytest.approx(0.34)
+    assert service_share(f, f.stages["infer"]) == pytest.approx(6.0 / 6.8)
+
+
+def test_clean_run_has_nothing_above_info():
+    findings = diagnose_facts(_facts())
+    assert findings and all(f.severity == "info" for f in findings)
+    assert findings[0].layer == "model"
+
+
+def test_slow_fetch_is_top_upstream_warning():
+    top = _top(_facts(fetch_ms=15.0))
+    assert (top.severity, top.layer) == ("warning", "upstream")
+    assert top.data["stage"] == "fetch"
+
+
+def test_bloated_serialization_is_top():
+    top = _top(_facts(ser_ms=2.0))  # 2 / 8.6 = 23 % of the service time
+    assert (top.severity, top.layer) == ("warning", "serialization")
+
+
+def test_saturation_is_critical_and_names_the_dominant_stage():
+    f = _facts(rps=280.0, residual_ms=200.0)  # 280 * 6.8 ms / 2 = 0.95 busy
+    top = _top(f)
+    assert (top.severity, top.layer) == ("critical", "infrastructure")
+    assert top.data["dominant_stage"] == "infer"
+    assert top.data["busy"] == pytest.approx(0.952)
+
+
+def test_queueing_without_saturation_is_a_warning_on_a_quiet_machine_only():
+    f = _facts(rps=200.0, residual_ms=10.0)  # busy 0.68, residual 10 / 16.8
+    assert any(x.severity == "warning" and "queueing" in x.title for x in diagnose_facts(f))
+    busy_machine = _facts(rps=200.0, residual_ms=10.0, system_cpu_mean_pct=97.0)
+    found = diagnose_facts(busy_machine)
+    assert [x for x in found if "queueing" in x.title][0].severity == "info"
+    machine = [x for x in found if "other processes" in x.title][0]
+    assert (machine.severity, machine.layer) == ("warning", "measurement")
+    assert machine.data["other"] == pytest.approx(0.72)
+
+
+def test_loadgen_saturation_and_rate_shortfall():
+    f = _facts(loadgen_saturated_share=0.5, loadgen_cpu_mean_pct=97.0, model="open",
+               target_rps=100.0, achieved_rps=50.0)
+    found = diagnose_facts(f)
+    assert found[0].severity == "critical" and found[0].layer == "measurement"
+    assert any("target rate not achieved" in x.title and x.severity == "critical"
+               for x in found)
+
+
+def test_too_few_samples_for_p99():
+    f = _facts()
+    f.client = StageFacts("client", 1.0, 8000.0, 8000, 16000, 298)
+    assert any(x.title == "too few samples for p99: 298" for x in diagnose_facts(f))
+    f.client = StageFacts("client", 1.0, 8000.0, 8000, 16000, 299)
+    assert not any("too few samples" in x.title for x in diagnose_facts(f))
+
+
+def test_worker_imbalance_and_memory_growth():
+    f = _facts(workers=[WorkerFacts(1, 80.0, 90.0, 0.0), WorkerFacts(2, 10.0, 12.0, 0.0)],
+               rss_start_bytes=200 * 2**20, rss_slope_bytes_per_s=2 * 2**20, rss_fit_r2=0.95)
+    titles = [x.title for x in diagnose_facts(f)]
+    assert any(t.startswith("worker imbalance: pid 1 does 88.9 %") for t in titles)
+    assert any(t == "memory grows steadily: 40.0 MiB over the run" for t in titles)
+
+
+def test_input_class_slow_and_failing():
+    tags = [TagFacts("input_class=production", "input_class", "production", 800, 0.8, 0.0,
+                     5000, 10000),
+            TagFacts("input_class=oversized_batch", "input_class", "oversized_batch", 100, 0.1,
+                     0.0, 20000, 60000),
+            TagFacts("input_class=null_features", "input_class", "null_features", 100, 0.1,
+                     12.0, 5000, 9000)]
+    found = diagnose_facts(_facts(tags=tags))
+    titles = {x.title for x in found}
+    assert "input class oversized_batch is slow: p99 6.0x 'production'" in titles
+    assert "input class null_features fails 12.0 % of its requests" in titles
+    share = [x for x in found if "of the traffic is not 'production'" in x.title][0]
+    assert share.title.startswith("20.0 %")
+
+
+def test_rank_is_severity_then_score():
+    a, b, c = (Finding("info", "model", "a", score=0.9), Finding("warning", "model", "b",
+               score=0.1), Finding("warning", "upstream", "c", score=0.5))
+    assert [x.title for x in rank([a, b, c])] == ["c", "b", "a"]
+
+
+def test_percentile_delta_detects_a_shift_and_not_an_equal_run():
+    base = _hist([1000 + i for i in range(2000)])
+    same = _hist([1000 + i for i in range(2000)])
+    slower = _hist([3000 + i for i in range(2000)])
+    assert percentile_delta("client", base, same, 99).verdict == "no significant difference"
+    d = percentile_delta("client", base, slower, 99)
+    assert d.verdict == "slower" and d.diff_us == pytest.approx(2000, abs=10)
+    assert d.low_us <= 2000 <= d.high_us
+    small = _hist([1000] * 50)
+    assert percentile_delta("client", small, small, 99).verdict == "insufficient data"
+    # p99 and p95 cannot be bounded with 50 samples; p90 can: P(Bin(50, .9) = 50) = .0052
+    assert tail_delta("client", small, small).percentile == 90.0
+
+
+def test_change_attributes_growth_to_the_stage_not_the_queue():
+    def run(fetch_us: int, residual_us: int) -> Facts:
+        f = _facts(fetch_ms=fetch_us / 1000)
+        f.histograms = {"client": _hist([7000 + fetch_us + residual_us + i for i in range(600)]),
+                        "stage:fetch": _hist([fetch_us + i % 10 for i in range(600)]),
+                        "stage:infer": _hist([6000 + i % 10 for i in range(600)]),
+                        "residual": _hist([residual_us + i % 10 for i in range(600)])}
+        return f
+    found = diagnose_facts(run(15000, 9000), baseline=run(300, 1000))
+    change = [x for x in found if x.layer == "change"][0]
+    assert change.severity == "warning" and change.data["stage"] == "stage:fetch"
+    assert found[0] is change
+
+
+def test_comparability_problems_are_a_finding_not_a_crash():
+    a, b = _facts(users=4, scenario_sha256="aa"), _facts(users=8, scenario_sha256="bb")
+    assert len(comparability(a, b)) == 2
+    found = diagnose_facts(b, baseline=a)
+    assert any("not comparable" in x.title for x in found)
+
+
+def test_format_lists_every_finding():
+    d = Diagnosis("r", None, diagnose_facts(_facts(fetch_ms=15.0)))
+    lines = format_diagnosis(d)
+    assert lines[0] == "diagnosis of r"
+    assert any("[upstream] feature fetch" in ln for ln in lines)
+    assert d.to_dict()["findings"][0]["layer"] == "upstream"
