@@ -167,7 +167,8 @@ def _step(opts: CapacityOptions, base: RunOptions, sweep: Path, index: int, phas
         raise CapacityError(f"step {index} at {rate:g} req/s could not run: {exc}") from None
     rd = RunDir(result.run_dir)
     verdict = check(rd, opts.slo)
-    star = next((r for r in (result.summary or {}).get("requests", []) if r["name"] == "*"), {})
+    rows = (result.summary or {}).get("requests", [])
+    star: dict[str, Any] = next((r for r in rows if r["name"] == "*"), {})
     client = (star.get("latency") or {}).get("client") or {}
     failed = [f"{r.objective}: {r.verdict} ({r.detail})" for r in verdict.rows
               if r.verdict != "pass"]

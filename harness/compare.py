@@ -156,7 +156,7 @@ def compare(a: RunDir, b: RunDir, slo: Slo | None = None, confidence: float = 0.
     problems, notes = ([], []) if same else comparability(a, b)
     rows: list[CompareRow] = []
     for na, nb, label in _series_pairs(a, b, name_a, name_b):
-        series = [("client", None)]
+        series: list[tuple[str, str | None]] = [("client", None)]
         series += [("stage", s) for s in sorted(_stages(a, na) & _stages(b, nb))]
         series.append(("residual", None))
         for metric, stage in series:
@@ -200,7 +200,7 @@ def format_comparison(c: Comparison) -> list[str]:
             f"{'CI low':>10} {'CI high':>10}  verdict")
     lines.append(head)
     for r in c.rows:
-        series = r.stage if r.metric == "stage" else r.metric
+        series = r.stage if r.metric == "stage" and r.stage else r.metric
         pct = f"{r.diff_pct:+.1f}" if r.diff_pct is not None else "-"
         lines.append((f"{r.name[:30]:<30} " if named else "")
                      + f"{series[:14]:<14} {f'p{r.percentile:g}':>6} {_ms(r.a_us):>10} "

@@ -19,19 +19,26 @@ statistic: it passes or fails on its value.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-import yaml
 from scipy.stats import beta
 
 from harness import stats
 from harness.rundir import RunDir
+from harness.slo_file import (
+    DEFAULT_CONFIDENCE,
+    Objective,
+    Slo,
+    SloError,
+    latency_label,
+    load_slo,
+    parse_latency,
+    parse_percentile,
+    parse_slo,
+    retarget,
+)
 from harness.summary import summarize
 
 __all__ = ["DEFAULT_CONFIDENCE", "VERDICTS", "Objective", "Slo", "SloError", "SloResult",
@@ -39,205 +46,7 @@ __all__ = ["DEFAULT_CONFIDENCE", "VERDICTS", "Objective", "Slo", "SloError", "Sl
            "parse_latency", "parse_percentile", "parse_slo", "request_names", "resolve_name",
            "retarget"]
 
-DEFAULT_CONFIDENCE = 0.95
 VERDICTS = ("pass", "fail", "inconclusive", "invalid")
-METRICS = ("client", "client_uncorrected", "residual")
-_OBJECTIVE_KEYS = {"name", "stage", "metric", "input_class", "tag", "latency", "error_rate",
-                   "min_throughput", "description"}
-_LATENCY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s)?\s*$")
-_UNIT_US = {"us": 1.0, "µs": 1.0, "ms": 1000.0, "s": 1_000_000.0, None: 1000.0}
-_PCT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
-
-
-class SloError(ValueError):
-    """An SLO file that cannot be used; the message names the file, the key and the value."""
-
-
-def parse_percentile(key: str) -> float:
-    """``"p99"`` -> 99.0, ``"p99.9"`` and ``"p999"`` -> 99.9 (summary.json's spelling)."""
-    match = re.fullmatch(r"p(\d+)(?:\.(\d+))?", str(key).strip())
-    if not match:
-        raise ValueError(f"percentile key must look like p50, p99 or p99.9 (got {key!r})")
-    whole, frac = match.groups()
-    if frac is None and len(whole) > 2 and not whole.startswith("100"):
-        whole, frac = whole[:2], whole[2:]  # p999 is 99.9, as percentile_key writes it
-    value = float(f"{whole}.{frac}" if frac else whole)
-    if not 0.0 < value < 100.0:
-        raise ValueError(f"percentile must be in (0, 100) (got {key!r})")
-    return value
-
-
-def parse_latency(value: Any) -> int:
-    """Microseconds from ``"50ms"``, ``"1.5s"``, ``"800us"`` or a bare number of ms."""
-    if isinstance(value, bool):
-        raise ValueError(f"latency must be a duration like 50ms (got {value!r})")
-    if isinstance(value, (int, float)):
-        us = float(value) * 1000.0
-    else:
-        match = _LATENCY.match(str(value))
-        if not match:
-            raise ValueError(f"latency must be a number with unit us, ms or s (got {value!r})")
-        us = float(match.group(1)) * _UNIT_US[match.group(2)]
-    if not (math.isfinite(us) and us >= 1.0):
-        raise ValueError(f"latency must be at least 1 us (got {value!r})")
-    return int(round(us))
-
-
-def _parse_rate(value: Any) -> float:
-    if isinstance(value, str) and _PCT.match(value):
-        rate = float(_PCT.match(value).group(1)) / 100.0  # type: ignore[union-attr]
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        rate = float(value)
-    else:
-        raise ValueError(f"error rate must be a fraction like 0.01 or a percentage like '1%' "
-                         f"(got {value!r})")
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"error rate must be in [0, 1) (got {value!r})")
-    return rate
-
-
-def latency_label(p: float) -> str:
-    return f"p{p:g}"
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective: which requests, and the bounds they must meet (µs, fraction, req/s)."""
-
-    name: str = "*"
-    metric: str = "client"
-    stage: str | None = None
-    tag: str | None = None
-    latency_us: tuple[tuple[float, int], ...] = ()
-    max_error_rate: float | None = None
-    min_throughput_rps: float | None = None
-    description: str | None = None
-
-    def subject(self) -> str:
-        """Human label of the requests this objective is about."""
-        who = "all requests" if self.name == "*" else self.name
-        if self.stage is not None:
-            who += f" stage {self.stage}"
-        elif self.metric != "client":
-            who += f" ({self.metric})"
-        if self.tag is not None:
-            who += f" [{self.tag}]"
-        return who
-
-
-@dataclass(frozen=True)
-class Slo:
-    """A parsed SLO file."""
-
-    objectives: tuple[Objective, ...]
-    confidence: float = DEFAULT_CONFIDENCE
-    source: str | None = None
-
-
-def _objective(raw: Any, where: str) -> Objective:
-    if not isinstance(raw, dict):
-        raise SloError(f"{where}: an objective must be a mapping (got {raw!r})")
-    unknown = sorted(set(raw) - _OBJECTIVE_KEYS)
-    if unknown:
-        raise SloError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(_OBJECTIVE_KEYS)})")
-    name = raw.get("name", "*")
-    if not isinstance(name, str) or not name:
-        raise SloError(f"{where}.name: must be a request name or '*' (got {name!r})")
-    stage = raw.get("stage")
-    if stage is not None and (not isinstance(stage, str) or not stage):
-        raise SloError(f"{where}.stage: must be a stage name (got {stage!r})")
-    metric = raw.get("metric", "stage" if stage else "client")
-    if stage is not None and metric != "stage":
-        raise SloError(f"{where}.metric: with a stage the metric is 'stage' (got {metric!r})")
-    if stage is None and metric not in METRICS:
-        raise SloError(f"{where}.metric: must be one of {list(METRICS)} (got {metric!r})")
-    tag = raw.get("tag")
-    if "input_class" in raw:
-        if tag is not None:
-            raise SloError(f"{where}: give input_class or tag, not both (got {raw!r})")
-        tag = f"input_class={raw['input_class']}"
-    if tag is not None and (not isinstance(tag, str) or "=" not in tag):
-        raise SloError(f"{where}.tag: must be 'key=value' (got {tag!r})")
-    latency = raw.get("latency") or {}
-    if not isinstance(latency, dict):
-        raise SloError(f"{where}.latency: must map percentiles to bounds, e.g. {{p99: 50ms}} "
-                       f"(got {latency!r})")
-    bounds: dict[float, int] = {}
-    for key, value in latency.items():
-        try:
-            bounds[parse_percentile(key)] = parse_latency(value)
-        except ValueError as exc:
-            raise SloError(f"{where}.latency.{key}: {exc}") from None
-    error_rate = None
-    if raw.get("error_rate") is not None:
-        try:
-            error_rate = _parse_rate(raw["error_rate"])
-        except ValueError as exc:
-            raise SloError(f"{where}.error_rate: {exc}") from None
-    throughput = raw.get("min_throughput")
-    if throughput is not None:
-        if isinstance(throughput, bool) or not isinstance(throughput, (int, float)) \
-                or not (math.isfinite(throughput) and throughput > 0):
-            raise SloError(f"{where}.min_throughput: must be a number of requests/s > 0 "
-                           f"(got {throughput!r})")
-        throughput = float(throughput)
-    if stage is not None and (error_rate is not None or throughput is not None):
-        raise SloError(f"{where}: error_rate and min_throughput apply to requests, not to "
-                       f"stage {stage!r}")
-    if not bounds and error_rate is None and throughput is None:
-        raise SloError(f"{where}: no bound given (need latency, error_rate or min_throughput)")
-    description = raw.get("description")
-    return Objective(name=name, metric=metric, stage=stage, tag=tag,
-                     latency_us=tuple(sorted(bounds.items())), max_error_rate=error_rate,
-                     min_throughput_rps=throughput,
-                     description=str(description) if description is not None else None)
-
-
-def parse_slo(doc: Any, source: str = "<slo>") -> Slo:
-    """An Slo from an already-parsed YAML/JSON document; SloError names source and key."""
-    if not isinstance(doc, dict):
-        raise SloError(f"{source}: must be a mapping with 'objectives' (got {type(doc).__name__})")
-    unknown = sorted(set(doc) - {"confidence", "objectives", "description"})
-    if unknown:
-        raise SloError(f"{source}: unknown top-level key {unknown[0]!r} "
-                       "(known: confidence, objectives, description)")
-    confidence = doc.get("confidence", DEFAULT_CONFIDENCE)
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
-            or not 0.5 < float(confidence) < 1.0:
-        raise SloError(f"{source}: confidence must be in (0.5, 1), e.g. 0.95 (got {confidence!r})")
-    objectives = doc.get("objectives")
-    if not isinstance(objectives, list) or not objectives:
-        raise SloError(f"{source}: objectives must be a non-empty list (got {objectives!r})")
-    parsed = tuple(_objective(o, f"{source}: objectives[{i}]") for i, o in enumerate(objectives))
-    return Slo(objectives=parsed, confidence=float(confidence), source=source)
-
-
-def load_slo(path: Path | str) -> Slo:
-    """Read and validate an SLO file (YAML, or JSON which is YAML too)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SloError(f"{path}: cannot read the SLO file ({exc.strerror or exc})") from None
-    try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise SloError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
-                       f"({str(exc).splitlines()[0]})") from None
-    return parse_slo(doc, str(path))
-
-
-def retarget(slo: Slo, name: str) -> Slo:
-    """The SLO with objectives on all requests (``"*"``) moved to request ``name``.
-
-    Used when one run holds two versions under two request names: each name must meet
-    the SLO on its own.
-    """
-    objectives = tuple(o if o.name != "*" else Objective(**{**asdict(o), "name": name,
-                                                              "latency_us": o.latency_us})
-                       for o in slo.objectives)
-    return Slo(objectives=objectives, confidence=slo.confidence, source=slo.source)
-
 
 def request_names(run: RunDir) -> list[str]:
     """The request names recorded in a run (untagged client series)."""

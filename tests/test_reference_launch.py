@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,9 +65,9 @@ def test_gthread_workers_default_version_and_recording(http, reference_service, 
     assert r.status == 200 and r.json()["version"] == "v2"
     assert "infer" in parse_server_timing(r.headers["server-timing"])
     http("POST", svc.url + "/v1/models/fraud/predict", b"{bad")
-    import json
+    from harness.replayfile import read_replay
 
-    lines = [json.loads(x) for f in rec.glob("traffic-*.jsonl") for x in f.read_text().split("\n")
-             if x]
-    assert [(x["status"], x["version"]) for x in lines] == [(200, "v2"), (400, None)]
-    assert lines[0]["body"] == body and lines[1]["raw"] == "{bad"
+    records = read_replay(rec).records
+    assert [(r.status, r.path) for r in records] == [
+        (200, "/v1/models/fraud/predict"), (400, "/v1/models/fraud/predict")]
+    assert json.loads(records[0].body) == body and records[1].body == b"{bad"

@@ -145,32 +145,18 @@ def test_a_shape_drives_the_users_and_ends_the_run(tmp_path):
     assert rows
 
 
-INCIDENT_APP = '''
-from reference_service.app import create_app
-from reference_service.recording import wrap_from_env
-
-app = create_app()
-app.wsgi_app = wrap_from_env(app.wsgi_app)
-'''
-
-
 class Served:
     def __init__(self, tmp: Path, artifacts: Path, faults: Path, record: Path | None):
         from reference_service.launch import gunicorn_command, wait_ready
 
-        app_dir = tmp / "incident_app"
-        app_dir.mkdir(exist_ok=True)
-        (app_dir / "incident_app.py").write_text(INCIDENT_APP)
         port = free_port()
         argv, self.extra = gunicorn_command(port=port, workers=1, faults=str(faults),
                                             artifacts_dir=str(artifacts),
                                             record_traffic=str(record) if record else None)
-        argv[-1] = "incident_app:app"  # the app factory wrapped as the service's docs say
-        env = {**os.environ, **self.extra,
-               "PYTHONPATH": os.pathsep.join([str(REPO), str(app_dir)])}
+        env = {**os.environ, **self.extra}
         self.log = open(tmp / f"incident-{port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=app_dir, start_new_session=True)
+                                     env=env, cwd=tmp, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(self.url, 60)

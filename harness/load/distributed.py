@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import locust
 from locust import User
 from locust.env import Environment
 
@@ -32,12 +33,15 @@ from harness.collectors.latency import LatencyRecorder
 from harness.load.config import ConfigError, DriverConfig
 from harness.load.driver import (
     EXIT_OK,
+    SHAPE_ENDED,
     Emitter,
     StartError,
     StopSignal,
+    fire_init,
     load_summary,
     load_user_classes,
     locust_options,
+    make_environment,
     write_load_json,
 )
 from harness.load.hooks import RequestHook
@@ -59,14 +63,13 @@ def _worker_command(config: DriverConfig, port: int) -> list[str]:
 def run_master(config: DriverConfig, classes: list[type[User]], shape: Any,
                emit: Emitter, stop: StopSignal, local_workers: int | None = None) -> int:
     run_dir = Path(config.run_dir)
-    env = Environment(user_classes=classes, shape_class=None if config.open_model else shape,
-                      host=config.host, stop_timeout=config.stop_grace_s,
-                      parsed_options=locust_options(config.locust_args))
+    env = make_environment(config, classes, shape)
     try:
         runner = env.create_master_runner(config.master_host, config.master_port)
     except (Exception, SystemExit) as exc:
         raise StartError(f"master could not listen on {config.master_host}:"
                          f"{config.master_port} ({type(exc).__name__}: {exc})") from None
+    fire_init(env)
     port = runner.server.port
     ready: list[str] = []
     finals: dict[str, dict[str, Any]] = {}
@@ -145,7 +148,8 @@ def run_master(config: DriverConfig, classes: list[type[User]], shape: Any,
         keys = ("scheduled", "started", "late", "dropped")
         window = {k: sum(int(f["window"][k]) for f in finals.values() if f.get("window"))
                   for k in keys}
-    load = load_summary(config, rec, window, end=end, stopped_early=stop_reason is not None,
+    load = load_summary(config, rec, window, end=end,
+                        stopped_early=stop_reason not in (None, SHAPE_ENDED),
                         stop_reason=stop_reason,
                         timeline={"load_start": load_start, "measure_start": measure_start,
                                   "planned_load_end": load_end})
@@ -209,21 +213,27 @@ class _Worker:
 
 def run_worker(args: argparse.Namespace) -> int:
     locustfile = args.locustfile
+    locust_args: list[str] = []
     if locustfile is None and args.run_dir:
         try:
-            locustfile = json.loads((Path(args.run_dir) / "driver.json").read_text())["locustfile"]
+            given = json.loads((Path(args.run_dir) / "driver.json").read_text())
+            locustfile = given["locustfile"]
+            locust_args = list(given.get("locust_args") or [])
+            os.environ.setdefault("SCENARIO_SEED", str(given.get("seed", 1)))
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"--run-dir must hold a driver.json naming the locustfile "
                               f"(got {args.run_dir!r}: {exc})") from None
     if locustfile is None or args.master_port is None:
         raise ConfigError("a worker needs --master-port and --locustfile (or --run-dir)")
     classes, _shape = load_user_classes(locustfile)
-    env = Environment(user_classes=classes)
+    env = Environment(user_classes=classes, events=locust.events,
+                      parsed_options=locust_options(locust_args))
     try:
         runner = env.create_worker_runner(args.master_host, args.master_port)
     except (Exception, SystemExit) as exc:
         raise StartError(f"worker could not connect to {args.master_host}:{args.master_port} "
                          f"({type(exc).__name__})") from None
+    fire_init(env)
     worker = _Worker(env, classes)
     runner.register_message("harness_config", worker.on_config)
     runner.register_message("harness_stop", worker.on_stop, concurrent=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import gevent
+import locust
 from gevent.event import Event
 from locust import User
 from locust.argument_parser import get_parser
@@ -90,6 +91,30 @@ def locust_options(locust_args: tuple[str, ...] | list[str]) -> argparse.Namespa
         last = (err.getvalue().strip().splitlines() or ["invalid arguments"])[-1]
         raise ConfigError(f"locust_args must be options the locustfile or Locust accepts "
                           f"(got {list(locust_args)!r}: {last})") from None
+
+
+SHAPE_ENDED = "load shape ended"
+
+
+def make_environment(config: DriverConfig, classes: list[type[User]], shape: Any) -> Environment:
+    """The Locust Environment, on Locust's global event hooks: a locustfile registers its
+    listeners (``events.init``, ``events.test_start``...) on ``locust.events`` at import."""
+    return Environment(user_classes=classes,
+                       shape_class=None if config.open_model else shape,
+                       host=config.host, stop_timeout=config.stop_grace_s,
+                       events=locust.events,
+                       parsed_options=locust_options(config.locust_args))
+
+
+def fire_init(env: Environment) -> None:
+    """Fire ``events.init`` as ``locust`` does after creating the runner; a locustfile that
+    rejects its options there (an exception or ``sys.exit``) is an invalid locustfile."""
+    try:
+        env.events.init.fire(environment=env, runner=env.runner, web_ui=None)
+    except SystemExit as exc:
+        raise LocustfileError(f"the locustfile refused to start: {exc.code}") from None
+    except Exception as exc:
+        raise LocustfileError(f"the locustfile's init failed: {exc}") from None
 
 
 class Emitter:
@@ -169,10 +194,9 @@ def run_local(config: DriverConfig, classes: list[type[User]], shape: Any,
               emit: Emitter, stop: StopSignal) -> int:
     """workers: 0 — users, pacing and recording in this process."""
     run_dir = Path(config.run_dir)
-    env = Environment(user_classes=classes, shape_class=None if config.open_model else shape,
-                      host=config.host, stop_timeout=config.stop_grace_s,
-                      parsed_options=locust_options(config.locust_args))
+    env = make_environment(config, classes, shape)
     runner = env.create_local_runner()
+    fire_init(env)
     load_start = time.time()
     measure_start = load_start + config.warmup_s
     load_end = measure_start + config.duration_s
@@ -206,7 +230,7 @@ def run_local(config: DriverConfig, classes: list[type[User]], shape: Any,
             stop_reason = stop.reason
             break
         if env.shape_class is not None and runner.state == STATE_STOPPED and now > load_start + 1:
-            stop_reason = "load shape ended"
+            stop_reason = SHAPE_ENDED
             break
         stop.event.wait(max(0.0, min(rec.roll_at, load_end) - now) + 0.0005)
         rec.tick(time.time())
@@ -214,7 +238,8 @@ def run_local(config: DriverConfig, classes: list[type[User]], shape: Any,
     window = pacer.window(end) if pacer else None
     runner.stop()  # waits up to stop_grace_s for tasks in flight
     rec.finish(time.time())
-    load = load_summary(config, rec, window, end=end, stopped_early=stop_reason is not None,
+    load = load_summary(config, rec, window, end=end,
+                        stopped_early=stop_reason not in (None, SHAPE_ENDED),
                         stop_reason=stop_reason,
                         timeline={"load_start": load_start, "measure_start": measure_start,
                                   "planned_load_end": load_end})
@@ -254,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.unknown_keys:
             print(f"driver: ignoring unknown config keys {list(config.unknown_keys)}",
                   file=sys.stderr)
+        # Scenarios seed their traffic from SCENARIO_SEED unless told otherwise.
+        os.environ.setdefault("SCENARIO_SEED", str(config.seed))
         classes, shape = load_user_classes(config.locustfile, config.user_classes)
         if config.host is None:
             hostless = [c.__name__ for c in classes if not c.host]
