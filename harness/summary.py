@@ -119,7 +119,13 @@ def _resources(rd: RunDir, start: float, end: float) -> dict[str, Any] | None:
     rows = rd.resources()
     if not rows:
         return None
-    inside = [r for r in rows if start - 0.5 <= r.t <= end + 0.5]
+    # A sample at t holds the CPU used over (t - period, t]: keep the samples whose period
+    # lies mostly inside the window, so the harness's own start-up (imports, spawning
+    # users) before the load and its shutdown after it are not charged to the run.
+    stamps = sorted({r.t for r in rows})
+    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:], strict=False) if b > a)
+    period = gaps[len(gaps) // 2] if gaps else 0.0
+    inside = [r for r in rows if start <= r.t - period / 2 <= end]
     if not inside:
         rd.warnings.append("resources.csv has no sample inside the measured window; used all")
         inside = rows

@@ -16,6 +16,8 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -152,10 +154,16 @@ def test_gunicorn_tree_recycled_worker_and_dead_service(tmp_path: Path) -> None:
 
 
 def test_external_target_samples_loadgen_and_system(tmp_path: Path) -> None:
-    collector = ResourcesCollector.from_options({"hz": 20})
-    collector.start(ctx(tmp_path, None, os.getpid()))
-    time.sleep(0.4)
-    status = collector.stop()
+    # A childless process as the load generator (pytest itself may have children here).
+    loadgen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        collector = ResourcesCollector.from_options({"hz": 20})
+        collector.start(ctx(tmp_path, None, loadgen.pid))
+        time.sleep(0.4)
+        status = collector.stop()
+    finally:
+        loadgen.kill()
+        loadgen.wait()
     assert status["note"] == EXTERNAL_NOTE
     assert status["rate_hz"] == 20.0
     assert {r["role"] for r in rows(tmp_path)} == {"loadgen", "system"}

@@ -45,8 +45,8 @@ def closed_run(tmp_path, loadgen_cpu: float = 40.0) -> RunBuilder:
                  for k in range(7)])
     b.load(measured={"requests": 1510, "failures": 10, "achieved_rps": 302.0})
     rows = []
-    for i in range(20):  # 4 Hz over the 5 s window
-        t = T0 + 2 + i * 0.25
+    for i in range(20):  # 4 Hz over the 5 s window; a sample at t covers (t - 0.25, t]
+        t = T0 + 2 + (i + 1) * 0.25
         rows += [(t, 100, "service_master", "gunicorn", 0.0, 20_000_000, 1, 0, 0, 8),
                  (t, 101, "service_worker", "gunicorn", 30.0 + i, 100_000_000 + i * 1_000_000,
                   4, 0, 0, 12),
