@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,7 @@ class RunOptions:
     seed: int = 1
     late_threshold_us: int = 1000
     locust_args: tuple[str, ...] = ()
+    record_traffic: bool = False
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -115,6 +116,9 @@ class RunOptions:
             raise ValueError(f"interval must be between 0.1 and 60 s (got {self.interval_s})")
         if not 0 <= self.workers <= 64:
             raise ValueError(f"workers must be between 0 and 64 (got {self.workers})")
+        if self.record_traffic and self.serve != "reference":
+            raise ValueError("--record-traffic needs --serve reference (an external service "
+                             "records its own traffic: see docs/scenarios.md)")
         if self.stage_map is not None and not self.stage_map.is_file():
             raise ValueError(f"stage map file not found (got {str(self.stage_map)!r})")
         # Collector options are checked now, not in the middle of the run.
@@ -260,12 +264,16 @@ def _start_target(
 ) -> tuple[ServedTarget | None, str, int | None]:
     if options.serve == "reference":
         emit({"type": "status", "message": "starting the reference service under gunicorn"})
-        served = serve_reference(options.serve_options, run_dir / "service.log")
+        serve_options = options.serve_options
+        if options.record_traffic:
+            # The service records what it received into the run directory (replay format).
+            serve_options = replace(serve_options, record_traffic=str(run_dir / "traffic"))
+        served = serve_reference(serve_options, run_dir / "service.log")
         meta["target"] = {
             "url": served.url,
             "served_by_harness": True,
             "service": "reference",
-            "service_options": options.serve_options.describe(),
+            "service_options": serve_options.describe(),
             "startup_s": round(served.startup_s, 3),
         }
         meta["target"].update(_model_versions(served.url))

@@ -41,6 +41,7 @@ class ServeOptions:
     versions: dict[str, str] = field(default_factory=dict)
     port: int = 0
     ready_timeout_s: float = 60.0
+    record_traffic: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -77,6 +78,7 @@ class ServeOptions:
             "faults": self.fault_config(),
             "faults_file": str(Path(self.faults).resolve()) if self.faults else None,
             "versions": dict(self.versions),
+            "record_traffic": self.record_traffic,
         }
 
 
@@ -230,6 +232,7 @@ def serve_reference(options: ServeOptions, log_path: Path) -> ServedTarget:
         redis_url=redis_url,
         faults=options.faults,
         default_versions=dict(options.versions) or None,
+        record_traffic=options.record_traffic,
     )
     log = open(log_path, "ab")  # noqa: SIM115 - closed by ServedTarget.stop
     env = {**os.environ, **extra_env}

@@ -52,6 +52,9 @@ def register(sub: Any) -> None:
     srv.add_argument("--model-version", action="append", default=[], metavar="MODEL=VERSION",
                      help="default version of a model, e.g. fraud=v2 (repeatable)")
     srv.add_argument("--port", type=int, default=0, help="service port (default: a free one)")
+    srv.add_argument("--record-traffic", action="store_true",
+                     help="the service records the traffic it receives into RUN/traffic/ "
+                          "(replay format: harness record, harness data)")
     col = p.add_argument_group("collectors")
     col.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                      help="profile the service with py-spy (default: on)")
@@ -119,6 +122,7 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
             user_classes=tuple(args.user_classes),
             seed=args.seed,
             pyspy=args.pyspy,
+            record_traffic=args.record_traffic,
             locust_args=tuple(args.passthrough),
             command_line=tuple(["harness", *argv]),
         )
