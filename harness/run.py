@@ -65,6 +65,7 @@ class RunOptions:
     users: int | None = None
     spawn_rate: float | None = None
     rate: float | None = None
+    rate_shape: str | None = None
     arrival: str = "poisson"
     duration_s: float = 60.0
     warmup_s: float = 0.0
@@ -102,6 +103,17 @@ class RunOptions:
                 raise ValueError(f"rate must be > 0 requests/s (got {self.rate!r})")
             if self.spawn_rate is not None:
                 raise ValueError("--spawn-rate belongs to the closed model; with --rate omit it")
+        if self.rate_shape is not None:
+            from scenarios.shapes import parse_shape
+
+            if self.rate is not None:
+                raise ValueError("give --rate or --rate-shape, not both (the shape sets the rate)")
+            if self.spawn_rate is not None:
+                raise ValueError("--spawn-rate belongs to the closed model; with --rate-shape "
+                                 "omit it")
+            peak = parse_shape(self.rate_shape).peak  # ValueError names the bad part
+            if not peak > 0:
+                raise ValueError(f"rate shape must reach a rate > 0 (got {self.rate_shape!r})")
         if self.arrival not in ("poisson", "constant"):
             raise ValueError(f"arrival must be poisson or constant (got {self.arrival!r})")
         if self.users is not None and self.users < 1:
@@ -143,23 +155,33 @@ class RunOptions:
 
     @property
     def model(self) -> str:
-        return "open" if self.rate is not None else "closed"
+        return "open" if self.rate is not None or self.rate_shape is not None else "closed"
+
+    @property
+    def peak_rate(self) -> float | None:
+        if self.rate_shape is not None:
+            from scenarios.shapes import parse_shape
+
+            return float(parse_shape(self.rate_shape).peak)
+        return self.rate
 
     def pool_users(self) -> int:
         """Users that carry the load: given, or for the open model enough for rate x 1 s."""
         if self.users is not None:
             return self.users
-        if self.rate is not None:
-            return max(10, min(2000, math.ceil(self.rate)))
+        peak = self.peak_rate
+        if peak is not None:
+            return max(10, min(2000, math.ceil(peak)))
         return 10
 
     def describe_load(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "users": self.pool_users(),
-            "spawn_rate": self.spawn_rate if self.rate is None else None,
-            "rate": self.rate,
-            "arrival": self.arrival if self.rate is not None else None,
+            "spawn_rate": self.spawn_rate if self.model == "closed" else None,
+            "rate": self.peak_rate,
+            "rate_shape": self.rate_shape,
+            "arrival": self.arrival if self.model == "open" else None,
             "duration_s": self.duration_s,
             "warmup_s": self.warmup_s,
             "interval_s": self.interval_s,
@@ -325,7 +347,8 @@ def _driver_config(options: RunOptions, run_dir: Path, url: str) -> dict[str, An
         "model": options.model,
         "users": options.pool_users(),
         "spawn_rate": options.spawn_rate or float(options.pool_users()),
-        "rate": options.rate,
+        "rate": options.peak_rate,
+        "rate_shape": options.rate_shape,
         "arrival": options.arrival,
         "duration_s": options.duration_s,
         "warmup_s": options.warmup_s,

@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
     load.add_argument("--users", type=int, help="concurrent users (open model: the pool size)")
     load.add_argument("--spawn-rate", type=float, help="users started per second (closed model)")
     load.add_argument("--rate", type=float, help="open model: target arrival rate, requests/s")
+    load.add_argument("--rate-shape", metavar="SHAPE",
+                      help="open model with a rate over time, e.g. ramp:from=5,to=50,over=60s "
+                           "(step, ramp, spike, soak, diurnal: docs/scenarios.md)")
     load.add_argument("--arrival", choices=["poisson", "constant"], default="poisson",
                       help="open model: inter-arrival times (default: poisson)")
     load.add_argument("--duration", default="60s", help="measured time, e.g. 60s, 5m (default 60s)")
@@ -107,6 +110,7 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
             users=args.users,
             spawn_rate=args.spawn_rate,
             rate=args.rate,
+            rate_shape=args.rate_shape,
             arrival=args.arrival,
             duration_s=parse_duration(args.duration, what="duration"),
             warmup_s=parse_duration(args.warmup, what="warmup"),

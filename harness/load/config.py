@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "DriverConfig", "load_config"]
+__all__ = ["ConfigError", "DriverConfig", "load_config", "rate_function"]
 
 ARRIVALS = ("poisson", "constant")
 MODELS = ("closed", "open")
@@ -65,6 +66,7 @@ class DriverConfig:
     stop_grace_s: float = 2.0
     local_workers: int | None = None  # of ``workers``, started here (default: all)
     locust_args: tuple[str, ...] = ()  # the locustfile's own command-line options
+    rate_shape: str | None = None  # open model: the rate follows this shape (scenarios/shapes.py)
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -138,8 +140,37 @@ class DriverConfig:
                                              strict=True),
             stop_grace_s=_number(d, "stop_grace_s", 2.0, minimum=0, strict=False),
             local_workers=_local_workers(d, workers), locust_args=tuple(locust_args),
+            rate_shape=_rate_shape(d, model),
             unknown_keys=tuple(sorted(set(d) - known)),
         )
+
+
+def _rate_shape(d: dict[str, Any], model: str) -> str | None:
+    spec = d.get("rate_shape")
+    if spec is None:
+        return None
+    if model != "open":
+        raise ConfigError(f"rate_shape belongs to the open model (got model={model!r})")
+    from scenarios.shapes import parse_shape
+
+    try:
+        parse_shape(spec)
+    except ValueError as exc:
+        raise ConfigError(f"rate_shape: {exc}") from None
+    return str(spec)
+
+
+def rate_function(spec: str | None, scale: float = 1.0) -> Callable[[float], float] | None:
+    """requests/s at t seconds into the load for a shape spec (None: a constant rate)."""
+    if spec is None:
+        return None
+    from scenarios.shapes import parse_shape
+
+    shape = parse_shape(spec)
+    # After the shape's own end the rate holds its last level (the run's --duration decides
+    # when the load stops).
+    last = max(0.0, shape.duration_s - 1e-6)
+    return lambda t: shape.rate_at(min(t, last)) * scale
 
 
 def _local_workers(d: dict[str, Any], workers: int) -> int | None:

@@ -30,7 +30,7 @@ from locust import User
 from locust.env import Environment
 
 from harness.collectors.latency import LatencyRecorder
-from harness.load.config import ConfigError, DriverConfig
+from harness.load.config import ConfigError, DriverConfig, rate_function
 from harness.load.driver import (
     EXIT_OK,
     SHAPE_ENDED,
@@ -116,6 +116,7 @@ def run_master(config: DriverConfig, classes: list[type[User]], shape: Any,
         runner.send_message("harness_config", {
             "index": i, "workers": n, "model": config.model, "arrival": config.arrival,
             "rate": config.rate / n if config.rate else None, "seed": config.seed + i,
+            "rate_shape": config.rate_shape, "rate_scale": 1.0 / n,
             "load_start": load_start, "measure_start": measure_start, "load_end": load_end,
             "interval_s": config.interval_s, "tag_keys": list(config.tag_keys),
             "late_threshold_us": config.late_threshold_us,
@@ -186,7 +187,9 @@ class _Worker:
         if open_model:
             schedule = ArrivalSchedule(c["rate"], c["arrival"], c["seed"], c["load_start"],
                                        interval_s=c["interval_s"],
-                                       measure_start=c["measure_start"])
+                                       measure_start=c["measure_start"],
+                                       rate_fn=rate_function(c.get("rate_shape"),
+                                                             c.get("rate_scale", 1.0)))
             self.pacer = OpenModelPacer(schedule, rec, load_end=c["load_end"],
                                         late_threshold_us=c["late_threshold_us"])
             self.pacer.wrap_user_classes(self.classes)

@@ -34,7 +34,7 @@ from locust.runners import STATE_STOPPED
 from locust.util.load_locustfile import load_locustfile
 
 from harness.collectors.latency import LatencyRecorder
-from harness.load.config import ConfigError, DriverConfig, load_config
+from harness.load.config import ConfigError, DriverConfig, load_config, rate_function
 from harness.load.hooks import RequestHook
 from harness.load.pacing import ArrivalSchedule, OpenModelPacer
 
@@ -168,10 +168,15 @@ def load_summary(
     if config.open_model:
         measured.update(window or {"scheduled": 0, "started": 0, "late": 0, "dropped": 0})
         measured["late_threshold_us"] = config.late_threshold_us
+    target = config.rate if config.open_model else None
+    if config.rate_shape and window and span > 0:
+        # A shaped rate: what was asked is the schedule's mean over the window, not its peak.
+        target = round(window["scheduled"] / span, 3)
     return {
         "model": config.model,
         "arrival": config.arrival if config.open_model else None,
-        "target_rps": config.rate if config.open_model else None,
+        "target_rps": target,
+        "rate_shape": config.rate_shape,
         "users": config.users, "duration_s": config.duration_s, "warmup_s": config.warmup_s,
         "measured": measured,
         "negative_residuals": m.negative_residuals,
@@ -208,7 +213,8 @@ def run_local(config: DriverConfig, classes: list[type[User]], shape: Any,
     if config.open_model:
         assert config.rate is not None
         schedule = ArrivalSchedule(config.rate, config.arrival, config.seed, load_start,
-                                   interval_s=config.interval_s, measure_start=measure_start)
+                                   interval_s=config.interval_s, measure_start=measure_start,
+                                   rate_fn=rate_function(config.rate_shape))
         pacer = OpenModelPacer(schedule, rec, load_end=load_end,
                                late_threshold_us=config.late_threshold_us)
         pacer.wrap_user_classes(classes)

@@ -8,7 +8,7 @@ intended start`` is recorded. A request's coordinated-omission corrected latency
 measured response time plus the lateness of the task that sent it (wrk2's and MLPerf
 LoadGen's definition: latency counted from the intended start).
 
-:class:`ArrivalSchedule` is pure (no gevent). :class:`OpenModelPacer` wraps the user
+:class:`ArrivalSchedule` (harness/load/schedule.py) is pure. :class:`OpenModelPacer` wraps the user
 classes' tasks so an unchanged locustfile runs paced; it runs inside the driver
 subprocess only (it imports Locust).
 """
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,92 +27,11 @@ from locust.exception import StopUser
 from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from harness.collectors.latency import LatencyRecorder
+from harness.load.schedule import ARRIVALS, ArrivalSchedule
 
 __all__ = ["ARRIVALS", "LATENESS_ATTR", "ArrivalSchedule", "OpenModelPacer"]
 
-ARRIVALS = ("poisson", "constant")
 LATENESS_ATTR = "harness_lateness_us"  # set on the running user greenlet during a paced task
-
-
-class ArrivalSchedule:
-    """Intended start times from ``start`` on: ``rate``/s, constant or Poisson (seeded).
-
-    Also counts intended times per interval (``scheduled``) and inside the measured
-    window, so the driver can report what was asked of it, not only what happened.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        arrival: str = "poisson",
-        seed: int = 1,
-        start: float = 0.0,
-        *,
-        interval_s: float = 1.0,
-        measure_start: float | None = None,
-    ) -> None:
-        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
-            raise ValueError(f"rate must be > 0 (got {rate!r})")
-        if arrival not in ARRIVALS:
-            raise ValueError(f"arrival must be one of {ARRIVALS} (got {arrival!r})")
-        if interval_s <= 0:
-            raise ValueError(f"interval_s must be > 0 (got {interval_s!r})")
-        self.rate = float(rate)
-        self.arrival = arrival
-        self.start = float(start)
-        self.interval_s = float(interval_s)
-        self.measure_start = self.start if measure_start is None else float(measure_start)
-        self._rng = random.Random(seed)
-        self._i = 0
-        self._last = self.start
-        self._pending: deque[float] = deque()  # generated, not yet claimed
-        self._recent: deque[float] = deque()  # generated, not older than the last trim
-        self.generated = 0
-        self.before_measure = 0
-        self.scheduled_by_k: dict[int, int] = {}
-
-    def _generate(self) -> float:
-        if self.arrival == "constant":
-            # From the index, not by accumulation: no float drift over long runs.
-            t = self.start + self._i / self.rate
-        else:
-            t = self._last + self._rng.expovariate(self.rate)
-        self._i += 1
-        self._last = t
-        self.generated += 1
-        if t < self.measure_start:
-            self.before_measure += 1
-        k = int((t - self.start) // self.interval_s)
-        self.scheduled_by_k[k] = self.scheduled_by_k.get(k, 0) + 1
-        self._recent.append(t)
-        return t
-
-    def claim(self) -> float:
-        """The next intended start time (each is handed out once)."""
-        if self._pending:
-            return self._pending.popleft()
-        return self._generate()
-
-    def extend_to(self, t: float) -> None:
-        """Generate (without claiming) every intended time before ``t``."""
-        while self._last < t or self.generated == 0:
-            self._pending.append(self._generate())
-
-    def take_scheduled(self, k: int, end: float) -> int:
-        """Intended times in interval ``k`` (ending at ``end``); call once per interval."""
-        self.extend_to(end)
-        recent = self._recent
-        # Keep times after "now" even when the interval is a partial last one:
-        # scheduled_before(stop time) still needs them.
-        keep_from = min(end, time.time())
-        while recent and recent[0] < keep_from:
-            recent.popleft()
-        return self.scheduled_by_k.pop(k, 0)
-
-    def scheduled_before(self, t: float) -> int:
-        """Intended times before ``t`` (``t`` no earlier than the last closed interval)."""
-        self.extend_to(t)
-        return self.generated - sum(1 for x in self._recent if x >= t)
 
 
 class OpenModelPacer:
