@@ -24,6 +24,7 @@ from typing import Any
 from harness import __version__
 from harness.collectors.base import Collector, CollectorContext
 from harness.collectors.profile import ProfileCollector
+from harness.collectors.prometheus import PrometheusCollector
 from harness.collectors.resources import ResourcesCollector
 from harness.rundir import collect_environment, create_run_dir, write_json_atomic, write_run_json
 from harness.service import (
@@ -432,6 +433,12 @@ def _drive(
                 profile.start(ctx)
                 collectors.append((profile, ctx))
                 resources.watch(profile.pids)
+            # /metrics at the window's start and end: prediction shift and missing features.
+            scraper = PrometheusCollector(url.rstrip("/") + "/metrics")
+            scraper.start(CollectorContext(run_dir=run_dir, service_pid=service_pid,
+                                           loadgen_pid=driver.pid, measure_start=measure_start,
+                                           measure_end=measure_end, options={}))
+            collectors.append((scraper, None))
             emit({"type": "started", "load_start": load_start, "options": options.describe_load()})
         elif kind == "interval":
             if served is not None and not served.alive() and died is None:

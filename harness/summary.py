@@ -205,6 +205,7 @@ def summarize(run_dir: Path | RunDir, write: bool = True) -> dict[str, Any]:
     measured = load.get("measured") or {}
     load_block = {
         "source": load.get("source"), "target_rps": load.get("target_rps"),
+        "nominal_rps": load.get("nominal_rps", load.get("target_rps")),
         "achieved_rps": requests[-1]["rps"], "users": load.get("users"),
         "workers": load.get("workers"),
         **{k: measured.get(k) for k in ("scheduled", "started", "late", "dropped")},
@@ -254,7 +255,10 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
     """A compact fixed-width table of a summary; times in ms with µs precision."""
     keys = ("p50", "p90", "p99", "p999")
     lb, w = summary["load"], summary["window"]
-    target = f", target {lb['target_rps']:g} req/s" if lb.get("target_rps") else ""
+    target = ""
+    if lb.get("target_rps"):
+        nominal = lb.get("nominal_rps") or lb["target_rps"]
+        target = f", target {nominal:g} req/s (scheduled {lb['target_rps']:g})"
     lines = [f"run {summary['run_id']}  status {summary.get('status')}  model "
              f"{summary.get('model')}{target}  measured {w['duration_s']:.1f} s", ""]
     head = f"{'request':<28} {'count':>8} {'req/s':>9} {'fail%':>6} " + \

@@ -218,9 +218,10 @@ def _predict(svc: _Service, name: str, path_version: str | None) -> Response:
                                              f"{sorted(svc.defaults)}", "name")
         body = parse_json(raw)
         if version is None and isinstance(body, dict) and "version" in body:
-            version = body["version"]
-            if not isinstance(version, str):
+            if not isinstance(body["version"], str):
+                # Checked before assignment: the error path hashes (name, version).
                 raise ApiError(422, "validation_error", "version: must be a string", "version")
+            version = body["version"]
         elif path_version is not None and isinstance(body, dict) and "version" in body \
                 and body["version"] != path_version:
             raise ApiError(422, "validation_error", f"version: body says {body['version']!r} "

@@ -27,8 +27,11 @@ pytestmark = pytest.mark.slow
 
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 MODELS = ("fraud", "churn", "ranking")
-FUZZ_SETTINGS = settings(deadline=None, database=None, derandomize=False,
-                         suppress_health_check=list(HealthCheck))
+
+
+def fuzz_settings(examples: float) -> settings:
+    return settings(max_examples=int(examples * SCALE), deadline=None, database=None,
+                    suppress_health_check=list(HealthCheck))
 
 
 class Sent:
@@ -77,7 +80,8 @@ def check_response(status: int, headers: dict[str, str], raw: bytes, what: str) 
         assert isinstance(body.get("error"), str) and body["error"], f"{what}: {body}"
         assert isinstance(body.get("message"), str) and body["message"], f"{what}: {body}"
         if status == 422:
-            assert isinstance(body.get("field"), str) and body["field"], f"{what}: {body}"
+            # The field may be the empty string: a body can have a key "".
+            assert isinstance(body.get("field"), str), f"{what}: {body}"
         return
     if ctype.startswith("application/json"):
         body = _strict_json(raw)
@@ -145,8 +149,7 @@ def predict_request(draw: st.DrawFn, manifest: dict[str, Any]) -> tuple[str, Any
 def test_structured_predict_bodies_never_get_a_5xx(svc: Any, manifest: dict[str, Any]) -> None:
     sent = Sent()
 
-    @FUZZ_SETTINGS
-    @settings(max_examples=int(4000 * SCALE))
+    @fuzz_settings(4000)
     @given(req=predict_request(manifest))
     def run(req: tuple[str, Any]) -> None:
         path, body = req
@@ -188,8 +191,7 @@ PATHS = st.one_of(
 def test_raw_bytes_any_path_any_method_never_get_a_5xx(svc: Any) -> None:
     sent = Sent()
 
-    @FUZZ_SETTINGS
-    @settings(max_examples=int(2500 * SCALE))
+    @fuzz_settings(2500)
     @given(method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE", "PATCH"]),
            path=PATHS, body=RAW_BODIES,
            ctype=st.sampled_from(["application/json", "text/plain", "application/x-www-form-"
@@ -211,15 +213,15 @@ def test_schemathesis_from_the_services_openapi(svc: Any) -> None:
     schema = schemathesis.openapi.from_url(svc.url + "/openapi.json")
     sent = Sent()
     operations = [r.ok() for r in schema.get_all_operations()]
-    assert len(operations) == 7
+    # Every documented path but /openapi.json itself, which schemathesis leaves out.
+    assert len(operations) == 6
     for op in operations:
         posts = op.method.upper() == "POST"
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             if not posts and mode is GenerationMode.NEGATIVE:
                 continue  # the GET endpoints take no input to get wrong
 
-            @FUZZ_SETTINGS
-            @settings(max_examples=int((900 if posts else 15) * SCALE))
+            @fuzz_settings(900 if posts else 15)
             @given(case=op.as_strategy(generation_mode=mode))
             def run(case: Any, op: Any = op) -> None:
                 resp = case.call(base_url=svc.url, timeout=30)
@@ -230,7 +232,7 @@ def test_schemathesis_from_the_services_openapi(svc: Any) -> None:
                                f"{op.method.upper()} {case.formatted_path} {case.body!r:.300}")
 
             run()
-    assert sent.n >= (4 * 900 + 5 * 15) * SCALE * 0.9  # hypothesis may stop early on a tiny space
+    assert sent.n >= (4 * 900 + 4 * 15) * SCALE * 0.9  # hypothesis may stop early on a tiny space
 
 
 def test_workers_survived_and_logged_no_unhandled_error(svc: Any) -> None:

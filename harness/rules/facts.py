@@ -139,6 +139,7 @@ class Facts:
     scenario_sha256: str | None = None
     users: int | None = None
     target_rps: float | None = None
+    nominal_rps: float | None = None
     achieved_rps: float | None = None
     duration_s: float = 0.0
     requests: int = 0
@@ -265,6 +266,7 @@ def extract_facts(rd: RunDir) -> Facts:
               scenario=(meta.get("scenario") or {}).get("path"),
               scenario_sha256=(meta.get("scenario") or {}).get("sha256"),
               users=lb.get("users"), target_rps=lb.get("target_rps"),
+              nominal_rps=lb.get("nominal_rps", lb.get("target_rps")),
               achieved_rps=lb.get("achieved_rps"), duration_s=summary["window"]["duration_s"],
               requests=int(star["count"]), failures=int(star["failures"]),
               errors=dict(star.get("errors") or {}), late=lb.get("late"),
