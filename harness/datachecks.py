@@ -24,7 +24,8 @@ from harness.datainputs import ABSENT, Reference, TrafficSample
 
 __all__ = ["NULL_RATE_DELTA", "NULL_P_VALUE", "OUT_OF_RANGE_SHARE", "DATASET_DRIFT_SHARE",
            "PROBABILITY_METRIC", "FeatureCheck", "PredictionShift", "DataReport",
-           "check_feature", "check_features", "prediction_shift", "run_predictions"]
+           "check_feature", "check_features", "prediction_shift", "homogeneity_p",
+           "run_predictions"]
 
 NULL_RATE_DELTA = 0.05
 NULL_P_VALUE = 0.01
@@ -166,9 +167,12 @@ class PredictionShift:
     baseline_mean: float
     shifted: bool | None
     warnings: tuple[str, ...] = ()
+    #: chi-squared homogeneity p-value when the verdict used it (small samples)
+    p_value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "baseline": self.baseline,
+        return {"p_value": self.p_value, "model": self.model, "version": self.version,
+                "baseline": self.baseline,
                 "n": self.n, "baseline_n": self.baseline_n, "kl": round(self.kl, 6),
                 "js": round(self.js, 6), "psi": round(self.psi, 6),
                 "mean": round(self.mean, 6), "baseline_mean": round(self.baseline_mean, 6),
@@ -187,8 +191,10 @@ def prediction_shift(model: str, version: str, edges: Sequence[float],
     """Shift of ``counts`` from ``base_counts`` over the same probability bins ``edges``.
 
     KL is ``D_KL(run || baseline)`` in nats with 0.5 added to every bin; JS is the
-    Jensen-Shannon distance (natural log); shifted when JS >= 0.1 with >= 30 predictions
-    on both sides, else no verdict.
+    Jensen-Shannon distance (natural log). The verdict follows the feature rule: with
+    <= 1000 run predictions a chi-squared test of homogeneity of the two binned samples
+    (shifted when p < 0.05; JS of a small sample is biased upwards by its noise), above
+    that JS >= 0.1; fewer than 30 predictions on either side: no verdict.
     """
     if len(edges) != len(counts) + 1 or len(counts) != len(base_counts):
         raise ValueError(f"need len(edges) == len(counts) + 1 == len(base_counts) + 1 (got "
@@ -200,10 +206,26 @@ def prediction_shift(model: str, version: str, edges: Sequence[float],
                         "no verdict")
     kl = drift.kl_divergence(counts, base_counts) if n and bn else 0.0
     js = drift.js_distance(counts, base_counts)
-    shifted = None if min(n, bn) < drift.MIN_SAMPLE else js >= drift.DISTANCE_THRESHOLD
+    p_value = None
+    if min(n, bn) < drift.MIN_SAMPLE:
+        shifted = None
+    elif n > drift.LARGE_SAMPLE:
+        shifted = js >= drift.DISTANCE_THRESHOLD
+    else:
+        p_value = homogeneity_p(counts, base_counts)
+        shifted = p_value < drift.P_VALUE
     return PredictionShift(model, version, baseline, n, bn, kl, js,
                            drift.psi(base_counts, counts), _bin_mean(edges, counts),
-                           _bin_mean(edges, base_counts), shifted, tuple(warnings))
+                           _bin_mean(edges, base_counts), shifted, tuple(warnings), p_value)
+
+
+def homogeneity_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Chi-squared test that two binned samples share one distribution (empty bins dropped)."""
+    table = np.array([a, b], dtype=float)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0  # both in one bin: identical as far as the bins can tell
+    return float(sps.chi2_contingency(table, correction=False).pvalue)
 
 
 def run_predictions(run_dir: Path) -> dict[tuple[str, str], tuple[list[float], list[float]]]:

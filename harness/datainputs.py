@@ -148,30 +148,42 @@ def traffic_sample(replay: Replay | str | Path) -> TrafficSample:
     return sample
 
 
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    return {name: [row.get(name, ABSENT) for row in rows] for name in names}
+
+
 def _rebuild(sample: TrafficSample, users: Mapping[int, dict[str, Any]],
              items: Mapping[int, dict[str, Any]]) -> None:
-    values: dict[str, list[Any]] = {}
-    rows = 0
+    # Request features: one value per instance. Store features: one row per *distinct*
+    # entity (item): the store's values are fixed, traffic only picks which entities, and
+    # counting a hot entity once per request would call any Zipf-shaped traffic drifted.
+    inst_rows: list[dict[str, Any]] = []
+    item_rows: list[dict[str, Any]] = []
     not_found = 0
+    seen_users: set[int] = set()
+    seen_items: set[int] = set()
     for eid, item_ids, sent in zip(sample.entity_ids, sample.item_ids, sample.sent,
                                    strict=True):
-        base: dict[str, Any] = {}
-        if sample.joined and eid is not None:
+        row: dict[str, Any] = {}
+        if sample.joined and eid is not None and eid not in seen_users:
+            seen_users.add(eid)
             if eid in users:
-                base.update(users[eid])
+                row.update(users[eid])
             else:
                 not_found += 1
-        base.update(sent)
-        merged_rows = [base]
-        if sample.joined and item_ids:
-            merged_rows = [{**base, **items.get(i, {})} for i in item_ids]
-        for row in merged_rows:
-            rows += 1
-            for name in set(values) | set(row):
-                # A feature first seen now was absent from earlier rows: backfill None.
-                col = values.setdefault(name, [ABSENT] * (rows - 1))
-                col.append(row.get(name, ABSENT))
-    sample.values, sample.rows, sample.not_found = values, rows, not_found
+        row.update(sent)
+        inst_rows.append(row)
+        if sample.joined:
+            fresh = [i for i in item_ids if i in items and i not in seen_items]
+            seen_items.update(fresh)
+            item_rows += [items[i] for i in fresh]
+    values = _columns(inst_rows)
+    for name, col in _columns(item_rows).items():
+        values.setdefault(name, []).extend(col)
+    sample.values, sample.rows, sample.not_found = values, len(inst_rows), not_found
 
 
 def _fetch(conn: sqlite3.Connection, table: str, key: str, ids: list[int]

@@ -5,8 +5,9 @@ Conventions (docs/monitoring.md has the table of defaults and why):
 - PSI = sum((c - r) * ln(c / r)) over bins, proportions floored at ``PSI_EPS`` (1e-4, as
   Evidently does) so an empty bin gives a large but finite term; 0.1 moderate, 0.25 major.
 - KS: one-sample Kolmogorov-Smirnov of the traffic against the reference CDF rebuilt from
-  the saved quantiles and histogram edges (piecewise linear between knots); drift when
-  p < 0.05. Used when the traffic sample is small (<= ``LARGE_SAMPLE``).
+  the saved quantiles and histogram edges (piecewise linear between knots, see
+  :func:`ks_test` for ties); drift when p < 0.05. Used when the traffic sample is small
+  (<= ``LARGE_SAMPLE``).
 - Wasserstein distance normed by the reference standard deviation (Evidently's
   ``wasserstein``), drift when >= 0.1; used on large samples, where a p-value flags every
   negligible difference.
@@ -31,7 +32,8 @@ from scipy.spatial import distance as spd
 
 __all__ = ["PSI_EPS", "PSI_MODERATE", "PSI_MAJOR", "P_VALUE", "DISTANCE_THRESHOLD",
            "LARGE_SAMPLE", "MIN_SAMPLE", "KL_PSEUDOCOUNT", "DriftResult", "ReferenceCDF",
-           "psi", "kl_divergence", "js_distance", "numeric_drift", "categorical_drift"]
+           "psi", "psi_level", "kl_divergence", "js_distance", "ks_test", "numeric_drift",
+           "categorical_drift"]
 
 PSI_EPS = 1e-4
 PSI_MODERATE = 0.1
@@ -169,10 +171,25 @@ class ReferenceCDF:
         xs = np.array(sorted(pts))
         ps = np.maximum.accumulate(np.array([pts[x] for x in xs]))
         self.xs, self.ps = xs, ps
+        values = [float(v) for v in quantiles.values()]
+        #: every saved quantile is a whole number: a count-like feature (hour, num_devices)
+        self.integer = bool(values) and all(float(v).is_integer() for v in values)
 
     def cdf(self, x: np.ndarray | float) -> np.ndarray:
+        """Right-continuous CDF; exact at knots, linear between them.
+
+        An integer-valued feature is flat on [k, k+1), so at a whole k the share of the
+        last knot below k+1 is exact; linear interpolation would smear the next step in.
+        """
+        x = np.asarray(x, dtype=float)
         # Knots are unique, so at a knot interp gives its (highest) share: right-continuous.
-        return np.interp(np.asarray(x, dtype=float), self.xs, self.ps, left=0.0, right=1.0)
+        out = np.interp(x, self.xs, self.ps, left=0.0, right=1.0)
+        if self.integer:
+            j = np.searchsorted(self.xs, np.floor(x) + 1.0, side="left") - 1
+            jc = np.clip(j, 0, None)
+            step = (x == np.floor(x)) & (j >= 0) & (self.xs[jc] >= np.floor(x))
+            out = np.where(step, self.ps[jc], out)
+        return out
 
     def ppf(self, p: np.ndarray) -> np.ndarray:
         return np.interp(np.asarray(p, dtype=float), self.ps, self.xs)
@@ -182,6 +199,25 @@ class ReferenceCDF:
         lo, hi = self.edges[0], self.edges[-1]
         counts, _ = np.histogram(np.clip(values, lo, hi), bins=self.edges)
         return counts
+
+
+def ks_test(values: np.ndarray, reference: ReferenceCDF) -> tuple[float, float]:
+    """One-sample KS statistic and p-value of ``values`` against ``reference``.
+
+    D is ``max |F_n(x) - F(x)|`` over the distinct sample values (both CDFs taken right-
+    continuous). The saved reference is exact at its knots but linear between them, so
+    left limits would invent a gap at every tie of an integer feature (``hour``,
+    ``num_devices``); dropping them changes D by at most 1/n on continuous data. The
+    p-value is the exact two-sided KS distribution for n (conservative on discrete data).
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n = x.size
+    if n == 0:
+        raise ValueError("ks_test needs at least one value (got none)")
+    distinct = np.unique(x)
+    ecdf = np.searchsorted(x, distinct, side="right") / n
+    d = float(np.max(np.abs(ecdf - reference.cdf(distinct))))
+    return d, float(sps.kstwo.sf(d, n))
 
 
 def numeric_drift(reference: ReferenceCDF, values: Sequence[float],
@@ -210,11 +246,10 @@ def numeric_drift(reference: ReferenceCDF, values: Sequence[float],
         res = DriftResult("wasserstein", score, DISTANCE_THRESHOLD, drifted, psi_value, n,
                           warnings=tuple(warnings))
     else:
-        ks = sps.kstest(arr, reference.cdf)
-        p = float(ks.pvalue)
+        d, p = ks_test(arr, reference)
         drifted = p < P_VALUE if n >= MIN_SAMPLE else None
-        res = DriftResult("ks", p, P_VALUE, drifted, psi_value, n,
-                          {"ks_statistic": float(ks.statistic)}, tuple(warnings))
+        res = DriftResult("ks", p, P_VALUE, drifted, psi_value, n, {"ks_statistic": d},
+                          tuple(warnings))
     if n < MIN_SAMPLE:
         res = DriftResult(res.method, res.score, res.threshold, None, res.psi, n, res.extra,
                           res.warnings)

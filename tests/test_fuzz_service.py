@@ -98,67 +98,88 @@ def manifest(artifacts_dir: Path) -> dict[str, Any]:
 
 # -- values: mostly plausible, often hostile ------------------------------------------------
 
-HOSTILE_NUMBERS = st.sampled_from([
+HOSTILE = [
     0, -1, 1e308, -1e308, 1.7976931348623157e308, 5e-324, 10**20, -(10**20), 10**400, 2**63,
-    2**63 - 1, -(2**63), float("nan"), float("inf"), float("-inf"), 1e-300,
-])
-JUNK = st.one_of(
-    st.none(), st.booleans(), st.text(max_size=20), st.lists(st.integers(), max_size=3),
-    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2), HOSTILE_NUMBERS,
-)
+    2**63 - 1, -(2**63), float("nan"), float("inf"), float("-inf"), 1e-300, None, True, "",
+    "1.5", "x" * 300, [], [1, 2], {}, {"a": 1}, "\u0000", "\ud800",
+]
 
 
-def feature_value(spec: dict[str, Any]) -> st.SearchStrategy[Any]:
-    if spec["kind"] == "categorical":
-        good: st.SearchStrategy[Any] = st.sampled_from(spec["categories"])
-    else:
-        good = st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.integers(-10**6, 10**6))
-    return st.one_of(good, good, good, HOSTILE_NUMBERS, JUNK)
+class BodyMaker:
+    """Prediction bodies near the valid ones: each part is valid most of the time and
+    hostile (wrong type, huge, non-finite, unknown name) the rest.
+
+    Hypothesis drives it through ``st.randoms()``: drawing whole nested bodies through
+    hypothesis strategies costs ~11 ms per example, this costs ~0.05 ms, so the CI-sized
+    run spends its time in the service, not in the generator.
+    """
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.schema = manifest["features"]
+        self.versions = {n: list(m["versions"]) for n, m in manifest["models"].items()}
+        self.names = sorted(n for n, s in self.schema.items() if s["source"] != "item")
+
+    def value(self, r: Any, spec: dict[str, Any]) -> Any:
+        if r.random() < 0.2:
+            return r.choice(HOSTILE)
+        if spec["kind"] == "categorical":
+            return r.choice(spec["categories"])
+        return r.choice([r.uniform(-1e6, 1e6), r.randint(-10**6, 10**6), r.gauss(0, 100)])
+
+    def instance(self, r: Any) -> Any:
+        if r.random() < 0.03:
+            return r.choice(HOSTILE)
+        inst: dict[str, Any] = {}
+        if r.random() < 0.8:
+            inst["entity_id"] = r.randint(0, 120_000) if r.random() < 0.9 else r.choice(HOSTILE)
+        if r.random() < 0.85:
+            chosen = r.sample(self.names, r.randint(0, len(self.names)))
+            feats = {n: self.value(r, self.schema[n]) for n in chosen}
+            if r.random() < 0.05:
+                feats[r.choice(["bogus", "", "amount ", "AMOUNT"])] = 1.0
+            inst["features"] = feats if r.random() < 0.97 else r.choice(HOSTILE)
+        if r.random() < 0.5:
+            inst["item_ids"] = ([r.randint(0, 6000) for _ in range(r.randint(1, 30))]
+                                if r.random() < 0.9 else r.choice(HOSTILE))
+        if r.random() < 0.03:
+            inst["extra"] = 1
+        return inst
+
+    def request(self, r: Any) -> tuple[str, Any]:
+        model = r.choice([*self.versions, *self.versions, "nope", "fraud..", "FRAUD"])
+        versions = [*self.versions.get(model, ["v1"]), "v9"]
+        path = (f"/v1/models/{model}/predict" if r.random() < 0.6 else
+                f"/v1/models/{model}/versions/{r.choice(versions)}/predict")
+        n = r.choice([1, 1, 1, 2, 3, 8]) if r.random() < 0.95 else r.choice([0, 257, 300])
+        body: Any = {"instances": [self.instance(r) for _ in range(n)]}
+        if r.random() < 0.2:
+            body["version"] = r.choice(versions) if r.random() < 0.7 else r.choice(HOSTILE)
+        if r.random() < 0.03:
+            body["stray"] = 1
+        if r.random() < 0.02:
+            body = r.choice(HOSTILE)
+        return path, body
 
 
-@st.composite
-def predict_request(draw: st.DrawFn, manifest: dict[str, Any]) -> tuple[str, Any]:
-    schema = manifest["features"]
-    model = draw(st.sampled_from([*MODELS, *MODELS, "nope", "fraud/../churn"]))
-    versions = list(manifest["models"].get(model, {}).get("versions", {"v1": {}}))
-    names = sorted(n for n, s in schema.items() if s["source"] != "item")
-
-    def instance() -> st.SearchStrategy[dict[str, Any]]:
-        features = st.fixed_dictionaries({}, optional={
-            n: feature_value(schema[n]) for n in names} | {"bogus": JUNK})
-        return st.fixed_dictionaries({}, optional={
-            "entity_id": st.one_of(st.integers(0, 120_000), HOSTILE_NUMBERS, JUNK),
-            "features": st.one_of(features, features, features, JUNK),
-            "item_ids": st.one_of(st.lists(st.integers(0, 6000), min_size=1, max_size=30),
-                                  st.lists(HOSTILE_NUMBERS, max_size=3), JUNK),
-            "extra": JUNK,
-        })
-
-    body = draw(st.fixed_dictionaries(
-        {"instances": st.one_of(st.lists(instance(), min_size=1, max_size=4),
-                                st.lists(instance(), max_size=0), JUNK)},
-        optional={"version": st.one_of(st.sampled_from([*versions, "v9"]), JUNK),
-                  "stray": JUNK}))
-    if draw(st.booleans()):
-        path = f"/v1/models/{model}/predict"
-    else:
-        path = f"/v1/models/{model}/versions/{draw(st.sampled_from([*versions, 'v9']))}/predict"
-    return path, body
+PER_EXAMPLE = 5
 
 
 def test_structured_predict_bodies_never_get_a_5xx(svc: Any, manifest: dict[str, Any]) -> None:
+    maker = BodyMaker(manifest)
     sent = Sent()
 
-    @fuzz_settings(4000)
-    @given(req=predict_request(manifest))
-    def run(req: tuple[str, Any]) -> None:
-        path, body = req
-        # allow_nan: Python's encoder writes NaN/Infinity, which a lenient client may send.
-        raw = json.dumps(body).encode()
-        status, headers, resp = _request(svc.url, "POST", path, raw,
-                                         {"Content-Type": "application/json"})
-        sent.n += 1
-        check_response(status, headers, resp, f"POST {path} {raw[:300]!r}")
+    @fuzz_settings(4000 / PER_EXAMPLE)
+    @given(r=st.randoms(use_true_random=False))
+    def run(r: Any) -> None:
+        for _ in range(PER_EXAMPLE):
+            path, body = maker.request(r)
+            # Python's encoder writes NaN/Infinity (and lone surrogates escaped), which a
+            # lenient client may send: the service must reject them by rule, not crash.
+            raw = json.dumps(body).encode()
+            status, headers, resp = _request(svc.url, "POST", path, raw,
+                                             {"Content-Type": "application/json"})
+            sent.n += 1
+            check_response(status, headers, resp, f"POST {path} {raw[:300]!r}")
 
     run()
     assert sent.n >= 4000 * SCALE
