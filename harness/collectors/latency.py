@@ -60,6 +60,14 @@ class IntervalCounts:
                  "scheduled", "started", "late")
     _INTS = ("requests", "failures", "negative_residuals", "server_timing_missing",
              "server_timing_malformed", "scheduled", "started", "late")
+    requests: int
+    failures: int
+    negative_residuals: int
+    server_timing_missing: int
+    server_timing_malformed: int
+    scheduled: int
+    started: int
+    late: int
 
     def __init__(self) -> None:
         for field in self._INTS:

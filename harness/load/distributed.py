@@ -172,6 +172,7 @@ class _Worker:
 
     def __init__(self, env: Environment, classes: list[type[User]]) -> None:
         self.env = env
+        assert env.runner is not None, "the worker runner is created before _Worker"
         self.runner = env.runner
         self.classes = classes
         self.rec: LatencyRecorder | None = None

@@ -79,7 +79,7 @@ class OpenModelPacer:
             self._wrap_container(task)
             wrapped = task
         else:
-            wrapped = self._paced(task)
+            wrapped = self._paced(task)  # type: ignore[assignment]
         self._wrapped[task] = wrapped
         return wrapped
 

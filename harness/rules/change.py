@@ -158,7 +158,7 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
     tail = {k: tail_delta(k, a.histograms[k], b.histograms[k])
             for k in _series(b) if k in a.histograms}
     client = tail.get("client")
-    median = deltas.get(("client", 50.0)) or deltas.get(("client", 50))
+    median = deltas.get(("client", 50))
     if client is not None and client.verdict != "slower" and median is not None \
             and median.verdict == "slower":
         # a tail too noisy to bound on a busy machine: the median still shows a shift
