@@ -147,10 +147,11 @@ def test_open_model_corrected_latency_shows_the_stall(tmp_path, locustfile, serv
         c for v, c in _counts(corrected) if v <= stall_s * 0.5e6)
     # Intended start x in the stall (0..S) is served at S + k/C after it ends (k-th of
     # the backlog, C the pool's catch-up rate), so its corrected latency is
-    # S - k/R + k/C: above S/2 for k < R*S/2 / (1 - R/C). With C = infinity that is R*S/2;
-    # 10 users at ~1 ms catch up at C > 3R even on a busy machine, so at most 1.5x.
+    # S - k/R + k/C: above S/2 for k < R*S/2 / (1 - R/C). With C = infinity that is R*S/2,
+    # the least it can be. C depends on how busy the machine is, so the upper bound is the
+    # run's own: a value above S/2 needs a late start, or a request in flight at the stall.
     expected = rate * stall_s / 2
-    assert expected - 5 <= above_half <= expected * 1.5
+    assert expected - 5 <= above_half
     # Only the requests in flight when the stall began (at most one per user of the pool)
     # see it without correction.
     slow_uncorrected = sum(c for v, c in _counts(uncorrected) if v > stall_s * 0.5e6)
@@ -158,6 +159,7 @@ def test_open_model_corrected_latency_shows_the_stall(tmp_path, locustfile, serv
     m = load["measured"]
     assert m["scheduled"] == pytest.approx(rate * 5.0, abs=2)
     assert m["late"] >= rate * stall_s * 0.8  # every start intended during the stall
+    assert above_half <= m["late"] + pool
     assert m["started"] + m["dropped"] == m["scheduled"]
     assert m["dropped"] <= 2
     lateness = _total(run_dir, "lateness", name="*")
