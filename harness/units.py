@@ -40,3 +40,14 @@ def parse_tags(items: list[str] | None) -> dict[str, str]:
             raise ValueError(f"tag value must be at most 256 characters (got {len(value)})")
         tags[key] = value
     return tags
+
+
+def parse_versions(items: list[str] | None) -> dict[str, str]:
+    """``["fraud=v2"]`` -> ``{"fraud": "v2"}`` (``--model-version``)."""
+    versions: dict[str, str] = {}
+    for item in items or []:
+        name, sep, version = item.partition("=")
+        if not sep or not name or not version:
+            raise ValueError(f"--model-version must be MODEL=VERSION (got {item!r})")
+        versions[name] = version
+    return versions

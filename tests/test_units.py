@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.units import parse_duration, parse_tags
+from harness.units import parse_duration, parse_tags, parse_versions
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,10 @@ def test_parse_tags() -> None:
         parse_tags(["novalue"])
     with pytest.raises(ValueError, match="key=value"):
         parse_tags(["bad key=1"])
+
+
+def test_parse_versions() -> None:
+    assert parse_versions(["fraud=v2", "churn=v1"]) == {"fraud": "v2", "churn": "v1"}
+    assert parse_versions(None) == {}
+    with pytest.raises(ValueError, match="MODEL=VERSION \\(got 'fraud'\\)"):
+        parse_versions(["fraud"])

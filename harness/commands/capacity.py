@@ -47,18 +47,17 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.capacity import CapacityError, CapacityOptions, find_capacity, format_capacity
-    from harness.commands.run import _versions
     from harness.run import RunOptions
     from harness.service import ServeOptions
     from harness.slo import load_slo
-    from harness.units import parse_duration
+    from harness.units import parse_duration, parse_versions
 
     try:
         slo = load_slo(args.slo)
         template = RunOptions(
             scenario=args.scenario, target=args.target, serve=args.serve,
             serve_options=ServeOptions(workers=args.service_workers, faults=args.faults,
-                                       versions=_versions(args.model_version)),
+                                       versions=parse_versions(args.model_version)),
             rate=args.start_rate, arrival=args.arrival, profile=args.profile, out=args.out,
             command_line=tuple(["harness", *argv]))
         options = CapacityOptions(

@@ -75,21 +75,11 @@ def register(sub: Any) -> None:
     p.add_argument("--pyspy", help="path to the py-spy executable (default: the venv's, then PATH)")
 
 
-def _versions(items: list[str]) -> dict[str, str]:
-    versions: dict[str, str] = {}
-    for item in items:
-        name, sep, version = item.partition("=")
-        if not sep or not name or not version:
-            raise ValueError(f"--model-version must be MODEL=VERSION (got {item!r})")
-        versions[name] = version
-    return versions
-
-
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.run import RunError, RunOptions, run
     from harness.service import ServeOptions
     from harness.summary import format_summary
-    from harness.units import parse_duration, parse_tags
+    from harness.units import parse_duration, parse_tags, parse_versions
 
     try:
         serve_options = ServeOptions(
@@ -99,7 +89,7 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
             store=args.store,
             redis_url=args.redis_url,
             faults=args.faults,
-            versions=_versions(args.model_version),
+            versions=parse_versions(args.model_version),
             port=args.port,
         )
         options = RunOptions(
