@@ -173,6 +173,24 @@ def _resources(rd: RunDir, start: float, end: float) -> dict[str, Any] | None:
     return out
 
 
+def _profile(rd: RunDir) -> dict[str, Any] | None:
+    """Samples per stage of each profile view (profile/stages.json), as shares."""
+    stages = rd.read_json("profile/stages.json")
+    if not stages:
+        return None
+    views: dict[str, Any] = {}
+    for view in ("oncpu", "wall"):
+        counts = stages.get(view)
+        if not isinstance(counts, dict):
+            continue
+        total = sum(n for n in counts.values() if isinstance(n, int))
+        if total:
+            views[view] = {"samples": total, "shares": {
+                k: round(n / total, 4) for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
+                if isinstance(n, int) and n}}
+    return views or None
+
+
 def summarize(run_dir: Path | RunDir, write: bool = True) -> dict[str, Any]:
     """Compute summary.json for a run directory (and write it unless ``write=False``)."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -226,6 +244,7 @@ def summarize(run_dir: Path | RunDir, write: bool = True) -> dict[str, Any]:
         "load": load_block, "requests": requests, "tags": tags,
         "stages": {k: v for k, v in stage_blocks.items() if v is not None},
         "resources": resources,
+        "profile": _profile(rd),
     }
     summary["self_check"] = self_check(rd, summary, load)
     summary["ok"] = not any(not c["ok"] and c["severity"] == "error"
@@ -320,6 +339,10 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
             parts.append(f"system {res['system']['cpu_mean_pct']:.1f} % of "
                          f"{res['cpu_count']} cores")
         lines += ["", "resources: " + "; ".join(parts)]
+    names = {"oncpu": "on-CPU", "wall": "wall-clock"}
+    for view, block in (summary.get("profile") or {}).items():
+        shares = " · ".join(f"{k} {100 * v:.1f} %" for k, v in block["shares"].items())
+        lines.append(f"profile ({names.get(view, view)} samples, {block['samples']}): {shares}")
     lines += ["", "self-check:"]
     marks = {"error": "✗", "warning": "!", "info": "i"}
     for c in summary.get("self_check", []):

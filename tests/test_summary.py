@@ -227,3 +227,19 @@ def test_slightly_late_starts_are_a_warning_not_an_error(tmp_path):
     c = checks(s)["late_dropped"]
     assert (c["ok"], c["severity"]) == (False, "warning")  # 4 % late, delay 0.4 % of latency
     assert checks(s)["achieved_rate"]["ok"] and not (b.path / "summary.json").exists()
+
+
+def test_profile_stage_shares_by_value(tmp_path):
+    b = closed_run(tmp_path)
+    assert summarize(b.path, write=False)["profile"] is None  # no profiler ran
+    (b.path / "profile").mkdir()
+    write_json_atomic(b.path / "profile" / "stages.json",
+                      {"oncpu": {"infer": 60, "fetch": 15, "framework": 25, "other": 0},
+                       "wall": {"fetch": 30, "infer": 10}})
+    s = summarize(b.path, write=False)
+    assert s["profile"] == {
+        "oncpu": {"samples": 100, "shares": {"infer": 0.6, "framework": 0.25, "fetch": 0.15}},
+        "wall": {"samples": 40, "shares": {"fetch": 0.75, "infer": 0.25}},
+    }
+    text = "\n".join(format_summary(s))
+    assert "profile (on-CPU samples, 100): infer 60.0 % · framework 25.0 % · fetch 15.0 %" in text
