@@ -102,7 +102,11 @@ class RequestHook:
         key = (request_type, name, tag)
         b = self._bundles.get(key)
         if b is None:
-            series_name = f"{request_type} {name}" if request_type else str(name)
+            # Locust keys stats by (method, name); a name that already says its method
+            # (name="GET /items") is not prefixed twice.
+            series_name = (f"{request_type} {name}"
+                           if request_type and not str(name).startswith(f"{request_type} ")
+                           else str(name))
             b = self._bundles[key] = _Bundle(self.rec, series_name, tag)
         return b
 
