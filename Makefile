@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARTIFACTS := artifacts/manifest.json
 
-.PHONY: demo test test-fast lint venv system-deps artifacts clean
+.PHONY: demo test test-fast lint venv system-deps artifacts clean bench-quick
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: venv system-deps artifacts
 
 test-fast: venv artifacts
 	$(PY) -m pytest -q -m "not slow"
+
+# Reduced validation benchmarks (a few minutes; the full ones: benchmarks/README.md)
+bench-quick: venv system-deps artifacts
+	$(PY) benchmarks/accuracy.py --quick
+	$(PY) benchmarks/fault_matrix.py --rounds 1 --duration 5 --warmup 1 --cases clean_aa,store_fixed,store_errors,inference_cpu,serialize_bloat
+	$(PY) benchmarks/compare_calibration.py --runs 2 --duration 8
+	$(PY) benchmarks/loadgen_efficiency.py --duration 5 --rounds 1
 
 lint: venv
 	$(VENV)/bin/ruff check harness reference_service scenarios tests benchmarks

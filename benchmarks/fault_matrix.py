@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/fault_matrix.py --rounds 3 --duration 8 --warmup 2 \\
         [--cases store_fixed,serialize_bloat] [--json results.json] [--out DIR]
+    .venv/bin/python benchmarks/fault_matrix.py --rejudge DIR   # same runs, current rules
 
 Each round runs the production scenario against the reference service (``harness run
 --serve reference``, a fresh service per run) once clean, once clean again (the A/A
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +59,12 @@ class Case:
     locust_args: tuple[str, ...] = ()
     burner: bool = False
     # the rate is raised to this multiple of one worker's capacity (from the baseline's
-    # mean service time), so "too few workers" holds on a quiet and on a busy machine
+    # CPU time per request), so "too few workers" holds on a quiet and on a busy machine
     overload: float | None = None
     note: str = ""
 
 
-OOD_ARGS = ("--ood-shares", "extreme_values=0.3")
+OOD_ARGS = ("--ood-shares", "extreme_values=0.25")
 CASES: dict[str, Case] = {c.name: c for c in (
     Case("clean_aa", "none"),
     Case("store_fixed", "upstream", {"store_latency": {"ms": 20, "distribution": "fixed"}}),
@@ -71,16 +73,16 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("store_errors", "errors", {"store_errors": {"rate": 0.1}}),
     Case("feature_null", "input data", {"feature_null": {"features": ["credit_score"]}},
          note="no latency effect; diagnose sees no service counters"),
-    Case("inference_cpu", "model", {"inference_cpu": {"ms": 15}}),
+    Case("inference_cpu", "model", {"inference_cpu": {"ms": 8}}),
     Case("model_v2", "model", args=("--model-version", "fraud=v2")),
-    Case("serialize_bloat", "serialization", {"serialize_bloat": {"kb": 256}}),
-    Case("too_few_workers", "queueing", args=("--service-workers", "1"), overload=1.5),
+    Case("serialize_bloat", "serialization", {"serialize_bloat": {"kb": 1024}}),
+    Case("too_few_workers", "queueing", args=("--service-workers", "1"), overload=1.3),
     Case("cpu_contention", "machine", burner=True),
     Case("ood_slow_path", "input data",
-         {"inference_scaling": {"per_row_ms": 0.5, "out_of_range_ms": 20}},
+         {"inference_scaling": {"per_row_ms": 0.0, "out_of_range_ms": 3}},
          scenario=OOD, baseline="ood_clean", locust_args=OOD_ARGS),
 )}
-CHEAP = ("store_fixed", "serialize_bloat", "store_errors")
+CHEAP = ("store_fixed", "store_errors")
 
 
 def cause_of(f: Finding | None) -> str:
@@ -89,6 +91,8 @@ def cause_of(f: Finding | None) -> str:
         return "nothing"
     data = f.data or {}
     if f.layer == "change":
+        if data.get("input_class"):
+            return "input data"
         stage = data.get("stage")
         if stage == "residual":
             return "queueing"
@@ -130,14 +134,39 @@ def judge(case: Case, d: Diagnosis) -> tuple[str, bool]:
     return answer, answer == case.expect
 
 
+@dataclass(frozen=True)
+class SharedService:
+    """A running reference service with its admin endpoint on (REFSVC_ADMIN_TOKEN): cases
+    that only inject faults reuse it, switching faults between runs, instead of starting
+    a service per run."""
+
+    url: str
+    token: str
+
+    def set_faults(self, faults: dict[str, Any] | None) -> None:
+        req = urllib.request.Request(
+            f"{self.url}/admin/faults", data=json.dumps(faults or {}).encode(),
+            method="PUT" if faults else "DELETE",
+            headers={"Authorization": f"Bearer {self.token}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"admin endpoint answered {resp.status} for {faults!r}")
+
+
 def harness_run(out: Path, case: Case, *, rate: float, duration: float, warmup: float,
-                seed: int, faults_dir: Path) -> Path:
-    """One `harness run --serve reference`; returns its run directory."""
+                seed: int, faults_dir: Path, shared: SharedService | None = None) -> Path:
+    """One `harness run --serve reference` (or `--target` on a shared service); returns its
+    run directory."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [PY, "-m", "harness.cli", "run", str(case.scenario), "--serve", "reference",
+    use_shared = shared is not None and not case.args and not case.burner
+    target = ["--target", shared.url] if use_shared and shared else ["--serve", "reference"]
+    cmd = [PY, "-m", "harness.cli", "run", str(case.scenario), *target,
            "--rate", f"{rate:g}", "--duration", f"{duration:g}s", "--warmup", f"{warmup:g}s",
            "--seed", str(seed), "--out", str(out), *case.args]
-    if case.faults:
+    if use_shared and shared:
+        shared.set_faults(case.faults)
+    elif case.faults:
         path = faults_dir / f"{case.name}.json"
         path.write_text(json.dumps(case.faults))
         cmd += ["--faults", str(path)]
@@ -159,14 +188,17 @@ def harness_run(out: Path, case: Case, *, rate: float, duration: float, warmup: 
     return dirs[0]
 
 
-def mean_service_s(run: Path) -> float:
-    """Mean `app` time of a run (the service's own time per request), seconds."""
-    from harness import stats
+def one_worker_capacity_rps(run: Path) -> float:
+    """What one sync worker can serve at most: 1 / the service's CPU time per request
+    (psutil, from the baseline). CPU time, not wall time: a contended machine inflates the
+    wall time of the baseline, and a rate derived from it may not load a quieter run."""
+    from harness.rules.change import cpu_per_request_ms
+    from harness.rules.facts import extract_facts
 
-    hist = RunDir(run).histogram("stage", stage="app")
-    if hist.get_total_count() == 0:
-        raise RuntimeError(f"run {run} has no 'app' stage values")
-    return stats.mean(hist) / 1e6
+    cpu_ms = cpu_per_request_ms(extract_facts(RunDir(run)))
+    if not cpu_ms:
+        raise RuntimeError(f"run {run} has no service CPU per request (resources collector)")
+    return 1000.0 / cpu_ms
 
 
 @dataclass
@@ -182,7 +214,8 @@ class Outcome:
 
 
 def run_round(cases: list[Case], out: Path, index: int, *, rate: float, duration: float,
-              warmup: float, log: Callable[[str], None] = lambda s: None) -> list[Outcome]:
+              warmup: float, log: Callable[[str], None] = lambda s: None,
+              shared: SharedService | None = None) -> list[Outcome]:
     """One round: the baselines the cases need, then each case against its baseline."""
     faults_dir = out / "faults"
     faults_dir.mkdir(parents=True, exist_ok=True)
@@ -193,16 +226,17 @@ def run_round(cases: list[Case], out: Path, index: int, *, rate: float, duration
     for name in dict.fromkeys(c.baseline for c in cases):
         log(f"round {index}: baseline {name}")
         bases[name] = harness_run(out / name, base_cases[name], rate=rate, duration=duration,
-                                  warmup=warmup, seed=seed, faults_dir=faults_dir)
+                                  warmup=warmup, seed=seed, faults_dir=faults_dir,
+                                  shared=shared)
     outcomes = []
     for case in cases:
         base = bases[case.baseline]
         case_rate = rate
         if case.overload is not None:
-            case_rate = max(rate, case.overload / mean_service_s(base))
+            case_rate = max(rate, case.overload * one_worker_capacity_rps(base))
         t0 = time.monotonic()
         run = harness_run(out / case.name, case, rate=case_rate, duration=duration,
-                          warmup=warmup, seed=seed, faults_dir=faults_dir)
+                          warmup=warmup, seed=seed, faults_dir=faults_dir, shared=shared)
         d = diagnose(RunDir(run), RunDir(base))
         answer, ok = judge(case, d)
         p = d.primary
@@ -211,6 +245,25 @@ def run_round(cases: list[Case], out: Path, index: int, *, rate: float, duration
                                 str(run), str(base), {"rate": round(case_rate, 1)}))
         log(f"round {index}: {case.name:16s} -> {answer:24s} {'ok' if ok else 'WRONG'}  "
             f"({time.monotonic() - t0:.0f} s; primary: {outcomes[-1].primary})")
+    return outcomes
+
+
+def rejudge(out: Path) -> list[Outcome]:
+    """Diagnose the run directories of an earlier invocation again (the rules are pure
+    functions of the run directory, so a rule change can be checked on the same runs)."""
+    outcomes = []
+    for index, rnd in enumerate(sorted(out.glob("round*"))):
+        for case in CASES.values():
+            runs = sorted(p for p in (rnd / case.name).glob("*") if p.is_dir())
+            bases = sorted(p for p in (rnd / case.baseline).glob("*") if p.is_dir())
+            if not runs or not bases:
+                continue
+            d = diagnose(RunDir(runs[0]), RunDir(bases[0]))
+            answer, ok = judge(case, d)
+            p = d.primary
+            outcomes.append(Outcome(case.name, index, answer, ok,
+                                    f"{p.severity} [{p.layer}] {p.title}" if p else None,
+                                    str(runs[0]), str(bases[0])))
     return outcomes
 
 
@@ -243,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated, of: {', '.join(CASES)} (or 'cheap')")
     ap.add_argument("--out", type=Path, default=None, help="where run directories go")
     ap.add_argument("--json", type=Path, default=None, help="write the outcomes here")
+    ap.add_argument("--rejudge", type=Path, default=None,
+                    help="diagnose the rounds of an earlier --out directory again, no runs")
     args = ap.parse_args(argv)
+    if args.rejudge:
+        outcomes = rejudge(args.rejudge)
+        print("\n".join(format_matrix(outcomes)) if outcomes else "no runs found")
+        return 0 if outcomes else 1
     names = list(CHEAP) if args.cases == "cheap" else [n.strip() for n in args.cases.split(",")]
     unknown = [n for n in names if n not in CASES]
     if unknown or args.rounds < 1:

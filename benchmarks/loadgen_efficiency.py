@@ -14,6 +14,10 @@ The service shares the 2 cores with the load generator: the ratios, measured in
 the same rounds, are what to read, not the absolute numbers.
 
     .venv/bin/python benchmarks/loadgen_efficiency.py --duration 10 --rounds 3
+    .venv/bin/python benchmarks/loadgen_efficiency.py --duration 10 --rounds 3 --endpoint predict
+
+Requests are counted by each tool itself: Locust's ``--json`` stats, the harness's
+load.json (measured requests + failures), wrk's summary line.
 """
 
 from __future__ import annotations
@@ -45,30 +49,26 @@ def _children_cpu() -> float:
 
 
 def run_locust(url: str, locustfile: Path, users: int, duration: int, workdir: Path) -> dict:
-    stats = workdir / "locust"
     cpu0, t0 = _children_cpu(), time.monotonic()
-    subprocess.run(
+    # --json, not --csv: the CSV stats miss the requests of the last second
+    res = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(users),
-         "-r", str(users), "-t", f"{duration}s", "-H", url, "--csv", str(stats),
+         "-r", str(users), "-t", f"{duration}s", "-H", url, "--json",
          "--only-summary", "--loglevel", "WARNING"],
-        check=True, capture_output=True,
+        check=True, capture_output=True, text=True, cwd=workdir,
     )
     wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
-    rows = (stats.parent / "locust_stats.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    agg = next(r.split(",") for r in rows[1:] if ",Aggregated," in r)
-    count = int(agg[header.index("Request Count")])
+    count = sum(e["num_requests"] for e in json.loads(res.stdout))
     return {"requests": count, "wall_s": wall, "cpu_s": cpu}
 
 
 def run_harness(url: str, locustfile: Path, users: int, duration: int, workdir: Path,
-                profile: bool) -> dict:
+                extra: list[str]) -> dict:
     out = workdir / "runs"
     cpu0, t0 = _children_cpu(), time.monotonic()
     args = [sys.executable, "-m", "harness.cli", "run", str(locustfile), "--target", url,
-            "--users", str(users), "--duration", f"{duration}s", "--out", str(out), "--json"]
-    if not profile:
-        args.append("--no-profile")
+            "--users", str(users), "--duration", f"{duration}s", "--out", str(out), "--json",
+            *extra]
     res = subprocess.run(args, capture_output=True, text=True)
     wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
     if res.returncode not in (0, 3):
@@ -79,9 +79,17 @@ def run_harness(url: str, locustfile: Path, users: int, duration: int, workdir: 
     return {"requests": count, "wall_s": wall, "cpu_s": cpu}
 
 
-def run_wrk(url: str, path: str, users: int, duration: int) -> dict:
+# the same bytes as benchmarks/locustfiles/predict_fasthttp.py sends
+WRK_PREDICT = """wrk.method = "POST"
+wrk.body = '{"instances": [{"entity_id": 4242, "features": {"amount": 42.0}}]}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def run_wrk(url: str, path: str, users: int, duration: int, script: Path | None) -> dict:
     cpu0, t0 = _children_cpu(), time.monotonic()
-    res = subprocess.run(["wrk", "-t1", f"-c{users}", f"-d{duration}s", url + path],
+    res = subprocess.run(["wrk", "-t1", f"-c{users}", f"-d{duration}s",
+                          *(["-s", str(script)] if script else []), url + path],
                          check=True, capture_output=True, text=True)
     wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
     match = re.search(r"(\d+) requests in", res.stdout)
@@ -103,17 +111,24 @@ def main() -> int:
         tmpdir = Path(tmp)
         target = serve_reference(ServeOptions(workers=2), tmpdir / "service.log")
         try:
-            contenders = {
-                "bare Locust (FastHttpUser)": lambda w: run_locust(
-                    target.url, locustfile, args.users, args.duration, w),
-                "harness, all collectors": lambda w: run_harness(
-                    target.url, locustfile, args.users, args.duration, w, profile=True),
-                "harness, --no-profile": lambda w: run_harness(
-                    target.url, locustfile, args.users, args.duration, w, profile=False),
-            }
-            if args.endpoint == "health":
-                contenders["wrk (1 thread)"] = lambda w: run_wrk(
-                    target.url, "/healthz", args.users, args.duration)
+            script = None
+            if args.endpoint == "predict":
+                script = tmpdir / "predict.lua"
+                script.write_text(WRK_PREDICT)
+            path = "/healthz" if args.endpoint == "health" else "/v1/models/fraud/predict"
+            # each collector on in turn: psutil cannot be switched off in a run, so the
+            # cheapest harness row samples it at 1 Hz; then psutil at its default 4 Hz;
+            # then py-spy too (the default run)
+            variants = {"harness, psutil 1 Hz, no py-spy": ["--no-profile", "--resources-hz", "1"],
+                        "harness, psutil 4 Hz, no py-spy": ["--no-profile"],
+                        "harness, all collectors (default)": []}
+            contenders = {"bare Locust (FastHttpUser)": lambda w: run_locust(
+                target.url, locustfile, args.users, args.duration, w)}
+            for label, extra in variants.items():
+                contenders[label] = lambda w, extra=extra: run_harness(
+                    target.url, locustfile, args.users, args.duration, w, extra)
+            contenders["wrk (1 thread)"] = lambda w: run_wrk(
+                target.url, path, args.users, args.duration, script)
             results: dict[str, list[dict]] = {name: [] for name in contenders}
             for rnd in range(args.rounds):
                 for name, fn in contenders.items():

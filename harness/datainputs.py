@@ -137,7 +137,8 @@ def traffic_sample(replay: Replay | str | Path) -> TrafficSample:
             if not isinstance(inst, dict):
                 _skip(sample, "instance is not an object")
                 continue
-            feats = inst.get("features") if isinstance(inst.get("features"), dict) else {}
+            raw = inst.get("features")
+            feats: dict[str, Any] = raw if isinstance(raw, dict) else {}
             eid = inst.get("entity_id")
             items = inst.get("item_ids")
             sample.entity_ids.append(eid if isinstance(eid, int) else None)

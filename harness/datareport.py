@@ -57,7 +57,8 @@ def reference_from_sample(sample: TrafficSample, like: Reference) -> Reference:
                 hi = hi if hi > lo else lo + 1.0
                 edges = np.linspace(lo, hi, 21)
                 counts, _ = np.histogram(np.clip(xs, lo, hi), bins=edges)
-                base.update(std=float(xs.std()), min=float(xs.min()), max=float(xs.max()),
+                base.update(sample=xs.tolist(), std=float(xs.std()), min=float(xs.min()),
+                            max=float(xs.max()),
                             quantiles={f"{q:g}": float(v) for q, v in
                                        zip(_QUANTILES, np.quantile(xs, _QUANTILES),
                                            strict=True)},
@@ -182,7 +183,7 @@ def format_data_report(report: DataReport) -> list[str]:
                                       if t["store_joined"] else "; request features only"))
     if report.features:
         lines.append(f"{'feature':<20} {'kind':<5} {'src':<7} {'n':>6} {'null%':>6} "
-                     f"{'ref%':>5} {'PSI':>6} {'test':<22} verdict")
+                     f"{'base%':>5} {'PSI':>6} {'test':<22} verdict")
         for f in report.features:
             problems = f.problems
             verdict = ("no verdict" if f.drift.drifted is None and not problems

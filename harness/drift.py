@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats as sps
-from scipy.spatial import distance as spd
 
 __all__ = ["PSI_EPS", "PSI_MODERATE", "PSI_MAJOR", "P_VALUE", "DISTANCE_THRESHOLD",
            "LARGE_SAMPLE", "MIN_SAMPLE", "KL_PSEUDOCOUNT", "DriftResult", "ReferenceCDF",
@@ -46,7 +45,10 @@ MIN_SAMPLE = 30
 KL_PSEUDOCOUNT = 0.5
 
 
-def _proportions(counts: Sequence[float], label: str) -> np.ndarray:
+Counts = Sequence[float] | np.ndarray
+
+
+def _proportions(counts: Counts, label: str) -> np.ndarray:
     arr = np.asarray(counts, dtype=float)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{label} must be a non-empty 1-D sequence of counts (got {counts!r})")
@@ -55,7 +57,7 @@ def _proportions(counts: Sequence[float], label: str) -> np.ndarray:
     return arr
 
 
-def psi(reference: Sequence[float], current: Sequence[float], eps: float = PSI_EPS) -> float:
+def psi(reference: Counts, current: Counts, eps: float = PSI_EPS) -> float:
     """Population stability index of ``current`` against ``reference`` (counts per bin).
 
     Zero total on either side gives 0.0 (nothing to compare); callers flag it.
@@ -72,7 +74,7 @@ def psi(reference: Sequence[float], current: Sequence[float], eps: float = PSI_E
     return float(np.sum((c - r) * np.log(c / r)))
 
 
-def kl_divergence(p_counts: Sequence[float], q_counts: Sequence[float],
+def kl_divergence(p_counts: Counts, q_counts: Counts,
                   pseudocount: float = KL_PSEUDOCOUNT) -> float:
     """``D_KL(P || Q)`` in nats over the same bins, each bin smoothed by ``pseudocount``."""
     p = _proportions(p_counts, "p_counts") + pseudocount
@@ -89,7 +91,7 @@ def kl_divergence(p_counts: Sequence[float], q_counts: Sequence[float],
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
-def js_distance(p_counts: Sequence[float], q_counts: Sequence[float]) -> float:
+def js_distance(p_counts: Counts, q_counts: Counts) -> float:
     """Jensen-Shannon distance (natural log) of two count vectors; 0.0 if either is empty."""
     p = _proportions(p_counts, "p_counts")
     q = _proportions(q_counts, "q_counts")
@@ -97,7 +99,13 @@ def js_distance(p_counts: Sequence[float], q_counts: Sequence[float]) -> float:
         raise ValueError(f"p and q need the same bins (got {p.size} and {q.size})")
     if p.sum() == 0 or q.sum() == 0:
         return 0.0
-    return float(spd.jensenshannon(p / p.sum(), q / q.sum()))
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log(p / m), 0.0).sum()
+        kl_q = np.where(q > 0, q * np.log(q / m), 0.0).sum()
+    # Identical inputs can round to a tiny negative; scipy's sqrt then gives NaN.
+    return float(math.sqrt(max(0.0, (kl_p + kl_q) / 2)))
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,10 @@ class ReferenceCDF:
                              f"counts > 0 (got {edges.size} edges, {counts.size} counts)")
         self.edges = edges
         self.counts = counts
-        self.std = float(stats.get("std", 0.0) or 0.0)
+        self.std = float(stats.get("std", 0.0) or 0.0)  # type: ignore[arg-type]
+        raw = stats.get("sample")
+        #: raw reference values when the reference is another run (two-sample tests then)
+        self.sample = np.sort(np.asarray(raw, dtype=float)) if raw is not None else None
         pts: dict[float, float] = {}
 
         def add(x: float, p: float) -> None:
@@ -168,6 +179,11 @@ class ReferenceCDF:
         cum = np.cumsum(counts) / counts.sum()
         for x, p in zip(edges[1:-1], cum[:-1], strict=True):
             add(float(x), float(p))
+        if self.sample is not None and self.sample.size:
+            distinct = np.unique(self.sample)
+            shares = np.searchsorted(self.sample, distinct, side="right") / self.sample.size
+            for x, p in zip(distinct, shares, strict=True):
+                add(float(x), float(p))
         xs = np.array(sorted(pts))
         ps = np.maximum.accumulate(np.array([pts[x] for x in xs]))
         self.xs, self.ps = xs, ps
@@ -236,7 +252,8 @@ def numeric_drift(reference: ReferenceCDF, values: Sequence[float],
     if np.ptp(arr) == 0:
         warnings.append(f"constant column (every value {arr[0]:g})")
     if n > large_sample:
-        grid = reference.ppf((np.arange(2000) + 0.5) / 2000)
+        grid = reference.sample if reference.sample is not None \
+            else reference.ppf((np.arange(2000) + 0.5) / 2000)
         w = float(sps.wasserstein_distance(grid, arr))
         scale = reference.std if reference.std > 0 else 1.0
         if reference.std <= 0:
@@ -246,9 +263,14 @@ def numeric_drift(reference: ReferenceCDF, values: Sequence[float],
         res = DriftResult("wasserstein", score, DISTANCE_THRESHOLD, drifted, psi_value, n,
                           warnings=tuple(warnings))
     else:
-        d, p = ks_test(arr, reference)
-        drifted = p < P_VALUE if n >= MIN_SAMPLE else None
-        res = DriftResult("ks", p, P_VALUE, drifted, psi_value, n, {"ks_statistic": d},
+        if reference.sample is not None and reference.sample.size:
+            # The asymptotic p-value: the exact one fails (with a warning) on ties.
+            two = sps.ks_2samp(reference.sample, arr, method="asymp")
+            d, p = float(two.statistic), float(two.pvalue)
+        else:
+            d, p = ks_test(arr, reference)
+        verdict = p < P_VALUE if n >= MIN_SAMPLE else None
+        res = DriftResult("ks", p, P_VALUE, verdict, psi_value, n, {"ks_statistic": d},
                           tuple(warnings))
     if n < MIN_SAMPLE:
         res = DriftResult(res.method, res.score, res.threshold, None, res.psi, n, res.extra,

@@ -84,6 +84,7 @@ class RunOptions:
     user_classes: tuple[str, ...] = ()
     seed: int = 1
     late_threshold_us: int = 1000
+    request_timeout_s: float = 10.0
     locust_args: tuple[str, ...] = ()
     record_traffic: bool = False
     command_line: tuple[str, ...] = ()
@@ -129,6 +130,9 @@ class RunOptions:
             raise ValueError(f"interval must be between 0.1 and 60 s (got {self.interval_s})")
         if not 0 <= self.workers <= 64:
             raise ValueError(f"workers must be between 0 and 64 (got {self.workers})")
+        if not (0 < self.request_timeout_s <= 3600 and math.isfinite(self.request_timeout_s)):
+            raise ValueError(f"request timeout must be > 0 and <= 3600 s "
+                             f"(got {self.request_timeout_s})")
         if self.record_traffic and self.serve != "reference":
             raise ValueError("--record-traffic needs --serve reference (an external service "
                              "records its own traffic: see docs/scenarios.md)")
@@ -359,6 +363,7 @@ def _driver_config(options: RunOptions, run_dir: Path, url: str) -> dict[str, An
         "seed": options.seed,
         "user_classes": list(options.user_classes),
         "late_threshold_us": options.late_threshold_us,
+        "request_timeout_s": options.request_timeout_s,
         "master_host": "127.0.0.1",
         "master_port": 0,
         "expect_workers_timeout_s": 30,

@@ -22,6 +22,7 @@ RATE_SHORTFALL = 0.95
 CONTENTION_SYSTEM_PCT = 90.0
 LATE_WARNING, DROPPED_ERROR, DELAY_ERROR = 0.01, 0.01, 0.10
 PROFILE_ERRORS, PROFILE_LAG_S = 0.01, 1.0
+TRANSPORT_ERROR_SHARE = 0.001
 
 
 def _ms(us: float | None) -> str:
@@ -127,6 +128,7 @@ def self_check(rd: RunDir, summary: dict[str, Any], load: dict[str, Any]
         f"{negative} of {requests_all} requests reported a service time above the client "
         "time" + ("; their residual was recorded as 0: the Server-Timing durations or the "
                   "clocks are wrong" if negative else "")))
+    checks.append(_transport_check(load, requests_all))
     missing = int(load.get("server_timing_missing") or 0)
     malformed = int(load.get("server_timing_malformed") or 0)
     has_stages = any(s.get("metric") == "stage" for s in rd.series())
@@ -150,6 +152,23 @@ def self_check(rd: RunDir, summary: dict[str, Any], load: dict[str, Any]
     if rd.warnings:
         checks.append(_check("run_files", False, "warning", "; ".join(rd.warnings)))
     return checks
+
+
+def _transport_check(load: dict[str, Any], requests_all: int) -> dict[str, Any]:
+    """Requests that got no HTTP answer at all (timeouts, resets, closed connections, bytes
+    that are not HTTP): the target or the network failed, not the model, and the latency
+    percentiles leave those requests out, so beyond a trace they degrade the run."""
+    by_type: dict[str, int] = {}
+    for key, n in (load.get("errors") or {}).items():
+        kind = str(key).rsplit("|", 1)[-1]
+        if not kind.startswith("HTTP "):
+            by_type[kind] = by_type.get(kind, 0) + int(n)
+    total = sum(by_type.values())
+    detail = (f"{total} of {requests_all} requests got no HTTP response"
+              + (": " + ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())) if total
+                 else ""))
+    severity = "error" if _share(total, requests_all) > TRANSPORT_ERROR_SHARE else "warning"
+    return _check("transport_errors", total == 0, severity, detail)
 
 
 def _profile_check(rd: RunDir) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from reference_service import metrics as metrics_mod
+from reference_service import tracing
 from reference_service.artifacts import load_manifest
 from reference_service.config import ServiceConfig
 from reference_service.faults import FaultState, load_file, new_state_file, write_state
@@ -124,6 +125,7 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> Flask:
     if not isinstance(config, ServiceConfig):
         config = ServiceConfig.from_env(**(config or {}))
     svc = _Service(config)
+    tracing.setup_from_env()  # REFSVC_TRACING: off (default), on, console
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["refsvc"] = svc
@@ -158,6 +160,7 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> Flask:
 
     @app.get("/metrics")
     def metrics_view() -> Response:
+        metrics_mod.get_metrics().sample_process()
         body, ctype = metrics_mod.exposition()
         return Response(body, content_type=ctype)
 
@@ -281,6 +284,10 @@ def _run_stages(svc: _Service, key: tuple[str, str], instances: list, t0: int) -
             m.stage_duration.labels(name, version, stage).observe(ns / 1e9)
     m.request_duration.labels(name, version).observe(stages["app"] / 1e9)
     m.requests.labels(name, version, "200").inc()
+    m.sample_process()
+    if tracing.enabled():
+        tracing.record_request(name, version, len(instances), (t0, t1, t2, t3, t4),
+                               assembled.faults_fired + fired_infer + fired_ser)
     hist = m.probability.labels(name, version)
     for p in proba.tolist():
         hist.observe(p)

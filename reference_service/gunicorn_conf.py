@@ -54,6 +54,13 @@ def on_starting(server: Any) -> None:
                     os.environ["REFSVC_FAULTS_STATE"], len(initial))
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    # Slow clients (slowloris) must not hold every sync worker: see slowclient.py.
+    from reference_service.slowclient import install
+
+    install(worker)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from reference_service.metrics import mark_process_dead
 

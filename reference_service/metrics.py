@@ -12,17 +12,24 @@ Metrics (all names prefixed ``refsvc_``):
 - ``errors_total{kind}``: error responses by kind (bad_json, validation, not_found, ...);
 - ``prediction_probability{model,version}``: histogram of predicted probabilities/scores;
 - ``missing_features_total{model,feature}``: features absent after assembly (renamed upstream);
-- ``faults_injected_total{fault}``: how often each injected fault fired.
+- ``faults_injected_total{fault}``: how often each injected fault fired;
+- ``worker_cpu_seconds{pid}``, ``worker_resident_memory_bytes{pid}``: each live worker's own
+  CPU time and RSS (gauges, ``liveall``: one series per live worker pid), refreshed at most
+  once a second per worker by its requests and by a scrape it answers (the multiprocess
+  collector has no process metrics of its own).
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -59,6 +66,27 @@ class Metrics:
             ["model", "feature"], registry=r)
         self.faults = Counter(
             "refsvc_faults_injected", "Injected faults that fired", ["fault"], registry=r)
+        self.worker_cpu = Gauge(
+            "refsvc_worker_cpu_seconds", "CPU time (user + system) of this worker process",
+            registry=r, multiprocess_mode="liveall")
+        self.worker_rss = Gauge(
+            "refsvc_worker_resident_memory_bytes", "Resident memory of this worker process",
+            registry=r, multiprocess_mode="liveall")
+        self._sampled_at = -1.0
+
+    def sample_process(self) -> None:
+        """Refresh this worker's CPU and RSS gauges, at most once a second (cheap to call)."""
+        now = time.monotonic()
+        if now - self._sampled_at < 1.0:
+            return
+        self._sampled_at = now
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.worker_cpu.set(usage.ru_utime + usage.ru_stime)
+        try:
+            with open("/proc/self/statm") as f:
+                self.worker_rss.set(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, IndexError):
+            pass  # not Linux: the RSS series stays absent rather than wrong
 
 
 def exposition() -> tuple[bytes, str]:

@@ -72,9 +72,14 @@ def _feature_value(spec: dict[str, Any], value: Any, field: str) -> Any:
     if spec["kind"] == "numeric":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid(field, f"must be a number (got {type(value).__name__})")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer beyond the float range, e.g. 1 followed by 400 0s
+            raise _invalid(field, "must be finite (got an integer too large for a float)") \
+                from None
+        if not math.isfinite(number):
             raise _invalid(field, f"must be finite (got {value!r})")
-        return float(value)
+        return number
     if not isinstance(value, str):
         raise _invalid(field, f"must be a string category (got {type(value).__name__})")
     if value not in spec["categories"]:

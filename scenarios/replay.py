@@ -87,7 +87,10 @@ def state_for(environment: Any) -> ReplayState:
         if state.omitted:
             common.log.warning("replay: %d requests have no recorded body (over the "
                                "recorder's size cap) and are skipped", state.omitted)
-        common.check(bool(state.records), "the replay file holds no replayable request")
+        # Name the file: a truncated last line is dropped, so this can be a damaged file.
+        given = getattr(getattr(environment, "parsed_options", None), "replay_file", None)
+        common.check(bool(state.records), f"the replay file {given or ''} holds no "
+                                          "replayable request".replace("  ", " "))
         environment._replay_state = state
     return state
 

@@ -7,7 +7,15 @@ from hdrh.histogram import HdrHistogram
 
 from harness.diagnose import Diagnosis, diagnose_facts, format_diagnosis, rank
 from harness.rules.change import comparability, percentile_delta, tail_delta
-from harness.rules.facts import Facts, Finding, StageFacts, TagFacts, WorkerFacts, stage_layer
+from harness.rules.facts import (
+    Facts,
+    Finding,
+    ProfileFacts,
+    StageFacts,
+    TagFacts,
+    WorkerFacts,
+    stage_layer,
+)
 from harness.rules.single import busy_fraction, service_share
 
 
@@ -187,3 +195,112 @@ def test_format_lists_every_finding():
     assert lines[0] == "diagnosis of r"
     assert any("[upstream] feature fetch" in ln for ln in lines)
     assert d.to_dict()["findings"][0]["layer"] == "upstream"
+
+
+def _queued(infer_us: int, residual_us: int, **kw) -> Facts:
+    """A run whose client time is infer + a queue in front of the service."""
+    f = _facts(infer_ms=infer_us / 1000, **kw)
+    f.histograms = {"client": _hist([infer_us + residual_us + 500 + i for i in range(600)]),
+                    "stage:app": _hist([infer_us + 500 + i % 10 for i in range(600)]),
+                    "stage:fetch": _hist([300 + i % 10 for i in range(600)]),
+                    "stage:infer": _hist([infer_us + i % 10 for i in range(600)]),
+                    "residual": _hist([residual_us + i % 10 for i in range(600)])}
+    return f
+
+
+def test_queueing_growth_names_the_stage_behind_the_service_time():
+    # infer +9 ms made the service slower, and the queue in front of it grew +300 ms:
+    # infer explains 3 % of the client growth but all of the service time's growth
+    found = diagnose_facts(_queued(15_000, 301_000), baseline=_queued(6_000, 1_000))
+    change = [x for x in found if x.layer == "change"][0]
+    assert change.severity == "warning" and change.data["stage"] == "stage:infer"
+    assert change.data["via"] == "residual"
+    assert "mostly queueing" in change.title and "'infer' (model)" in change.title
+    # a queue that grew while the service did not get slower is queueing itself
+    found = diagnose_facts(_queued(6_000, 301_000), baseline=_queued(6_000, 1_000))
+    change = [x for x in found if x.layer == "change"][0]
+    assert change.data["stage"] == "residual" and change.data["via"] is None
+
+
+def test_computing_stage_growth_without_more_cpu_on_a_contended_machine_is_info():
+    # the run's machine: 95 % busy, other processes 70 %; the service's CPU per request
+    # (psutil) 6.0 ms in the baseline, 6.2 ms in the run: infer took longer without doing
+    # more work, it waited for a CPU
+    # py-spy: infer on-CPU all of its 15 s of wall time (300 samples at 20 Hz): it computes
+    computes = ProfileFacts(300, 20.0, 20.0, oncpu={"infer": 300})
+    base = _queued(6_000, 1_000, service_cpu_mean_pct=30.0)
+    busy = _queued(15_000, 1_000, system_cpu_mean_pct=95.0, service_cpu_mean_pct=31.0,
+                   profile=computes)
+    found = diagnose_facts(busy, baseline=base)
+    change = [x for x in found if x.layer == "change"][0]
+    assert change.severity == "info" and change.data["stage"] == "stage:infer"
+    assert change.data["machine"] == pytest.approx([6.0, 6.2])
+    assert any("CPU per request went 6.0 -> 6.2 ms" in e for e in change.evidence)
+    # 14 ms of CPU per request: the service does more work, the growth is its own
+    heavier = _queued(15_000, 1_000, system_cpu_mean_pct=95.0, service_cpu_mean_pct=70.0,
+                      profile=computes)
+    change = [x for x in diagnose_facts(heavier, baseline=base) if x.layer == "change"][0]
+    assert change.severity == "warning" and change.data["machine"] is None
+    # a stage the profile shows mostly waiting (a sleep in the store) keeps its growth
+    waits = _queued(15_000, 1_000, system_cpu_mean_pct=95.0, service_cpu_mean_pct=31.0,
+                    profile=ProfileFacts(90, 20.0, 20.0, oncpu={"infer": 90}))
+    change = [x for x in diagnose_facts(waits, baseline=base) if x.layer == "change"][0]
+    assert change.severity == "warning"
+    # a quiet machine: the growth stands whatever the CPU says
+    quiet = _queued(15_000, 1_000, service_cpu_mean_pct=31.0, profile=computes)
+    change = [x for x in diagnose_facts(quiet, baseline=base) if x.layer == "change"][0]
+    assert change.severity == "warning"
+
+
+def test_failures_of_five_percent_are_critical():
+    errors = {"predict fraud|HTTP 503": 50}
+    found = diagnose_facts(_facts(failures=50, errors=errors))
+    assert (found[0].severity, found[0].layer, found[0].title) == (
+        "critical", "infrastructure", "5.0 % of requests failed")
+    found = diagnose_facts(_facts(failures=20, errors={"predict fraud|HTTP 503": 20}))
+    failed = [x for x in found if x.title.endswith("of requests failed")][0]
+    assert failed.severity == "warning"
+
+
+def test_slow_input_class_is_judged_on_the_service_time():
+    # the slow class's requests hold the workers: every class's client p99 is ~1 s, but
+    # only extreme_values' own service time is slow
+    tags = [TagFacts("input_class=production", "input_class", "production", 300, 0.75, 0.0,
+                     200_000, 900_000, 50_000),
+            TagFacts("input_class=extreme_values", "input_class", "extreme_values", 100, 0.25,
+                     0.0, 380_000, 1_270_000, 1_240_000)]
+    slow = [x for x in diagnose_facts(_facts(tags=tags)) if "is slow" in x.title]
+    assert [x.title for x in slow] == [
+        "input class extreme_values is slow: service time p99 24.8x 'production'"]
+    assert "the queue behind the slow class" in slow[0].evidence[1]
+    # without the service's timing per class the client p99 decides (1.4x: not slow)
+    tags = [TagFacts(t.tag, t.key, t.value, t.count, t.traffic_share, t.fail_pct, t.p50_us,
+                     t.p99_us) for t in tags]
+    assert not [x for x in diagnose_facts(_facts(tags=tags)) if "is slow" in x.title]
+
+
+def test_saturation_caused_by_a_slower_stage_ranks_that_stage_first():
+    # 120 req/s on 2 workers: 6.8 ms of service time is 41 % busy, 15.8 ms is 95 %
+    found = diagnose_facts(_queued(15_000, 301_000, rps=120.0),
+                           baseline=_queued(6_000, 1_000, rps=120.0))
+    assert found[0].layer == "change" and found[0].severity == "critical"
+    assert found[0].data["stage"] == "stage:infer"
+    assert any("busy 95 % of the time (baseline 41 %)" in e for e in found[0].evidence)
+    assert any(x.title.startswith("the service is saturated") for x in found[1:])
+
+
+def test_growth_from_a_newly_slow_input_class_names_the_class():
+    def tags(extreme_service_us: int) -> list[TagFacts]:
+        return [TagFacts("input_class=production", "input_class", "production", 300, 0.75,
+                         0.0, 20_000, 60_000, 20_000),
+                TagFacts("input_class=extreme_values", "input_class", "extreme_values", 100,
+                         0.25, 0.0, 20_000, 60_000, extreme_service_us)]
+    found = diagnose_facts(_queued(15_000, 301_000, tags=tags(400_000)),
+                           baseline=_queued(6_000, 1_000, tags=tags(21_000)))
+    change = [x for x in found if x.layer == "change"][0]
+    assert change.data["input_class"] == "input_class=extreme_values"
+    assert change.title.endswith("; it comes from input class extreme_values")
+    # slow in the baseline already: not what changed
+    found = diagnose_facts(_queued(15_000, 301_000, tags=tags(400_000)),
+                           baseline=_queued(6_000, 1_000, tags=tags(400_000)))
+    assert [x for x in found if x.layer == "change"][0].data["input_class"] is None

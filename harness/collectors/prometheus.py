@@ -43,7 +43,9 @@ def scrape(url: str, timeout_s: float = 5.0) -> str:
             from exc
     except (urllib.error.URLError, OSError) as exc:
         raise ValueError(f"could not scrape {url}: {exc}") from exc
-    if "# TYPE" not in body and "# HELP" not in body:
+    # An empty 200 is a valid exposition: a multiprocess service that has not observed
+    # anything yet has no series (every counter is still 0).
+    if body.strip() and "# TYPE" not in body and "# HELP" not in body:
         raise ValueError(f"{url} did not answer Prometheus text exposition "
                          f"(first bytes {body[:60]!r})")
     return body

@@ -44,6 +44,8 @@ def register(sub: Any) -> None:
                       help="run only these User classes of the locustfile (repeatable)")
     load.add_argument("--seed", type=int, default=1, help="seed of the arrival schedule")
     load.add_argument("--interval", default="1s", help="histogram interval (default 1s)")
+    load.add_argument("--request-timeout", default="10s",
+                      help="a request unanswered this long fails as a timeout (default 10s)")
     srv = p.add_argument_group("--serve reference options")
     srv.add_argument("--service-workers", type=int, default=2, help="gunicorn workers (default 2)")
     srv.add_argument("--worker-class", choices=["sync", "gthread"], default="sync")
@@ -105,6 +107,7 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
             duration_s=parse_duration(args.duration, what="duration"),
             warmup_s=parse_duration(args.warmup, what="warmup"),
             interval_s=parse_duration(args.interval, what="interval"),
+            request_timeout_s=parse_duration(args.request_timeout, what="request timeout"),
             workers=args.workers,
             profile=args.profile,
             profile_rate_hz=args.profile_rate,

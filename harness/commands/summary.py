@@ -31,7 +31,11 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
         if args.recompute or not summary_file.is_file():
             summary = summarize(path)
         else:
-            summary = json.loads(summary_file.read_text())
+            try:
+                summary = json.loads(summary_file.read_text())
+            except ValueError as exc:  # name the file: a bare JSON error says nothing useful
+                raise ValueError(f"{summary_file} is not readable JSON ({exc}); rebuild it from "
+                                 f"the raw files with --recompute") from None
     except (RunDirError, OSError, ValueError) as exc:
         print(f"harness summary: {exc}", file=sys.stderr)
         return EXIT_USAGE

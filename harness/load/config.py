@@ -4,7 +4,8 @@ Import-safe (no Locust): the orchestrator may validate a config before it starts
 driver. Keys and meaning are in docs/internals.md ("Driver config"); optional extras:
 ``stop_grace_s`` (default 2.0: how long in-flight requests may finish after the end) and
 ``local_workers`` (default ``workers``: how many of the workers the driver starts itself;
-the others connect from other hosts).
+the others connect from other hosts) and ``request_timeout_s`` (default 10.0: a
+FastHttpUser's connect and read timeout, unless its class sets its own).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class DriverConfig:
     master_port: int = 0
     expect_workers_timeout_s: float = 30.0
     stop_grace_s: float = 2.0
+    request_timeout_s: float = 10.0
     local_workers: int | None = None  # of ``workers``, started here (default: all)
     locust_args: tuple[str, ...] = ()  # the locustfile's own command-line options
     rate_shape: str | None = None  # open model: the rate follows this shape (scenarios/shapes.py)
@@ -139,6 +141,7 @@ class DriverConfig:
             expect_workers_timeout_s=_number(d, "expect_workers_timeout_s", 30.0, minimum=0,
                                              strict=True),
             stop_grace_s=_number(d, "stop_grace_s", 2.0, minimum=0, strict=False),
+            request_timeout_s=_number(d, "request_timeout_s", 10.0, minimum=0, strict=True),
             local_workers=_local_workers(d, workers), locust_args=tuple(locust_args),
             rate_shape=_rate_shape(d, model),
             unknown_keys=tuple(sorted(set(d) - known)),

@@ -37,6 +37,7 @@ from harness.load.driver import (
     Emitter,
     StartError,
     StopSignal,
+    apply_request_timeout,
     fire_init,
     load_summary,
     load_user_classes,
@@ -218,11 +219,13 @@ class _Worker:
 def run_worker(args: argparse.Namespace) -> int:
     locustfile = args.locustfile
     locust_args: list[str] = []
+    timeout_s = 10.0  # a worker started by hand with --locustfile: the config's default
     if locustfile is None and args.run_dir:
         try:
             given = json.loads((Path(args.run_dir) / "driver.json").read_text())
             locustfile = given["locustfile"]
             locust_args = list(given.get("locust_args") or [])
+            timeout_s = float(given.get("request_timeout_s", timeout_s))
             os.environ.setdefault("SCENARIO_SEED", str(given.get("seed", 1)))
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"--run-dir must hold a driver.json naming the locustfile "
@@ -230,6 +233,7 @@ def run_worker(args: argparse.Namespace) -> int:
     if locustfile is None or args.master_port is None:
         raise ConfigError("a worker needs --master-port and --locustfile (or --run-dir)")
     classes, _shape = load_user_classes(locustfile)
+    apply_request_timeout(classes, float(timeout_s))
     env = Environment(user_classes=classes, events=locust.events,
                       parsed_options=locust_options(locust_args))
     try:

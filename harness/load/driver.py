@@ -79,6 +79,23 @@ def load_user_classes(
     return chosen, (shapes[0] if shapes else None)
 
 
+def apply_request_timeout(classes: list[type[User]], seconds: float) -> None:
+    """Bound every FastHttpUser request by ``seconds`` unless its class chose a timeout.
+
+    Locust's default is 60 s: against a target that accepts and never answers, each user
+    would block for the whole of a short run and its requests would never be counted. With a
+    bound they fail as timeouts, counted by type like any other error.
+    """
+    from locust.contrib.fasthttp import FastHttpUser
+
+    for cls in classes:
+        if not issubclass(cls, FastHttpUser):
+            continue
+        for attr in ("network_timeout", "connection_timeout"):
+            if getattr(cls, attr) == getattr(FastHttpUser, attr):
+                setattr(cls, attr, float(seconds))
+
+
 def locust_options(locust_args: tuple[str, ...] | list[str]) -> argparse.Namespace:
     """Locust's options plus the locustfile's own (``events.init_command_line_parser``),
     as ``environment.parsed_options``; call after the locustfile was imported."""
@@ -291,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         # Scenarios seed their traffic from SCENARIO_SEED unless told otherwise.
         os.environ.setdefault("SCENARIO_SEED", str(config.seed))
         classes, shape = load_user_classes(config.locustfile, config.user_classes)
+        apply_request_timeout(classes, config.request_timeout_s)
         if config.host is None:
             hostless = [c.__name__ for c in classes if not c.host]
             if hostless:

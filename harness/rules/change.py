@@ -19,6 +19,14 @@ from hdrh.histogram import HdrHistogram
 
 from harness import stats
 from harness.rules.facts import Facts, Finding, stage_layer
+from harness.rules.single import (
+    BUSY_SATURATED,
+    ONCPU_COMPUTE,
+    busy_fraction,
+    machine_contended,
+    oncpu_ratio,
+    slow_classes,
+)
 
 __all__ = ["CONFIDENCE", "Delta", "change_rules", "comparability", "percentile_delta",
            "tail_delta"]
@@ -30,6 +38,13 @@ FUNCTION_GROWTH = 0.05       # growth of a function's share of on-CPU samples wo
 FUNCTION_MIN_SAMPLES = 10
 TAIL_PERCENTILES = (99.0, 95.0, 90.0, 50.0)
 CAUSE_SHARE = 0.25
+# On a CPU-contended machine a computing stage slows down without doing more work; the
+# service's CPU time per request has to grow this much (and by this many ms) for a
+# computing stage's growth to be its own. psutil's CPU time per request moves by -15 % ..
+# +35 % between A/A runs on a contended 2-core VM (cache pollution, steal charged to the
+# running task); the injected CPU faults of the fault matrix add +37 % .. +80 %.
+CPU_GROWTH = 0.50
+CPU_GROWTH_MIN_MS = 0.5
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,48 @@ def _function_growth(a: Facts, b: Facts) -> list[tuple[str, float, float]]:
     return sorted(grown, key=lambda g: g[1] - g[2])
 
 
+def _behind_queueing(tail: dict[str, Delta], grew: list[Delta],
+                     medians: dict[str, Delta]) -> Delta | None:
+    """When queueing dominates the growth, the stage behind the service time's growth.
+
+    Queueing follows from a slower service (utilization = rate x service time), so when
+    the service's own time (``app``) grew significantly, the stage that explains at least
+    ``CAUSE_SHARE`` of that growth is the cause and the queueing its consequence.
+    """
+    app = tail.get("stage:app")
+    if app is None or app.verdict != "slower" or not app.diff_us or app.diff_us <= 0:
+        # a service-time tail too noisy to bound (few samples, a busy machine): the
+        # medians of the service time and its stages still show which stage moved
+        app = medians.get("stage:app")
+        grew = [d for k, d in medians.items() if k.startswith("stage:") and k != "stage:app"
+                and d.verdict == "slower"]
+        if app is None or app.verdict != "slower" or not app.diff_us or app.diff_us <= 0:
+            return None
+    inside = [d for d in grew if d.series.startswith("stage:")
+              and (d.diff_us or 0) >= CAUSE_SHARE * app.diff_us]
+    return max(inside, key=lambda d: d.diff_us or 0, default=None)
+
+
+def cpu_per_request_ms(f: Facts) -> float | None:
+    """The service tree's CPU time per request (psutil), ms; None when unknown."""
+    if not f.service_cpu_mean_pct or not f.achieved_rps:
+        return None
+    return f.service_cpu_mean_pct / 100.0 / f.achieved_rps * 1000.0
+
+
+def _machine_explains(a: Facts, b: Facts) -> tuple[float, float] | None:
+    """(baseline, run) CPU ms per request when the machine, not the service, explains a
+    computing stage's growth: a run on a CPU-contended machine whose service did not do
+    more CPU work per request (it waited for a CPU: psutil counts CPU time, not time
+    runnable). None when the service's own CPU per request grew, or when unknown."""
+    if not (machine_contended(a) or machine_contended(b)):
+        return None
+    ca, cb = cpu_per_request_ms(a), cpu_per_request_ms(b)
+    if ca is None or cb is None or cb - ca >= max(CPU_GROWTH * ca, CPU_GROWTH_MIN_MS):
+        return None
+    return ca, cb
+
+
 def change_rules(b: Facts, a: Facts) -> list[Finding]:
     """Findings about how run ``b`` differs from baseline ``a``."""
     out: list[Finding] = []
@@ -173,6 +230,7 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
         # explains a quarter of the growth is the cause, the residual its consequence.
         inner = [d for d in grew if d.series != "residual"
                  and (d.diff_us or 0) >= CAUSE_SHARE * client.diff_us]
+        behind = None
         if grew:
             top = max(inner or grew, key=lambda d: d.diff_us or 0)
             explained = min(1.0, max(0.0, (top.diff_us or 0) / client.diff_us))
@@ -180,22 +238,71 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
             layer = "queueing" if top.series == "residual" else stage_layer(name)
             title = (f"p{client.percentile:g} grew {100 * rel:.0f} %; '{name}' ({layer}) "
                      f"grew most: +{_ms(top.diff_us)}, {100 * explained:.0f} % of the growth")
+            medians = {k: d for (k, p), d in deltas.items() if p == 50}
+            behind = _behind_queueing(tail, grew, medians) if top.series == "residual" \
+                else None
+            if behind is not None:
+                app = tail["stage:app"] if tail["stage:app"].verdict == "slower" \
+                    else medians["stage:app"]
+                queue, top = top, behind
+                explained = min(1.0, max(0.0, (top.diff_us or 0) / (app.diff_us or 1)))
+                name = top.series.partition(":")[2]
+                title = (f"p{client.percentile:g} grew {100 * rel:.0f} %, mostly queueing "
+                         f"(+{_ms(queue.diff_us)}); behind it the service got slower: "
+                         f"'{name}' ({stage_layer(name)}) +{_ms(top.diff_us)}, "
+                         f"{100 * explained:.0f} % of the service time's growth")
         else:
             top, explained = None, 0.0
             title = (f"p{client.percentile:g} grew {100 * rel:.0f} %; no single stage grew "
                      "significantly")
+        # only a stage the profile shows computing: a waiting stage (a slow store, even one
+        # py-spy sees partly on-CPU on a starved machine) or an unprofiled one keeps its
+        # growth, a CPU-starved machine does not make a sleep longer
+        computing = top is None or top.series == "residual" or (
+            (ratio := oncpu_ratio(b, top.series.partition(":")[2])) is not None
+            and ratio >= ONCPU_COMPUTE)
+        drift = _machine_explains(a, b) if computing else None
+        machine_note = [
+            f"the service's CPU per request went {drift[0]:.1f} -> {drift[1]:.1f} ms on a "
+            "CPU-contended machine: the time grew without more work, the service waited for "
+            "a CPU (re-run both on a quiet machine)"] if drift else []
+        # The stage grew because one input class takes a slow path in it (slow in this run,
+        # not in the baseline): the input data is the cause, the stage where it costs.
+        known = {t.tag for t, _ in slow_classes(a)}
+        new_slow = [(t, ref) for t, ref in slow_classes(b) if t.tag not in known] \
+            if top is not None and top.series != "residual" else []
+        if new_slow:
+            t, ref = max(new_slow, key=lambda tr: tr[0].traffic_share)
+            title += f"; it comes from input class {t.value}"
+            machine_note = []  # the class's own service time is slow, whatever the machine
+        severity = "warning" if rel >= GROWTH_WARNING and top and client.percentile > 50 \
+            and not machine_note else "info"
+        # A service saturated now but not in the baseline, because a stage of it got slower:
+        # the saturation finding is the symptom, this growth its cause, so it ranks with it.
+        busy_a, busy_b = busy_fraction(a), busy_fraction(b)
+        saturated_note = []
+        if severity == "warning" and top is not None and top.series != "residual" \
+                and busy_b is not None and busy_b >= BUSY_SATURATED \
+                and busy_a is not None and busy_a < BUSY_SATURATED:
+            severity = "critical"
+            saturated_note = [f"the service's workers are busy {100 * busy_b:.0f} % of the time "
+                              f"(baseline {100 * busy_a:.0f} %): this slower stage is why it "
+                              "saturates and requests queue"]
         out.append(Finding(
             # without a stage to blame, a shift of the whole distribution is most often the
             # machine between runs (A/A pairs on a shared machine show it): information only
             # A median-only shift (tail not bounded as grown) is info: on a shared machine A/A
             # pairs show such shifts in computing stages.
-            "warning" if rel >= GROWTH_WARNING and top and client.percentile > 50 else "info",
+            severity,
             "change", title,
             [_describe(client)] + ([_describe(top)] if top else []) +
-            [_describe(d) for d in grew if d is not top],
+            [_describe(d) for d in grew if d is not top] + machine_note + saturated_note,
             ["look at that stage's layer findings below and at the profile functions that "
              "grew"], explained if top else rel,
-            {"stage": top.series if top else None, "explained": explained}))
+            {"stage": top.series if top else None, "explained": explained,
+             "via": "residual" if behind is not None else None,
+             "input_class": new_slow[0][0].tag if new_slow else None,
+             "machine": list(drift) if drift else None}))
     elif client is not None and client.verdict == "faster":
         out.append(Finding("info", "change",
                            f"p{client.percentile:g} improved by {_ms(-(client.diff_us or 0))}",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from harness import stats
 from harness.collectors.stacks import parse_collapsed
 from harness.rundir import RunDir
 from harness.summary import SERVICE_ROLES, summarize
@@ -108,6 +109,9 @@ class TagFacts:
     fail_pct: float
     p50_us: int | None
     p99_us: int | None
+    #: p99 of the service's own time (Server-Timing ``app``) for this class: free of the
+    #: queueing that one class's slow requests impose on every class
+    service_p99_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,11 @@ class Facts:
     model_versions: dict[str, str] = field(default_factory=dict)
     #: "client", "residual" and "stage:<name>" histograms of the measured window
     histograms: dict[str, HdrHistogram] = field(default_factory=dict)
+
+
+def _tag_service_p99(rd: RunDir, tag: str) -> int | None:
+    hist = rd.histogram("stage", "*", stage="app", tag=tag)
+    return stats.percentiles(hist, [99.0])[99.0] if hist.get_total_count() else None
 
 
 def _stage(name: str, block: dict[str, Any] | None) -> StageFacts | None:
@@ -316,7 +325,8 @@ def extract_facts(rd: RunDir) -> Facts:
         block = row["latency"]["client"]
         f.tags.append(TagFacts(row["tag"], row["key"], row["value"], int(row["count"]),
                                row["count"] / total, float(row.get("fail_pct") or 0.0),
-                               block.get("p50_us"), block.get("p99_us")))
+                               block.get("p50_us"), block.get("p99_us"),
+                               _tag_service_p99(rd, row["tag"])))
     f.profile = _profile(rd)
     f.model_versions = _model_versions(meta)
     if not f.errors:

@@ -9,7 +9,7 @@ constants, documented with their calibration in docs/diagnose.md.
 from __future__ import annotations
 
 from harness import stats
-from harness.rules.facts import Facts, Finding, StageFacts, stage_layer
+from harness.rules.facts import Facts, Finding, StageFacts, TagFacts, stage_layer
 
 __all__ = ["RULES", "busy_fraction", "machine_contended", "oncpu_ratio", "service_share"]
 
@@ -34,6 +34,7 @@ TAIL_RATIO, TAIL_OF_CLIENT, TAIL_MIN_US = 5.0, 0.30, 1000
 UNATTRIBUTED_WARNING = 0.30
 TAG_MIN_COUNT, TAG_P99_RATIO, TAG_P99_MIN_US, TAG_FAIL_PCT = 30, 2.0, 5000, 5.0
 FAILURE_PCT = 1.0
+FAILURE_CRITICAL_PCT = 5.0  # latency of the survivors no longer describes the service
 ONCPU_COMPUTE, ONCPU_WAITING = 0.6, 0.3
 
 
@@ -316,6 +317,34 @@ def stages(f: Facts) -> list[Finding]:
     return out
 
 
+def class_p99(t: TagFacts, ref: TagFacts) -> tuple[bool, int | None, int | None]:
+    """(judged on the service's own time?, class p99, reference p99) in µs.
+
+    The service's own time per class when the service sends it: in a queue, one class's
+    slow requests delay every class's client time alike.
+    """
+    own = bool(t.service_p99_us and ref.service_p99_us)
+    return (own, t.service_p99_us, ref.service_p99_us) if own else (own, t.p99_us, ref.p99_us)
+
+
+def is_slow_class(t: TagFacts, ref: TagFacts) -> bool:
+    _, tp, rp = class_p99(t, ref)
+    return bool(t.count >= TAG_MIN_COUNT and tp and rp and tp >= TAG_P99_RATIO * rp
+                and tp - rp >= TAG_P99_MIN_US)
+
+
+def slow_classes(f: Facts) -> list[tuple[TagFacts, TagFacts]]:
+    """(slow class, its reference class) for every tag key of the traffic."""
+    out = []
+    by_key: dict[str, list[TagFacts]] = {}
+    for t in f.tags:
+        by_key.setdefault(t.key, []).append(t)
+    for rows in by_key.values():
+        ref = next((t for t in rows if t.value == "production"), max(rows, key=lambda t: t.count))
+        out += [(t, ref) for t in rows if t is not ref and is_slow_class(t, ref)]
+    return out
+
+
 def input_data(f: Facts) -> list[Finding]:
     out = []
     by_key: dict[str, list] = {}
@@ -335,13 +364,16 @@ def input_data(f: Facts) -> list[Finding]:
         for t in odd:
             if t.count < TAG_MIN_COUNT:
                 continue
-            if t.p99_us and ref.p99_us and t.p99_us >= TAG_P99_RATIO * ref.p99_us \
-                    and t.p99_us - ref.p99_us >= TAG_P99_MIN_US:
+            own, tp, rp = class_p99(t, ref)
+            if is_slow_class(t, ref) and tp and rp:
+                what = "service time p99" if own else "p99"
                 out.append(Finding(
-                    "warning", "input data", f"input class {t.value} is slow: p99 "
-                    f"{t.p99_us / ref.p99_us:.1f}x '{ref.value}'",
-                    [f"{t.tag}: p99 {_ms(t.p99_us)}, {t.count} requests; {ref.tag}: p99 "
-                     f"{_ms(ref.p99_us)}"],
+                    "warning", "input data", f"input class {t.value} is slow: {what} "
+                    f"{tp / rp:.1f}x '{ref.value}'",
+                    [f"{t.tag}: {what} {_ms(tp)}, {t.count} requests; {ref.tag}: {what} "
+                     f"{_ms(rp)}"] + ([f"client p99 {_ms(t.p99_us)} vs {_ms(ref.p99_us)}: "
+                                       "the queue behind the slow class delays every class"]
+                                      if own else []),
                     ["look at what this class does to the cost (batch size, feature "
                      "defaults, out-of-range paths)"], t.traffic_share))
             if t.fail_pct >= TAG_FAIL_PCT:
@@ -357,7 +389,8 @@ def input_data(f: Facts) -> list[Finding]:
         top = sorted(f.errors.items(), key=lambda kv: -kv[1])[:3]
         client_side = top and all(" 4" in f" {e}" or "HTTP 4" in e for e, _ in top)
         out.append(Finding(
-            "warning", "input data" if client_side else "infrastructure",
+            "critical" if pct >= FAILURE_CRITICAL_PCT else "warning",
+            "input data" if client_side else "infrastructure",
             f"{pct:.1f} % of requests failed",
             [f"{f.failures} of {f.requests}; " + ", ".join(f"{e}: {n}" for e, n in top)],
             ["read service.log for the failing requests"], pct / 100.0))
