@@ -95,8 +95,20 @@ def diagnose(run: Any, baseline: Any | None = None) -> Diagnosis:
     facts = extract_facts(run)
     base = extract_facts(baseline) if baseline is not None else None
     warnings = list(run.warnings) + (list(baseline.warnings) if baseline is not None else [])
-    return Diagnosis(facts.run_id, base.run_id if base else None,
-                     diagnose_facts(facts, base), _headline(facts), warnings)
+    findings = diagnose_facts(facts, base)
+    try:
+        # The input-data layer: drift, nulls and prediction shift of the recorded traffic
+        # and the service's prediction histograms (harness/datachecks.py).
+        from harness.rules.data import data_findings
+
+        extra = data_findings(run.path, baseline.path if baseline is not None else None)
+    except Exception as exc:  # the latency diagnosis stands without the data checks
+        extra = []
+        warnings.append(f"data checks skipped: {exc}")
+    if extra:
+        findings = rank(findings + extra, change_first=base is not None)
+    return Diagnosis(facts.run_id, base.run_id if base else None, findings,
+                     _headline(facts), warnings)
 
 
 def write_diagnosis(diagnosis: Diagnosis, run_dir: Path) -> Path:

@@ -5,7 +5,9 @@ it); this file holds the hooks that make the service correct under several worke
 - ``on_starting`` (master, once, after the preloaded app is built): wipe
   ``PROMETHEUS_MULTIPROC_DIR`` so counters start at 0, and create the shared fault state
   file (validating ``REFSVC_FAULTS``) that every worker re-reads;
-- ``child_exit`` (master): mark a dead worker's metrics files dead.
+- ``child_exit`` (master): mark a dead worker's metrics files dead and fold its counters and
+  histograms into one archive file per type (metrics_compact.py);
+- ``post_fork`` (worker): a read deadline per request against slow clients (slowclient.py).
 """
 
 from __future__ import annotations
@@ -63,5 +65,8 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     from reference_service.metrics import mark_process_dead
+    from reference_service.metrics_compact import compact_dead_worker
 
     mark_process_dead(worker.pid)
+    # Recycled workers (max_requests) would otherwise leave their files behind forever.
+    compact_dead_worker(worker.pid)

@@ -94,9 +94,17 @@ def exposition() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        for attempt in (1, 2):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            try:
+                return generate_latest(registry), CONTENT_TYPE_LATEST
+            except FileNotFoundError:
+                # A dead worker's file was folded into the archive between the listing and
+                # the read (metrics_compact.py); the next listing is consistent.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
     return generate_latest(_single_process_registry()), CONTENT_TYPE_LATEST
 
 

@@ -141,11 +141,17 @@ def test_external_target_dying_mid_run_is_counted_and_degraded(tmp_path: Path) -
     assert sum(p["failures"] for p in points[-2:]) > 0  # the dead target's last seconds
 
 
+ADMIN_TOKEN = "tok-" + "9f3e1c77a2b64d0e"
+
+
 def test_sigterm_with_locust_workers_and_pyspy_leaves_no_orphans(tmp_path: Path) -> None:
+    # The admin token rides along (by environment, as documented) to check it is never
+    # written into the run directory or the service log.
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", str(SIMPLE), "--serve", "reference",
          "--users", "2", "--workers", "2", "--duration", "60s", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "REFSVC_ADMIN_TOKEN": ADMIN_TOKEN})
     try:
         deadline = time.monotonic() + 90
         tree: list[psutil.Process] = []
@@ -170,6 +176,11 @@ def test_sigterm_with_locust_workers_and_pyspy_leaves_no_orphans(tmp_path: Path)
     assert rd.load()["measured"]["requests"] > 0
     _, alive = psutil.wait_procs(tree, timeout=10)
     assert not [(p.pid, _cmdline(p)) for p in alive if _running(p)]
+    assert (rd.path / "service.log").is_file()
+    leaks = [str(f) for f in rd.path.rglob("*") if f.is_file()
+             and ADMIN_TOKEN.encode() in f.read_bytes()]
+    assert not leaks, f"the admin token was written to {leaks}"
+    assert ADMIN_TOKEN not in out + err
 
 
 def _cmdline(p: psutil.Process) -> list[str]:

@@ -10,7 +10,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from harness.report import analysis, latency_figs, process_figs
+from harness.report import analysis, data_table, latency_figs, process_figs
 from harness.report.page import Section, esc, figure_html, ms, render_page, table
 from harness.rundir import RunDir
 from harness.summary import summarize
@@ -149,6 +149,7 @@ def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
                             '<p class="note">No successful requests.</p>'))
     sections.append(Section("breakdown", "Stage breakdown", _breakdown_html(summary)))
     sections.append(Section("errors", "Errors", _errors_html(run)))
+    sections.append(Section("data", "Input data", data_table.data_html(run.path)))
     res = process_figs.resources_figure(run)
     sections.append(Section("resources", "CPU and memory",
                             figure_html(res, "resources") if res else

@@ -25,9 +25,13 @@ def findings_from_report(report: Mapping[str, Any]) -> list[Finding]:
         if p.get("shifted"):
             test = f"chi-squared p={p['p_value']:.2g}" if p.get("p_value") is not None \
                 else f"JS {p['js']:.3f} >= 0.1"
+            # A test on hundreds of predictions detects shifts too small to matter; a
+            # warning needs a practical size too (PSI >= 0.1 "moderate", or JS >= 0.1).
+            big = (p.get("psi") or 0.0) >= 0.1 or (p.get("js") or 0.0) >= 0.1
             out.append(Finding(
-                "warning", "input data",
-                f"predictions of {p['model']} {p['version']} shifted from {p['baseline']}",
+                "warning" if big else "info", "input data",
+                f"predictions of {p['model']} {p['version']} shifted from {p['baseline']}"
+                + ("" if big else " (small: PSI and JS below 0.1)"),
                 [f"{p['n']} predictions, mean {p['mean']:.3f} vs {p['baseline_mean']:.3f}; "
                  f"{test}; KL {p['kl']:.3f} nats, PSI {p['psi']:.3f}"],
                 ["look for nulled or renamed upstream features (missing features below, "
