@@ -64,7 +64,7 @@ class Case:
     note: str = ""
 
 
-OOD_ARGS = ("--ood-shares", "extreme_values=0.25")
+OOD_ARGS = ("--ood-shares", "extreme_values=0.4")
 CASES: dict[str, Case] = {c.name: c for c in (
     Case("clean_aa", "none"),
     Case("store_fixed", "upstream", {"store_latency": {"ms": 20, "distribution": "fixed"}}),
@@ -79,7 +79,7 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("too_few_workers", "queueing", args=("--service-workers", "1"), overload=1.3),
     Case("cpu_contention", "machine", burner=True),
     Case("ood_slow_path", "input data",
-         {"inference_scaling": {"per_row_ms": 0.0, "out_of_range_ms": 3}},
+         {"inference_scaling": {"per_row_ms": 0.0, "out_of_range_ms": 2}},
          scenario=OOD, baseline="ood_clean", locust_args=OOD_ARGS),
 )}
 CHEAP = ("store_fixed", "store_errors")

@@ -15,6 +15,7 @@ the same rounds, are what to read, not the absolute numbers.
 
     .venv/bin/python benchmarks/loadgen_efficiency.py --duration 10 --rounds 3
     .venv/bin/python benchmarks/loadgen_efficiency.py --duration 10 --rounds 3 --endpoint predict
+    .venv/bin/python benchmarks/loadgen_efficiency.py --fit-durations 3,12 --rounds 2
 
 Requests are counted by each tool itself: Locust's ``--json`` stats, the harness's
 load.json (measured requests + failures), wrk's summary line.
@@ -98,13 +99,61 @@ def run_wrk(url: str, path: str, users: int, duration: int, script: Path | None)
     return {"requests": int(match.group(1)), "wall_s": wall, "cpu_s": cpu}
 
 
+def fit_fixed_cost(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares of CPU seconds = fixed + marginal x requests: (fixed s, marginal s)."""
+    if len({n for n, _ in points}) < 2:
+        raise ValueError(f"need runs with at least two request counts (got {points!r})")
+    mn = statistics.mean(n for n, _ in points)
+    mc = statistics.mean(c for _, c in points)
+    slope = sum((n - mn) * (c - mc) for n, c in points) / sum((n - mn) ** 2 for n, _ in points)
+    return mc - slope * mn, slope
+
+
+def fixed_cost_table(target_url: str, locustfile: Path, users: int, durations: list[int],
+                     rounds: int, tmpdir: Path) -> list[str]:
+    """Bare Locust and the harness (no py-spy) at several durations: fixed vs per request."""
+    tools = {"bare Locust": lambda w, d: run_locust(target_url, locustfile, users, d, w),
+             "harness, psutil 4 Hz, no py-spy": lambda w, d: run_harness(
+                 target_url, locustfile, users, d, w, ["--no-profile"])}
+    points: dict[str, list[tuple[int, float]]] = {name: [] for name in tools}
+    for rnd in range(rounds):
+        for d in durations:
+            for name, fn in tools.items():
+                work = tmpdir / f"fit-{rnd}-{d}-{abs(hash(name))}"
+                work.mkdir()
+                r = fn(work, d)
+                points[name].append((r["requests"], r["cpu_s"]))
+    lines = ["| load generator | fixed CPU per run | marginal CPU per request | "
+             "marginal requests per CPU-s |", "|---|---:|---:|---:|"]
+    for name, pts in points.items():
+        fixed, marginal = fit_fixed_cost(pts)
+        lines.append(f"| {name} | {fixed:.2f} s | {marginal * 1e3:.3f} ms | "
+                     f"{1 / marginal:.0f} |")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds of load per contender")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--users", type=int, default=8, help="concurrent users/connections")
     ap.add_argument("--endpoint", choices=["health", "predict"], default="health")
+    ap.add_argument("--fit-durations", default=None,
+                    help="e.g. 3,12: instead of the table, fit fixed + per-request CPU of bare "
+                         "Locust and the harness over runs of these durations")
     args = ap.parse_args()
+    if args.fit_durations:
+        durations = [int(x) for x in args.fit_durations.split(",")]
+        with tempfile.TemporaryDirectory() as tmp:
+            target = serve_reference(ServeOptions(workers=2), Path(tmp) / "service.log")
+            try:
+                lines = fixed_cost_table(target.url, LOCUSTFILE if args.endpoint == "health"
+                                         else PREDICT, args.users, durations, args.rounds,
+                                         Path(tmp))
+            finally:
+                target.stop()
+        print("\n".join(lines))
+        return 0
 
     locustfile = LOCUSTFILE if args.endpoint == "health" else PREDICT
     with tempfile.TemporaryDirectory() as tmp:

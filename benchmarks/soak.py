@@ -152,14 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     runs = sorted((a.out / "runs").iterdir(), key=lambda d: d.stat().st_mtime)
     load = json.loads((runs[-1] / "load.json").read_text())
     sent = load["measured"]["requests"]
-    ts = [s["t"] for s in samples]
+    # The last sample can fall in the harness's shutdown (processes exiting): leave it out.
+    steady = samples[:-1] if len(samples) > 4 else samples
+    ts = [s["t"] for s in steady]
     result = {
         "minutes": a.minutes, "rate": a.rate, "max_requests": a.max_requests,
         "exit_code": harness.returncode, "run": str(runs[-1]), "run_line": run_line,
         "driver_requests": sent, "driver_failures": load["measured"]["failures"],
         "service_requests": served, "errors": load.get("errors"),
         "worker_generations": len(workers_seen),
-        "growth_per_min": {k: slope_per_min(ts, [s[k] for s in samples])
+        "growth_per_min": {k: slope_per_min(ts, [s[k] for s in steady])
                            for k in ("harness_rss_mib", "service_rss_mib", "prom_files",
                                      "prom_bytes")},
         "first": samples[0] if samples else None, "last": samples[-1] if samples else None,

@@ -102,12 +102,8 @@ def test_misbehaving_target_errors_are_counted_by_type(faulty_run: dict) -> None
 
 def test_run_directory_of_a_faulty_run_is_readable_by_every_command(faulty_run: dict) -> None:
     path = run_dir_from(faulty_run["res"].stdout)
-    # (report reads the same files through the same RunDir; it is left out for time.)
-    for cmd in (["summary", "--recompute"], ["check", "--slo", "examples/slo.yaml"]):
-        res = harness(*cmd, str(path))
-        assert res.returncode in (0, 1, 2), (cmd, res.stderr)
-        assert "Traceback" not in res.stderr
-        assert "TimeoutError" in res.stdout or "FAIL" in res.stdout, (cmd, res.stdout)
+    # summary.json was written from these files by the run itself (checked above); report,
+    # check and compare read them through the same RunDir, so one more reader is enough.
     diag = harness("diagnose", str(path))
     assert diag.returncode == 0 and "Traceback" not in diag.stderr
     # The error rule names the error types it saw (the most frequent ones).
@@ -264,16 +260,15 @@ def test_wrong_slo_file_is_a_clear_error(faulty_run: dict, tmp_path: Path,
     assert str(slo) in res.stderr and message in res.stderr, res.stderr
 
 
-def test_unreadable_replay_files_are_clear_errors(tmp_path: Path) -> None:
+def test_truncated_replay_file_is_a_clear_error(tmp_path: Path) -> None:
     proc, url, _ = start_misbehaving(tmp_path, "--pattern", "ok")
-    garbage = tmp_path / "garbage.jsonl"
-    garbage.write_bytes(bytes(range(256)) * 2)
     truncated = tmp_path / "truncated.jsonl"
     truncated.write_text('{"format": "mlserve-replay", "version": 1, "base_time": 1.0}\n'
                          '{"t": 0.1, "method": "POST", "path": "/v1/models/fraud/predict", "b')
     # A truncated last line is dropped like a recording still being written, so a file
     # whose only request is cut off holds nothing to replay.
-    cases = {garbage: "not UTF-8", truncated: "holds no replayable request"}
+    # (Binary and missing replay files are rejected by harness/replayfile.py's own tests.)
+    cases = {truncated: "holds no replayable request"}
     try:
         for path, message in cases.items():
             res = harness("run", "scenarios/replay.py", "--target", url, "--duration", "2s",
