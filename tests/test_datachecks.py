@@ -458,3 +458,19 @@ def test_prometheus_collector_files_and_status(tmp_path: Path) -> None:
         PrometheusCollector.from_options({"url": url, "hz": 1})
     with pytest.raises(ValueError, match="every_s must be >= 1"):
         PrometheusCollector(url, every_s=0.1)
+
+
+def test_prediction_shift_severity_depends_on_what_it_is_compared_with() -> None:
+    from harness.rules.data import findings_from_report
+
+    shift = {"model": "fraud", "version": "v1", "shifted": True, "p_value": 0.001, "n": 500,
+             "mean": 0.03, "baseline_mean": 0.05, "kl": 0.2, "psi": 0.4, "js": 0.2}
+    (vs_training,) = findings_from_report(
+        {"predictions": [{**shift, "baseline": "training holdout"}]})
+    (vs_run,) = findings_from_report({"predictions": [{**shift, "baseline": "run-a"}]})
+    (small,) = findings_from_report(
+        {"predictions": [{**shift, "baseline": "run-a", "psi": 0.02, "js": 0.03}]})
+    # synthetic traffic may differ from training on purpose; a baseline of the same
+    # scenario may not; a shift too small to matter is only noted
+    assert (vs_training.severity, vs_run.severity, small.severity) == ("info", "warning", "info")
+    assert "small" in small.title
