@@ -106,7 +106,8 @@ def test_min_samples_for_percentile_analytic():
     for p in (50, 75, 90, 95, 99, 99.5, 99.9):
         for c in (0.9, 0.95, 0.99):
             n, q = stats.min_samples_for_percentile(p, c), p / 100
-            assert 1 - q**n >= c and 1 - q ** (n - 1) < c
+            # n is the least sample size whose chance of holding a value above p is >= c
+            assert c <= 1 - q**n and c > 1 - q ** (n - 1)
             # the same n is where the order-statistic upper bound first exists
             assert stats.quantile_upper_bound_rank(n, p, c) == n
             assert stats.quantile_upper_bound_rank(n - 1, p, c) is None
