@@ -77,4 +77,7 @@ def test_corrected_tail_matches_the_analytic_stall(tmp_path: Path) -> None:
     assert rows[90.0]["in_stall"]
     assert rows[90.0]["uncorrected_us"] < 0.25 * rows[90.0]["analytic_us"], rows[90.0]
     run = RunDir(next((tmp_path / "stall-runs").iterdir()))
-    assert stats.percentiles(run.histogram("lateness"), [100.0])[100.0] >= stall_s * 0.8e6
+    # The first start that finds every user of the pool waiting is intended pool / rate after
+    # the stall began, so the largest lateness is S - pool / R (0.8 s here), less timer jitter.
+    most_late = (stall_s - acc.STALL_USERS / rate) * 1e6
+    assert stats.percentiles(run.histogram("lateness"), [100.0])[100.0] >= most_late - 50_000

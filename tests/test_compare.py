@@ -143,13 +143,16 @@ def test_interleaved_versions_and_separate_runs_detect_known_slowdowns(
                        percentiles=(50,))
     infer = next(r for r in versions.rows if r.stage == "infer")
     assert infer.verdict == "slower", "\n".join(format_comparison(versions))
-    # A known CPU burn in inference: detected, right sign, the interval covers its size.
+    # A known CPU burn in inference: detected, with the right sign and a size of the burn's
+    # order. The two runs share 2 cores with different traffic (the base run interleaves
+    # v2), so the wall-clock growth of the stage is the burn +- the difference in CPU
+    # contention between them: at least half the burn, as a stated tolerance.
     c = compare(base, burned, name_a="predict fraud v1 a", name_b="predict fraud v1 a",
                 percentiles=(50,))
     assert c.comparable, c.problems
     infer = next(r for r in c.rows if r.stage == "infer")
     assert infer.verdict == "slower", "\n".join(format_comparison(c))
-    assert 0 < infer.ci_low_us and infer.ci_high_us >= BURN_MS * 1000, infer
+    assert infer.ci_low_us >= BURN_MS * 1000 * 0.5, infer
     client = next(r for r in c.rows if r.metric == "client")
     assert client.verdict == "slower"
     # The command: exit 0, the SLO verdict per side printed.
