@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 from collections.abc import Sequence
 from typing import Any
 
-from locust import LoadTestShape, events
+from locust import FastHttpUser, LoadTestShape, events
 from locust.runners import WorkerRunner
 
 from scenarios.options import Option, ScenarioOptionError, resolve
@@ -169,3 +170,27 @@ def check(condition: bool, message: str) -> None:
 __all__ = ["fail", "setup", "values_for", "traffic_model", "user_index", "send", "send_raw",
            "ProfileShape", "shape_class", "install_shape", "check", "ScenarioOptionError",
            "TrafficModelError"]
+
+
+class TrafficUser(FastHttpUser):
+    """A user drawing its requests from the shared traffic model: its own seeded stream
+    and exponential think times (``think_time``). Subclasses set ``groups`` (the option
+    groups they read) and may extend ``on_start`` (``self.values``, ``self.worker`` and
+    ``self.index`` are set here)."""
+
+    abstract = True
+    groups: Sequence[Option] = ()
+
+    def on_start(self) -> None:
+        self.values = values_for(self.environment, self.groups)
+        model = traffic_model(self.environment, self.values)
+        self.worker, self.index = user_index(self.environment)
+        self.stream = model.stream(self.index, self.worker)
+        seed = self.values["traffic_seed"]
+        self.pause_rng = random.Random(f"pause:{seed}:{self.worker}:{self.index}")
+        self.think_time = self.values["think_time"]
+
+    def wait_time(self) -> float:
+        if self.think_time <= 0:
+            return 0.0
+        return self.pause_rng.expovariate(1.0 / self.think_time)

@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # plain `locust -f scenarios/ood.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locust import FastHttpUser, task
+from locust import task
 
 from scenarios import common
 from scenarios.ood_classes import EXPECTED_REJECTIONS, make_ood, pick_class
@@ -31,22 +31,14 @@ if ENV["shape"] is not None:  # SCENARIO_SHAPE: a module-level shape, seen by an
     EnvShape = common.shape_class(ENV["shape"])
 
 
-class OodUser(FastHttpUser):
-    def on_start(self) -> None:
-        values = common.values_for(self.environment, GROUPS)
-        model = common.traffic_model(self.environment, values)
-        worker, index = common.user_index(self.environment)
-        self.stream = model.stream(index, worker)
-        seed = values["traffic_seed"]
-        self.class_rng = random.Random(f"ood:{seed}:{worker}:{index}")
-        self.pause_rng = random.Random(f"pause:{seed}:{worker}:{index}")
-        self.shares = ood_shares(values)
-        self.think_time = values["think_time"]
+class OodUser(common.TrafficUser):
+    groups = GROUPS
 
-    def wait_time(self) -> float:
-        if self.think_time <= 0:
-            return 0.0
-        return self.pause_rng.expovariate(1.0 / self.think_time)
+    def on_start(self) -> None:
+        super().on_start()
+        seed = self.values["traffic_seed"]
+        self.class_rng = random.Random(f"ood:{seed}:{self.worker}:{self.index}")
+        self.shares = ood_shares(self.values)
 
     @task
     def predict(self) -> None:

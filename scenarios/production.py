@@ -11,14 +11,13 @@ training distributions. Requests are named ``predict <model>`` and tagged
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # plain `locust -f scenarios/production.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locust import FastHttpUser, task
+from locust import task
 
 from scenarios import common
 from scenarios.options import COMMON
@@ -28,19 +27,8 @@ if ENV["shape"] is not None:  # SCENARIO_SHAPE: a module-level shape, seen by an
     EnvShape = common.shape_class(ENV["shape"])
 
 
-class ProductionUser(FastHttpUser):
-    def on_start(self) -> None:
-        values = common.values_for(self.environment, COMMON)
-        model = common.traffic_model(self.environment, values)
-        worker, index = common.user_index(self.environment)
-        self.stream = model.stream(index, worker)
-        self.pause_rng = random.Random(f"pause:{values['traffic_seed']}:{worker}:{index}")
-        self.think_time = values["think_time"]
-
-    def wait_time(self) -> float:
-        if self.think_time <= 0:
-            return 0.0
-        return self.pause_rng.expovariate(1.0 / self.think_time)
+class ProductionUser(common.TrafficUser):
+    groups = COMMON
 
     @task
     def predict(self) -> None:
