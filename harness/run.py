@@ -401,7 +401,7 @@ def _drive(
         measure_end=planned_end,
         options=options.resources_options(),
     )
-    resources = ResourcesCollector.from_options(options.resources_options())
+    resources = ResourcesCollector()  # start() applies the context's options, checked above
     resources.start(early_ctx)
     collectors.append((resources, early_ctx))
 
@@ -426,7 +426,7 @@ def _drive(
             write_run_json(run_dir, meta)
             if options.profile:
                 # With no local service pid the collector records why there is no profile.
-                profile = ProfileCollector.from_options(options.profile_options())
+                profile = ProfileCollector()  # start() applies ctx.options
                 ctx = CollectorContext(
                     run_dir=run_dir,
                     service_pid=service_pid,
