@@ -24,8 +24,8 @@ from harness.datainputs import ABSENT, Reference, TrafficSample
 
 __all__ = ["NULL_RATE_DELTA", "NULL_P_VALUE", "OUT_OF_RANGE_SHARE", "DATASET_DRIFT_SHARE",
            "PROBABILITY_METRIC", "FeatureCheck", "PredictionShift", "DataReport",
-           "check_feature", "check_features", "prediction_shift", "homogeneity_p",
-           "run_predictions"]
+           "check_feature", "check_features", "null_rate_increases", "prediction_shift",
+           "homogeneity_p", "run_predictions"]
 
 NULL_RATE_DELTA = 0.05
 NULL_P_VALUE = 0.01
@@ -33,6 +33,8 @@ OUT_OF_RANGE_SHARE = 0.01
 DATASET_DRIFT_SHARE = 0.5
 PROBABILITY_METRIC = "refsvc_prediction_probability"
 MISSING_METRIC = "refsvc_missing_features_total"
+NULL_METRIC = "refsvc_null_features_total"
+ROWS_METRIC = "refsvc_feature_rows_total"
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,32 @@ def run_predictions(run_dir: Path) -> dict[tuple[str, str], tuple[list[float], l
     return out
 
 
+def null_rate_increases(now: Mapping[tuple[str, str], tuple[float, float]],
+                        base: Mapping[tuple[str, str], float], label: str) -> list[dict[str, Any]]:
+    """Features whose null rate after assembly rose materially above ``base``.
+
+    ``now``: (model, feature) -> (null rows, rows) over the run's window; ``base``: the same
+    key -> the baseline's null rate (a baseline run's, or training's). A rise counts when it
+    is at least NULL_RATE_DELTA and a one-sided binomial test gives p < NULL_P_VALUE on at
+    least drift.MIN_SAMPLE rows: an upstream change nulling a column, not a wobble.
+    """
+    out = []
+    for (model, feature), (nulls, rows) in sorted(now.items()):
+        if rows < drift.MIN_SAMPLE:
+            continue
+        ref = float(base.get((model, feature), 0.0))
+        rate = nulls / rows
+        if rate - ref < NULL_RATE_DELTA:
+            continue
+        p = sps.binomtest(int(nulls), int(rows), min(max(ref, 1e-6), 1 - 1e-6),
+                          alternative="greater").pvalue
+        if p < NULL_P_VALUE:
+            out.append({"model": model, "feature": feature, "nulls": int(nulls),
+                        "rows": int(rows), "null_rate": rate, "baseline_null_rate": ref,
+                        "baseline": label, "p_value": float(p)})
+    return out
+
+
 @dataclass
 class DataReport:
     """Everything ``harness data`` found; ``to_dict`` is what ``RUN/data.json`` holds."""
@@ -253,6 +281,7 @@ class DataReport:
     features: list[FeatureCheck] = field(default_factory=list)
     predictions: list[PredictionShift] = field(default_factory=list)
     missing_features: dict[str, dict[str, float]] = field(default_factory=dict)
+    null_features: list[dict[str, Any]] = field(default_factory=list)
     traffic: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -273,6 +302,7 @@ class DataReport:
                 "dataset_drift": self.dataset_drift, "drifted_features": self.drifted,
                 "judged_features": judged, "features": [f.to_dict() for f in self.features],
                 "predictions": [p.to_dict() for p in self.predictions],
-                "missing_features": self.missing_features, "traffic": self.traffic,
+                "missing_features": self.missing_features,
+                "null_features": self.null_features, "traffic": self.traffic,
                 "warnings": list(self.warnings)}
 

@@ -19,8 +19,11 @@ from harness import drift
 from harness.collectors.prometheus import counter_values, read_scrape
 from harness.datachecks import (
     MISSING_METRIC,
+    NULL_METRIC,
+    ROWS_METRIC,
     DataReport,
     check_features,
+    null_rate_increases,
     prediction_shift,
     run_predictions,
 )
@@ -109,6 +112,47 @@ def _missing(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def _null_counts(run_dir: Path) -> dict[tuple[str, str], tuple[float, float]]:
+    """(model, feature) -> (null rows, rows) over the window, from the service's metrics."""
+    end = read_scrape(run_dir, "end")
+    if end is None:
+        return {}
+    start = read_scrape(run_dir, "start")
+    rows = {dict(k).get("model", "?"): v
+            for k, v in counter_values(start, end, ROWS_METRIC).items()}
+    out = {}
+    for labels, v in counter_values(start, end, NULL_METRIC).items():
+        lab = dict(labels)
+        model = lab.get("model", "?")
+        if rows.get(model):
+            out[(model, lab.get("feature", "?"))] = (v, rows[model])
+    return out
+
+
+def _null_features(run: Path, baseline: Path | None, training: Reference,
+                   warnings: list[str]) -> list[dict[str, Any]]:
+    """Null-rate rises after assembly: against the baseline run's own rates when its metrics
+    counted rows (a feature with no null series there had rate 0), else against training."""
+    now = _null_counts(run)
+    if not now:
+        return []
+    if baseline is not None:
+        if _rows_seen(baseline):
+            rates = {k: n / r for k, (n, r) in _null_counts(baseline).items() if r}
+            return null_rate_increases(now, rates, "baseline run")
+        warnings.append(f"{baseline.name}: its metrics count no feature rows "
+                        "(refsvc_feature_rows_total): null rates are judged against training")
+    rates = {(m, f): float(training.features.get(f, {}).get("null_rate", 0.0))
+             for (m, f) in now}
+    return null_rate_increases(now, rates, "training")
+
+
+def _rows_seen(run_dir: Path) -> bool:
+    end = read_scrape(run_dir, "end")
+    return end is not None and any(
+        v > 0 for v in counter_values(read_scrape(run_dir, "start"), end, ROWS_METRIC).values())
+
+
 def check_run(run_dir: str | Path, baseline: str | Path | None = None, *,
               reference: str | Path | None = None, traffic: str | Path | None = None,
               join: bool = True) -> DataReport:
@@ -153,6 +197,8 @@ def check_run(run_dir: str | Path, baseline: str | Path | None = None, *,
         report.predictions.append(prediction_shift(model, version, edges, counts,
                                                    base_counts, label))
     report.missing_features = _missing(run)
+    report.null_features = _null_features(run, Path(baseline) if baseline is not None else None,
+                                          training, report.warnings)
     return report
 
 
@@ -207,5 +253,9 @@ def format_data_report(report: DataReport) -> list[str]:
     for model, feats in sorted(report.missing_features.items()):
         lines.append(f"missing features ({model}, per service metrics): "
                      + ", ".join(f"{k} {v:g} rows" for k, v in sorted(feats.items())))
+    for nf in report.null_features:
+        lines.append(f"null after assembly ({nf['model']}, per service metrics): "
+                     f"{nf['feature']} {100 * nf['null_rate']:.1f} % of {nf['rows']} rows "
+                     f"({nf['baseline']} {100 * nf['baseline_null_rate']:.1f} %)")
     lines += [f"! {w}" for w in report.warnings]
     return lines

@@ -293,6 +293,9 @@ def _run_stages(svc: _Service, key: tuple[str, str], instances: list, t0: int) -
         hist.observe(p)
     for feature, n in assembled.missing.items():
         m.missing_features.labels(name, feature).inc(n)
+    m.feature_rows.labels(name).inc(len(assembled.X))
+    for feature, n in assembled.nulls.items():
+        m.null_features.labels(name, feature).inc(n)
     for fault in assembled.faults_fired + fired_infer + fired_ser:
         m.faults.labels(fault).inc()
     return resp

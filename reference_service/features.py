@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ class Assembled:
     items_not_found: list[list[int]]
     missing: dict[str, int]  # feature -> instances where it was absent (renamed upstream)
     faults_fired: list[str]
+    nulls: dict[str, int] = field(default_factory=dict)  # feature -> rows where it was null
 
 
 class FeatureAssembler:
@@ -51,7 +52,8 @@ class FeatureAssembler:
         self.request_defaults = {
             n: s["default"] for n, s in schema.items() if s["source"] == "request"}
 
-    def encode(self, merged: dict[str, Any], missing: dict[str, int]) -> list[float]:
+    def encode(self, merged: dict[str, Any], missing: dict[str, int],
+               nulls: dict[str, int] | None = None) -> list[float]:
         row = []
         codes = self.codes
         for name in self.features:
@@ -60,6 +62,8 @@ class FeatureAssembler:
                 missing[name] = missing.get(name, 0) + 1
                 row.append(NAN)
             elif v is None:
+                if nulls is not None:
+                    nulls[name] = nulls.get(name, 0) + 1
                 row.append(NAN)
             elif name in codes:
                 row.append(codes[name].get(v, NAN))
@@ -89,6 +93,7 @@ class FeatureAssembler:
         slices: list[slice] = []
         not_found: list[list[int]] = []
         missing: dict[str, int] = {}
+        nulls: dict[str, int] = {}
         for inst in instances:
             user: Row | None = users.get(inst.entity_id) if inst.entity_id is not None else None
             found.append(user is not None)
@@ -106,11 +111,11 @@ class FeatureAssembler:
                     merged = {**base, **item}
                 if nulled or renamed:
                     merged = _upstream_change(merged, faults)
-                rows.append(self.encode(merged, missing))
+                rows.append(self.encode(merged, missing, nulls))
             slices.append(slice(start, len(rows)))
             not_found.append(absent)
         X = np.array(rows, dtype=np.float64)
-        return Assembled(X, found, slices, not_found, missing, fired)
+        return Assembled(X, found, slices, not_found, missing, fired, nulls)
 
 
 def _fires(settings: dict[str, Any] | None, rng: random.Random) -> bool:

@@ -12,6 +12,10 @@ Metrics (all names prefixed ``refsvc_``):
 - ``errors_total{kind}``: error responses by kind (bad_json, validation, not_found, ...);
 - ``prediction_probability{model,version}``: histogram of predicted probabilities/scores;
 - ``missing_features_total{model,feature}``: features absent after assembly (renamed upstream);
+- ``null_features_total{model,feature}``: model input rows where a feature arrived null (an
+  upstream change nulling a column; some nulls are normal, training has them too);
+- ``feature_rows_total{model}``: model input rows assembled (the denominator of both above:
+  one per instance, one per candidate item for ranking);
 - ``faults_injected_total{fault}``: how often each injected fault fired;
 - ``worker_cpu_seconds{pid}``, ``worker_resident_memory_bytes{pid}``: each live worker's own
   CPU time and RSS (gauges, ``liveall``: one series per live worker pid), refreshed at most
@@ -64,6 +68,11 @@ class Metrics:
         self.missing_features = Counter(
             "refsvc_missing_features", "Model inputs absent after feature assembly",
             ["model", "feature"], registry=r)
+        self.null_features = Counter(
+            "refsvc_null_features", "Model input rows where a feature arrived null",
+            ["model", "feature"], registry=r)
+        self.feature_rows = Counter(
+            "refsvc_feature_rows", "Model input rows assembled", ["model"], registry=r)
         self.faults = Counter(
             "refsvc_faults_injected", "Injected faults that fired", ["fault"], registry=r)
         self.worker_cpu = Gauge(

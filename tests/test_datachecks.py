@@ -18,7 +18,12 @@ from scipy.spatial import distance as spd
 
 from harness import drift
 from harness.collectors.prometheus import counter_values, histogram_delta, parse_exposition
-from harness.datachecks import check_feature, homogeneity_p, prediction_shift
+from harness.datachecks import (
+    check_feature,
+    homogeneity_p,
+    null_rate_increases,
+    prediction_shift,
+)
 from harness.datainputs import ABSENT, join_store, load_reference, traffic_sample
 from harness.datareport import check_run
 from harness.replayfile import ReplayRecord, write_replay
@@ -270,6 +275,30 @@ def test_findings_from_a_report() -> None:
     assert findings_from_report({}) == []
 
 
+def test_null_rate_increases_by_hand() -> None:
+    now = {("fraud", "credit_score"): (200.0, 200.0),   # every row null: an upstream change
+           ("fraud", "channel"): (6.0, 200.0),          # 3 %: as in the baseline
+           ("churn", "tenure"): (30.0, 200.0),          # 15 % vs 8 %: material and sure
+           ("churn", "plan"): (12.0, 200.0),            # 6 % vs 0 %: delta 6 points, sure
+           ("ranking", "price"): (10.0, 20.0)}          # too few rows to judge
+    base = {("fraud", "channel"): 0.03, ("churn", "tenure"): 0.08}
+    found = {(f["model"], f["feature"]): f for f in null_rate_increases(now, base, "baseline")}
+    assert set(found) == {("fraud", "credit_score"), ("churn", "tenure"), ("churn", "plan")}
+    f = found[("fraud", "credit_score")]
+    assert (f["nulls"], f["rows"], f["null_rate"], f["baseline_null_rate"]) == (200, 200,
+                                                                                1.0, 0.0)
+    # The test is scipy's one-sided binomial: 30 of 200 at p0 = 0.08.
+    expect = sps.binomtest(30, 200, 0.08, alternative="greater").pvalue
+    assert found[("churn", "tenure")]["p_value"] == pytest.approx(expect)
+    # 4 points above the baseline is under the 5-point materiality bar whatever the p-value.
+    assert null_rate_increases({("m", "f"): (9000.0, 100000.0)}, {("m", "f"): 0.05}, "b") == []
+    finding = findings_from_report({"null_features": [f]})[0]
+    assert finding.severity == "warning" and finding.layer == "input data"
+    assert finding.title == ("feature credit_score of fraud arrived null in 100.0 % of rows "
+                             "(baseline 0.0 %)")
+    assert "200 of 200 rows" in finding.evidence[0]
+
+
 # --- traffic extraction and store join on the real artifacts -------------------------------
 
 def _replay(path: Path, bodies: list[dict]) -> Path:
@@ -376,6 +405,16 @@ def test_nulled_feature_incident_is_caught_by_prediction_shift(
     titles = [f.title for f in data_findings(nulled, clean)]
     assert "predictions of fraud v1 shifted from baseline run" in titles, titles
     assert any(t.startswith("fraud: features missing after assembly: country") for t in titles)
+    # The nulled columns, counted by the service after assembly (the traffic cannot show
+    # them: the store's values are nulled), each in every fraud row, against a clean
+    # baseline where they are (almost) never null.
+    nulled_feats = {f["feature"]: f for f in report["null_features"] if f["model"] == "fraud"}
+    assert {"credit_score", "txn_count_30d", "avg_amount_30d"} <= set(nulled_feats)
+    assert all(f["null_rate"] == 1.0 and f["baseline"] == "baseline run"
+               for f in nulled_feats.values())
+    assert not any(f["model"] != "fraud" for f in report["null_features"])
+    assert any(t.startswith("feature credit_score of fraud arrived null in 100.0 %")
+               for t in titles)
     # What the HTML report shows (its "Input data" section reads the same data.json).
     from harness.report.data_table import data_html
 

@@ -127,6 +127,10 @@ def test_feature_null_and_rename_change_predictions(http, svc, admin):
     assert nulled != base and renamed == nulled  # a missing column is a null to the model
     assert metric_value(metrics, "refsvc_missing_features_total", model="fraud",
                         feature="credit_score") >= 1
+    # The nulled request (before the rename) is counted as a null row of each feature.
+    assert metric_value(metrics, "refsvc_null_features_total", model="fraud",
+                        feature="avg_amount_30d") >= 1
+    assert metric_value(metrics, "refsvc_feature_rows_total", model="fraud") >= 3
 
 
 def test_inference_cpu_shows_in_infer_not_fetch(http, svc, admin):

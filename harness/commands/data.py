@@ -51,5 +51,6 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
     # One drifted feature in twenty is chance at p < 0.05: only the dataset verdict counts.
     quality = any(p != "drift" for f in report.features for p in f.problems)
     problem = quality or bool(report.dataset_drift) \
-        or any(p.shifted for p in report.predictions) or bool(report.missing_features)
+        or any(p.shifted for p in report.predictions) or bool(report.missing_features) \
+        or bool(report.null_features)
     return EXIT_DATA_PROBLEM if problem else 0

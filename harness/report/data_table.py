@@ -64,5 +64,10 @@ def data_html(run_path: Path) -> str:
         parts.append(f'<p class="note">Missing features ({esc(model)}, per service metrics): '
                      + esc(", ".join(f"{k} {v:g} rows" for k, v in sorted(feats.items())))
                      + "</p>")
+    for f in doc.get("null_features") or []:
+        parts.append(f'<p class="note">Null after assembly ({esc(f["model"])}, per service '
+                     f'metrics): {esc(f["feature"])} {100 * f["null_rate"]:.1f} % of '
+                     f'{f["rows"]} rows ({esc(f["baseline"])} '
+                     f'{100 * f["baseline_null_rate"]:.1f} %)</p>')
     parts += [f'<p class="note">{esc(w)}</p>' for w in doc.get("warnings", [])]
     return "\n".join(parts)

@@ -41,6 +41,18 @@ def findings_from_report(report: Mapping[str, Any]) -> list[Finding]:
                 ["look for nulled or renamed upstream features (missing features below, "
                  "`harness data RUN`)", "compare the traffic's inputs with the baseline's"],
                 0.0, {"prediction_shift": dict(p)}))
+    for f in report.get("null_features") or []:
+        out.append(Finding(
+            "warning", "input data",
+            f"feature {f['feature']} of {f['model']} arrived null in "
+            f"{100 * f['null_rate']:.1f} % of rows ({f['baseline']} "
+            f"{100 * f['baseline_null_rate']:.1f} %)",
+            [f"refsvc_null_features_total / refsvc_feature_rows_total over the window: "
+             f"{f['nulls']} of {f['rows']} rows (one-sided binomial p={f['p_value']:.2g})"],
+            ["an upstream change nulls this column (schema change, failed join, broken "
+             "pipeline): the model imputes it, so latency shows nothing; check the feature's "
+             "producer"],
+            0.0, {"null_features": dict(f)}))
     for model, feats in sorted((report.get("missing_features") or {}).items()):
         out.append(Finding(
             "warning", "input data",
