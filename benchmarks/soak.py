@@ -64,6 +64,21 @@ def tree_rss_mib(pid: int) -> tuple[float, int]:
     return total / 2**20, len(procs)
 
 
+def harness_rss_by_role(pid: int) -> dict[str, float]:
+    """RSS in MiB of the orchestrator (``harness run``) and of its load driver, apart: the
+    tree's total cannot say which of them grows."""
+    out = {"orchestrator_rss_mib": 0.0, "driver_rss_mib": 0.0}
+    try:
+        root = psutil.Process(pid)
+        out["orchestrator_rss_mib"] = root.memory_info().rss / 2**20
+        for child in root.children(recursive=True):
+            if "harness.load.driver" in " ".join(child.cmdline()):
+                out["driver_rss_mib"] += child.memory_info().rss / 2**20
+    except psutil.Error:
+        pass
+    return out
+
+
 def dir_usage(path: Path) -> tuple[int, int]:
     files = [f for f in path.rglob("*") if f.is_file()]
     return len(files), sum(f.stat().st_size for f in files)
@@ -137,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             samples.append({"t": round(time.monotonic() - t0, 1), "harness_rss_mib": h_rss,
                             "harness_procs": h_n, "service_rss_mib": s_rss,
-                            "service_procs": s_n, "prom_files": files, "prom_bytes": size})
+                            "service_procs": s_n, "prom_files": files, "prom_bytes": size,
+                            **harness_rss_by_role(harness.pid)})
             time.sleep(a.sample_s)
         out, err = harness.communicate()
         served = served_requests(url)
@@ -162,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "service_requests": served, "errors": load.get("errors"),
         "worker_generations": len(workers_seen),
         "growth_per_min": {k: slope_per_min(ts, [s[k] for s in steady])
-                           for k in ("harness_rss_mib", "service_rss_mib", "prom_files",
-                                     "prom_bytes")},
+                           for k in ("harness_rss_mib", "orchestrator_rss_mib", "driver_rss_mib",
+                                     "service_rss_mib", "prom_files", "prom_bytes")},
         "first": samples[0] if samples else None, "last": samples[-1] if samples else None,
         "samples": samples,
     }
@@ -174,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(workers_seen)} worker pids seen; harness exit {harness.returncode}")
     print("| quantity | start | end | slope, 2nd half (per min) |")
     print("|---|---:|---:|---:|")
-    for key, unit in (("harness_rss_mib", "MiB"), ("service_rss_mib", "MiB"),
+    for key, unit in (("harness_rss_mib", "MiB"), ("orchestrator_rss_mib", "MiB"),
+                      ("driver_rss_mib", "MiB"), ("service_rss_mib", "MiB"),
                       ("prom_files", "files"), ("prom_bytes", "bytes")):
         print(f"| {key} | {first.get(key, 0):.1f} | {last.get(key, 0):.1f} | "
               f"{g[key]:+.3f} {unit} |")

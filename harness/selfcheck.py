@@ -129,6 +129,8 @@ def self_check(rd: RunDir, summary: dict[str, Any], load: dict[str, Any]
         "time" + ("; their residual was recorded as 0: the Server-Timing durations or the "
                   "clocks are wrong" if negative else "")))
     checks.append(_transport_check(load, requests_all))
+    if "unanswered" in load:  # load.json from before the count existed has no such key
+        checks.append(_unanswered_check(load, requests_all))
     missing = int(load.get("server_timing_missing") or 0)
     malformed = int(load.get("server_timing_malformed") or 0)
     has_stages = any(s.get("metric") == "stage" for s in rd.series())
@@ -169,6 +171,23 @@ def _transport_check(load: dict[str, Any], requests_all: int) -> dict[str, Any]:
                  else ""))
     severity = "error" if _share(total, requests_all) > TRANSPORT_ERROR_SHARE else "warning"
     return _check("transport_errors", total == 0, severity, detail)
+
+
+def _unanswered_check(load: dict[str, Any], requests_all: int) -> dict[str, Any]:
+    """Requests sent and never answered because the load stopped. Those that had waited
+    over a second were slow (the percentiles leave out the slowest requests); the others
+    were cut within a second of being sent (a user stopped between tasks, its kill landing
+    in its next request): their latency is unknown but they say nothing about the service."""
+    total = int(load.get("unanswered") or 0)
+    long = int(load.get("unanswered_long") or 0)
+    detail = (f"{long} requests had waited over 1 s without an answer when the load "
+              "stopped: the latency percentiles leave out the slowest requests"
+              if long else "no request was left waiting over 1 s at the stop")
+    if total - long:
+        detail += (f"; {total - long} more were cut by the stop within 1 s of being sent "
+                   "(in no histogram; the service may or may not have received them)")
+    severity = "error" if _share(long, requests_all) > TRANSPORT_ERROR_SHARE else "warning"
+    return _check("unanswered", long == 0, severity, detail)
 
 
 def _profile_check(rd: RunDir) -> dict[str, Any]:

@@ -144,38 +144,78 @@ def is_local(url: str) -> bool:
 def find_local_service_pid(url: str) -> int | None:
     """The top process of the tree listening on the URL's port on this machine, or None.
 
-    gunicorn's workers inherit the master's listening socket, and psutil's system-wide
-    table names only one holder per socket, often a worker; so walk up from it while the
-    parent holds a listening socket on the same port too.
+    gunicorn's workers inherit the master's listening socket, so several processes hold
+    it: the answer is the holder whose parent does not hold it too (the master).
     """
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    holders = _listening_holders_procfs(port)
+    if holders is None:  # no /proc/net (not Linux): psutil's portable, slower table
+        holders = _listening_holders_psutil(port)
+    if not holders:
+        return None
+    for pid in sorted(holders):
+        try:
+            parent = psutil.Process(pid).ppid()
+        except psutil.Error:
+            continue
+        if parent not in holders:
+            return pid
+    return min(holders)
+
+
+def _listening_holders_procfs(port: int) -> set[int] | None:
+    """Pids holding a TCP socket listening on ``port``, from /proc; None where /proc is absent.
+
+    psutil.net_connections() decodes every socket on the host (tens of thousands of
+    TIME_WAIT entries after a load test: ~1 CPU-second); this reads only the LISTEN lines.
+    """
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return None
+    want = f":{port:04X}"
+    inodes: set[str] = set()
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st ... uid timeout inode
+            if len(fields) > 9 and fields[3] == "0A" and fields[1].endswith(want):
+                inodes.add(fields[9])
+    if not inodes:
+        return set()
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    holders: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.scandir(f"/proc/{entry.name}/fd")
+        except OSError:  # gone, or not ours to read
+            continue
+        with fds:
+            for fd in fds:
+                try:
+                    if os.readlink(fd.path) in targets:
+                        holders.add(int(entry.name))
+                        break
+                except OSError:
+                    continue
+    return holders
+
+
+def _listening_holders_psutil(port: int) -> set[int]:
     try:
         conns = psutil.net_connections(kind="tcp")
     except (psutil.AccessDenied, PermissionError):
-        return None
-    holder = next(
-        (c.pid for c in conns
-         if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid),
-        None,
-    )
-    if holder is None:
-        return None
-    try:
-        proc = psutil.Process(holder)
-        while (parent := proc.parent()) is not None and _listens_on(parent, port):
-            proc = parent
-    except psutil.Error:
-        return holder
-    return proc.pid
-
-
-def _listens_on(proc: psutil.Process, port: int) -> bool:
-    try:
-        conns = proc.net_connections(kind="tcp")
-    except psutil.Error:
-        return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
+        return set()
+    return {
+        c.pid for c in conns
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+    }
 
 
 @dataclass

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
-from scipy.stats import binom
 
 __all__ = [
     "HistogramStats",
@@ -201,6 +200,8 @@ def quantile_upper_bound_rank(n: int, p: float, confidence: float = 0.95) -> int
     c = _check_confidence(confidence)
     if n < 1:
         raise ValueError(f"sample count must be >= 1 (got {n!r})")
+    from scipy.stats import binom  # lazy: scipy.stats costs ~0.9 s to import
+
     k = int(binom.ppf(c, n, q))  # smallest k with CDF(k) >= c
     while k > 0 and binom.cdf(k - 1, n, q) >= c:
         k -= 1
@@ -224,6 +225,8 @@ def quantile_ci_ranks(
     if n < 1:
         raise ValueError(f"sample count must be >= 1 (got {n!r})")
     tail = (1.0 - c) / 2.0
+    from scipy.stats import binom  # lazy: scipy.stats costs ~0.9 s to import
+
     # Lower: largest l with P(B <= l - 1) <= tail.
     k = int(binom.ppf(tail, n, q))
     while binom.cdf(k, n, q) > tail and k >= 0:

@@ -111,6 +111,34 @@ def test_run_directory_of_a_faulty_run_is_readable_by_every_command(faulty_run: 
                                          "HTTPConnectionClosed", "ConnectionResetError"))
 
 
+def test_requests_unanswered_at_the_stop_are_counted(tmp_path: Path) -> None:
+    """A target that accepts and never answers, a request timeout longer than the run: each
+    user's one request is still waiting when the stop grace runs out. Locust fires no event
+    for a killed request; the harness counts it, so the run says what it never measured."""
+    proc, url, log = start_misbehaving(tmp_path, "--pattern", "hang")
+    try:
+        res = harness("run", str(SIMPLE), "--target", url, "--users", "2", "--duration", "2s",
+                      "--warmup", "0s", "--request-timeout", "60s",
+                      "--out", str(tmp_path / "runs"), "--no-profile")
+    finally:
+        proc.kill()
+        proc.wait()
+    truth = json.loads(log.read_text())
+    assert res.returncode == 3, res.stderr
+    assert "Traceback" not in res.stderr
+    rd = RunDir(run_dir_from(res.stdout))
+    load = rd.load()
+    # The server read one request per user, and the harness's own GET /v1/models and
+    # /metrics scrapes (each given up after its timeout): those are not load.
+    assert truth["hang"] >= 2, truth
+    assert load["unanswered"] == load["unanswered_long"] == 2, load
+    assert load["measured"]["requests"] == 0
+    summary = json.loads((rd.path / "summary.json").read_text())
+    check = {c["check"]: c for c in summary["self_check"]}
+    assert check["unanswered"]["ok"] is False
+    assert check["unanswered"]["detail"].startswith("2 requests had waited over 1 s")
+
+
 def test_external_target_dying_mid_run_is_counted_and_degraded(tmp_path: Path) -> None:
     proc, url, log = start_misbehaving(tmp_path, "--pattern", "ok", "--die-after", "2")
     try:

@@ -220,3 +220,38 @@ def test_context_is_frozen_and_options_read_only(tmp_path: Path) -> None:
         c.options["rate_hz"] = 5  # type: ignore[index]
     with pytest.raises(AttributeError):
         c.service_pid = 3  # type: ignore[misc]
+
+
+FORKING_LISTENER = (
+    "import os, socket, sys, time\n"
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+    "if os.fork() == 0:\n"
+    "    time.sleep(30); sys.exit(0)\n"
+    "print(s.getsockname()[1], flush=True)\n"
+    "time.sleep(30)\n"
+)
+
+
+def test_the_local_service_is_the_top_holder_of_the_listening_socket() -> None:
+    """A pre-fork server (parent and child hold one listening socket): the parent is named,
+    as gunicorn's master must be; a port nobody listens on names nobody."""
+    from harness.service import (
+        _listening_holders_procfs,
+        _listening_holders_psutil,
+        find_local_service_pid,
+    )
+
+    proc = subprocess.Popen([sys.executable, "-c", FORKING_LISTENER], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        child = wait_for(lambda: children(proc.pid), 10.0, "the forked child")[0]
+        assert _listening_holders_procfs(port) == {proc.pid, child}
+        # psutil names one holder per socket; the /proc reading finds it among all of them.
+        assert _listening_holders_psutil(port) <= {proc.pid, child}
+        assert find_local_service_pid(f"http://127.0.0.1:{port}") == proc.pid
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert find_local_service_pid(f"http://127.0.0.1:{port}") is None

@@ -59,7 +59,10 @@ def test_counts_match_the_services_own_metrics(reference_service, tmp_path: Path
     # No warm-up: every request the driver sent is in the measured window, and the service
     # counted each one (both gunicorn workers, through the multiprocess directory).
     assert sent > 50
-    assert served == sent
+    # Requests cut by the stop (load.json "unanswered", at most one per user) may or may not
+    # have reached the service; everything else was counted by both.
+    assert load["unanswered"] <= 4 and load["unanswered_long"] == 0
+    assert sent <= served <= sent + load["unanswered"]
     assert rd.histogram("client").get_total_count() == load["measured"]["requests"]
     # The local target's processes were found, so the service was sampled too.
     roles = {r.role for r in rd.resources()}

@@ -57,9 +57,10 @@ class IntervalCounts:
 
     __slots__ = ("requests", "failures", "by_name", "errors", "negative_residuals",
                  "server_timing_missing", "server_timing_malformed",
-                 "scheduled", "started", "late")
+                 "scheduled", "started", "late", "unanswered", "unanswered_long")
     _INTS = ("requests", "failures", "negative_residuals", "server_timing_missing",
-             "server_timing_malformed", "scheduled", "started", "late")
+             "server_timing_malformed", "scheduled", "started", "late", "unanswered",
+             "unanswered_long")
     requests: int
     failures: int
     negative_residuals: int
@@ -68,6 +69,10 @@ class IntervalCounts:
     scheduled: int
     started: int
     late: int
+    #: requests sent but never answered: their user was stopped while waiting
+    unanswered: int
+    #: of those, requests that had waited at least UNANSWERED_LONG_S when stopped
+    unanswered_long: int
 
     def __init__(self) -> None:
         for field in self._INTS:

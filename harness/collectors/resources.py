@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -62,6 +63,57 @@ def check_rate_hz(rate_hz: object) -> float:
     if not 0 < rate_hz <= MAX_RATE_HZ:
         raise ValueError(f"resources rate_hz must be > 0 and <= {MAX_RATE_HZ:g} (got {rate_hz!r})")
     return float(rate_hz)
+
+
+def _descendants(pid: int) -> list[tuple[int, bool]] | None:
+    """(pid, is a direct child) for every descendant of ``pid``; None when it is gone.
+
+    Linux lists each thread's children in /proc/PID/task/TID/children: walking those costs
+    a few reads per process in the tree, where psutil's ``children(recursive=True)`` reads
+    the parent of every process on the machine (5 ms with 76 processes, at 4 Hz for two
+    trees ~4 % of a core). Elsewhere, psutil.
+    """
+    if not os.path.isdir(f"/proc/{pid}/task"):
+        return _descendants_psutil(pid)
+    out: list[tuple[int, bool]] = []
+    stack = [(pid, True)]
+    while stack:
+        parent, top = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            if parent == pid:
+                return None
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
+                    kids = f.read().split()
+            except FileNotFoundError:
+                if parent == pid and tid == str(pid) and not out:
+                    # no children file (kernel without CONFIG_PROC_CHILDREN): ask psutil
+                    return _descendants_psutil(pid)
+                continue  # the thread ended between listdir and open
+            except OSError:
+                continue
+            for kid in kids:
+                out.append((int(kid), top))
+                stack.append((int(kid), False))
+    return out
+
+
+def _descendants_psutil(pid: int) -> list[tuple[int, bool]] | None:
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except _GONE + (psutil.AccessDenied,):
+        return None
+    out = []
+    for proc in descendants:
+        try:
+            out.append((proc.pid, proc.ppid() == pid))
+        except _GONE + (psutil.AccessDenied,):
+            continue
+    return out
 
 
 def _busy_total(times: Any) -> tuple[float, float]:
@@ -203,20 +255,14 @@ class ResourcesCollector:
 
     def _add_tree(self, found: dict[int, str], pid: int, top: str, child: str,
                   deeper: str) -> None:
-        try:
-            root = psutil.Process(pid)
-            descendants = root.children(recursive=True)
-        except _GONE + (psutil.AccessDenied,):
+        tree = _descendants(pid)
+        if tree is None:
             if top == "service_master" and self._service_gone_t is None:
                 self._service_gone_t = time.time()
             return
         found.setdefault(pid, top)
-        for proc in descendants:
-            try:
-                direct = proc.ppid() == pid
-            except _GONE + (psutil.AccessDenied,):
-                continue
-            found.setdefault(proc.pid, child if direct else deeper)
+        for proc, direct in tree:
+            found.setdefault(proc, child if direct else deeper)
 
     def _sample(self, t: float, emit: bool) -> None:
         rows: list[list[Any]] = []

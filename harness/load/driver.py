@@ -202,6 +202,7 @@ def load_summary(
         "negative_residuals": m.negative_residuals,
         "server_timing_missing": m.server_timing_missing,
         "server_timing_malformed": m.server_timing_malformed,
+        "unanswered": m.unanswered, "unanswered_long": m.unanswered_long,
         "errors": dict(m.errors),
         "out_of_range": sum(s.out_of_range for s in rec.all_series()),
         "workers": max(1, config.workers), "stopped_early": stopped_early,

@@ -14,16 +14,19 @@ no percentile is ever computed here, and counters are plain attributes.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent import GreenletExit
 
 from harness.collectors.latency import LatencyRecorder, Series
 from harness.load.pacing import LATENESS_ATTR
 from harness.servertiming import ServerTimingError, parse_server_timing
 
-__all__ = ["RequestHook", "error_type"]
+__all__ = ["RequestHook", "count_unanswered", "error_type"]
 
 _OS_MODULES = ("builtins", "socket", "ssl")
 _SLOT = {"client_uncorrected": "unc", "client_failed": "failed"}
@@ -49,6 +52,49 @@ def error_type(exception: BaseException, response: Any = None) -> str:
             nxt = exc.args[0]
         exc = nxt if isinstance(nxt, BaseException) else None
     return type(exception).__name__
+
+
+_UNANSWERED: list[Callable[[float], None]] = []  # the active hook's counter (one per driver)
+#: an unanswered request that had waited this long was slow, not merely cut by the stop
+UNANSWERED_LONG_S = 1.0
+
+
+def _counting_request(request: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(request)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent = time.monotonic()
+        try:
+            return request(self, *args, **kwargs)
+        except GreenletExit:
+            # The user was killed at the stop while this request waited for its answer:
+            # Locust fires no request event for it, so without this it would vanish.
+            for count in _UNANSWERED:
+                count(time.monotonic() - sent)
+            raise
+
+    wrapper.__harness_counting__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def count_unanswered(count: Callable[[float], None]) -> None:
+    """Count requests still in flight when the stop kills their user, through ``count``
+    (called with the seconds the request had waited).
+
+    Two kinds: requests still waiting after the stop grace (a slow or hung service: the
+    percentiles leave out the slowest requests), and requests just sent when the stop came
+    (Locust kills a user between tasks asynchronously: with no think time the kill lands
+    in the next request, ms after it started, often before the service received it).
+
+    Wraps ``request`` of Locust's two HTTP clients (FastHttpSession and HttpSession) once
+    per process; a locustfile's own client (gRPC, websockets) is not seen.
+    """
+    from locust.clients import HttpSession
+    from locust.contrib.fasthttp import FastHttpSession
+
+    for cls in (FastHttpSession, HttpSession):
+        if not getattr(cls.request, "__harness_counting__", False):
+            cls.request = _counting_request(cls.request)  # type: ignore[method-assign]
+    _UNANSWERED[:] = [count]
 
 
 class _Bundle:
@@ -97,6 +143,13 @@ class RequestHook:
 
     def install(self, events: Any) -> None:
         events.request.add_listener(self.on_request)
+        count_unanswered(self._unanswered)
+
+    def _unanswered(self, waited_s: float) -> None:
+        counts = self.rec.counts
+        counts.unanswered += 1
+        if waited_s >= UNANSWERED_LONG_S:
+            counts.unanswered_long += 1
 
     def _bundle(self, request_type: str, name: str, tag: str | None) -> _Bundle:
         key = (request_type, name, tag)
