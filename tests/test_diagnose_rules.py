@@ -304,3 +304,44 @@ def test_growth_from_a_newly_slow_input_class_names_the_class():
     found = diagnose_facts(_queued(15_000, 301_000, tags=tags(400_000)),
                            baseline=_queued(6_000, 1_000, tags=tags(400_000)))
     assert [x for x in found if x.layer == "change"][0].data["input_class"] is None
+
+
+def _tailed(per_interval: list[tuple[int, int]], machine: list[tuple[float, float] | None]
+            ) -> Facts:
+    """Inference with a long tail (p99 8x p50, most of the client p99), on a machine whose
+    window mean (66 % system CPU) is under the busy threshold."""
+    f = _facts(system_cpu_mean_pct=66.0)
+    f.stages["infer"] = StageFacts("infer", 0.8, 7000.0, 6000, 48_000, 1000)
+    f.client = StageFacts("client", 1.0, 9000.0, 8000, 50_000, 1000)
+    f.stage_tail_intervals = {"infer": per_interval}
+    f.interval_machine = machine
+    return f
+
+
+def _tail_finding(f: Facts) -> Finding:
+    return next(x for x in diagnose_facts(f) if "long tail" in x.title)
+
+
+def test_a_tail_inside_cpu_bursts_is_the_machines_not_the_models():
+    from harness.rules.single import tail_in_contention
+
+    quiet, burst = (40.0, 0.05), (99.0, 0.45)
+    # 10 one-second intervals of 100 values; 2 bursts hold 9 of the 10 values above p99.
+    per = [(100, 0)] * 3 + [(100, 5), (100, 4)] + [(100, 0)] * 4 + [(100, 1)]
+    machine = [quiet] * 3 + [burst, burst] + [quiet] * 5
+    f = _tailed(per, machine)
+    assert tail_in_contention(f, "infer") == pytest.approx(0.9)
+    found = _tail_finding(f)
+    assert found.severity == "info"
+    assert "90.0 % of its values above p99 fell in seconds when the machine was busy" \
+        in found.evidence[1]
+    # The same tail spread over quiet seconds is the model's own: a warning.
+    spread = [(100, 1)] * 10
+    f = _tailed(spread, machine)
+    assert tail_in_contention(f, "infer") is None
+    assert _tail_finding(f).severity == "warning"
+    # Bursts that hold as large a share of all values as of the tail explain nothing.
+    f = _tailed([(100, 1)] * 5 + [(100, 1)] * 5, [burst] * 5 + [quiet] * 5)
+    assert tail_in_contention(f, "infer") is None
+    # Without per-interval facts (hand-built or old runs) the window mean decides.
+    assert _tail_finding(_tailed([], [])).severity == "warning"

@@ -89,6 +89,32 @@ def machine_contended(f: Facts) -> bool:
     return other >= MACHINE_OTHER_SHARE
 
 
+def tail_in_contention(f: Facts, stage: str) -> float | None:
+    """The stage's tail sits in the seconds when other processes crowded the machine.
+
+    A window's mean system CPU hides a burst: 10 s of 100 % among 60 s of 60 % averages
+    under the busy threshold, yet a computing stage preempted in those 10 s gets a tail.
+    The share of the tail in contended intervals (machine busy and others taking
+    MACHINE_OTHER_SHARE) when at least half of the values at or above the stage's p99 fell
+    there and the tail is at least twice as concentrated there as the stage's values are;
+    else None.
+    """
+    per = f.stage_tail_intervals.get(stage)
+    if not per or len(per) != len(f.interval_machine):
+        return None
+    values = tail = values_hot = tail_hot = 0
+    for (n, top), m in zip(per, f.interval_machine, strict=True):
+        values += n
+        tail += top
+        if m is not None and m[0] >= MACHINE_SYSTEM_PCT and m[1] >= MACHINE_OTHER_SHARE:
+            values_hot += n
+            tail_hot += top
+    if tail < 5 or values == 0:
+        return None
+    share = tail_hot / tail
+    return share if share >= 0.5 and share >= 2 * values_hot / values else None
+
+
 def measurement(f: Facts) -> list[Finding]:
     out = []
     busy = busy_fraction(f)
@@ -285,12 +311,20 @@ def _stage_finding(f: Facts, st: StageFacts, layer: str) -> list[Finding]:
             and st.p99_us >= TAIL_OF_CLIENT * client_p99 and st.p99_us - st.p50_us >= TAIL_MIN_US:
         # A CPU-starved machine preempts computing stages at random: their tail is then the
         # machine's (see its finding); a waiting stage's tail stays the stage's own.
-        machine_tail = machine_contended(f) and (ratio is None or ratio > ONCPU_WAITING)
+        in_bursts = tail_in_contention(f, st.name)
+        machine_tail = (machine_contended(f) or in_bursts is not None) \
+            and (ratio is None or ratio > ONCPU_WAITING)
+        evidence = [f"'{st.name}' p99 {_ms(st.p99_us)} vs p50 {_ms(st.p50_us)}; client p99 "
+                    f"{_ms(client_p99)} ({_pct(st.p99_us / client_p99)} of it)"]
+        if in_bursts is not None:
+            evidence.append(f"{_pct(in_bursts)} of its values above p99 fell in seconds when "
+                            f"the machine was busy (>= {MACHINE_SYSTEM_PCT:.0f} %) and other "
+                            f"processes took >= {_pct(MACHINE_OTHER_SHARE)} of it "
+                            "(resources.csv against the interval histograms)")
         out.append(Finding(
             "info" if machine_tail else "warning", layer,
             f"{label} has a long tail: p99 {st.p99_us / st.p50_us:.1f}x its p50",
-            [f"'{st.name}' p99 {_ms(st.p99_us)} vs p50 {_ms(st.p50_us)}; client p99 "
-             f"{_ms(client_p99)} ({_pct(st.p99_us / client_p99)} of it)"],
+            evidence,
             steps, min(1.0, st.p99_us / client_p99) * 0.5, {"stage": st.name}))
     return out
 
