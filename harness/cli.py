@@ -6,6 +6,7 @@ Each subcommand lives in ``harness/commands/<name>.py``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from harness import __version__
@@ -37,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.passthrough = passthrough
     handle = handlers[args.command]
-    return int(handle(args, argv))  # type: ignore[operator]
+    try:
+        return int(handle(args, argv))  # type: ignore[operator]
+    except BrokenPipeError:
+        # The reader went away (`harness diagnose RUN | head`): stop quietly, as cat does.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
 
 
 if __name__ == "__main__":

@@ -186,7 +186,9 @@ def _unanswered_check(load: dict[str, Any], requests_all: int) -> dict[str, Any]
     if total - long:
         detail += (f"; {total - long} more were cut by the stop within 1 s of being sent "
                    "(in no histogram; the service may or may not have received them)")
-    severity = "error" if _share(long, requests_all) > TRANSPORT_ERROR_SHARE else "warning"
+    # Of all requests sent: the completed ones and the unanswered ones.
+    severity = "error" if _share(long, requests_all + total) > TRANSPORT_ERROR_SHARE \
+        else "warning"
     return _check("unanswered", long == 0, severity, detail)
 
 

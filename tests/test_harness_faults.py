@@ -135,7 +135,7 @@ def test_requests_unanswered_at_the_stop_are_counted(tmp_path: Path) -> None:
     assert load["measured"]["requests"] == 0
     summary = json.loads((rd.path / "summary.json").read_text())
     check = {c["check"]: c for c in summary["self_check"]}
-    assert check["unanswered"]["ok"] is False
+    assert check["unanswered"]["ok"] is False and check["unanswered"]["severity"] == "error"
     assert check["unanswered"]["detail"].startswith("2 requests had waited over 1 s")
 
 
