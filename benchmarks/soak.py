@@ -1,7 +1,12 @@
 """Soak: a long fixed-rate run with gunicorn worker recycling; is anything growing or lost?
 
     .venv/bin/python benchmarks/soak.py [--minutes 30] [--rate 20] [--max-requests 500]
-        [--sample-s 10] [--out /tmp/soak]
+        [--sample-s 10] [--out /tmp/soak] [--locustfile benchmarks/locustfiles/health_fasthttp.py]
+
+``--max-requests 0`` turns recycling off; ``--locustfile`` loads another endpoint (the
+harness's memory at a high rate: ``--locustfile benchmarks/locustfiles/health_fasthttp.py
+--rate 1000``); "nothing lost" compares with the service's prediction counter, so it is
+only checked for locustfiles that send predictions.
 
 Starts the reference service (2 sync workers, ``--max-requests N --max-requests-jitter
 N/10``, so each worker is replaced every ~N requests) and ``harness run --target`` at a fixed
@@ -112,17 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-requests", type=int, default=500)
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=Path("/tmp/soak"))
+    p.add_argument("--locustfile", type=Path, default=LOCUSTFILE)
     a = p.parse_args(argv)
-    if not a.minutes > 0 or not a.rate > 0 or a.max_requests < 10 or not a.sample_s > 0:
-        print("soak: minutes, rate, sample-s must be > 0 and max-requests >= 10",
+    if not a.minutes > 0 or not a.rate > 0 or not (a.max_requests == 0 or a.max_requests >= 10) \
+            or not a.sample_s > 0:
+        print("soak: minutes, rate, sample-s must be > 0 and max-requests 0 (off) or >= 10",
+              file=sys.stderr)
+        return 2
+    if not a.locustfile.is_file():
+        print(f"soak: --locustfile must be an existing file (got {str(a.locustfile)!r})",
               file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv_, extra = gunicorn_command(port=port, workers=2)
     # Worker recycling, the setting under test; jitter so both workers do not restart at once.
-    argv_[-1:-1] = ["--max-requests", str(a.max_requests),
-                    "--max-requests-jitter", str(max(1, a.max_requests // 10))]
+    if a.max_requests:
+        argv_[-1:-1] = ["--max-requests", str(a.max_requests),
+                        "--max-requests-jitter", str(max(1, a.max_requests // 10))]
     env = {**os.environ, **extra}
     env.pop("REFSVC_ADMIN_TOKEN", None)
     prom = Path(extra["PROMETHEUS_MULTIPROC_DIR"])
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(url, 120)
         duration_s = a.minutes * 60
         harness = subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "run", str(LOCUSTFILE), "--target", url,
+            [sys.executable, "-m", "harness.cli", "run", str(a.locustfile), "--target", url,
              "--rate", str(a.rate), "--duration", f"{duration_s:g}s", "--warmup", "0s",
              "--no-profile", "--out", str(a.out / "runs"), "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -197,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{g[key]:+.3f} {unit} |")
     print(f"| requests: driver / service / failures | {sent} | {served:.0f} | "
           f"{load['measured']['failures']} |")
+    if not served:
+        print("(the service counts prediction requests only: nothing-lost is not checked "
+              "for this locustfile)")
+    print(f"unanswered at the stop: {load.get('unanswered')} "
+          f"(waited over 1 s: {load.get('unanswered_long')})")
     return 0
 
 

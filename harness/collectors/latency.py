@@ -52,6 +52,22 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
 
 
+def release(hists: Any) -> None:
+    """Free histograms that are no longer used, now.
+
+    An hdrh histogram and its encoder point at each other, so dropping the last reference
+    frees nothing: the pair (with its 92 KiB counts array) waits for a full cyclic garbage
+    collection, which a long run makes ever rarer. Interval histograms are made every second
+    per series; left to the collector they grew the driver by ~1.3 MiB a minute (tracemalloc
+    over a 200 s run: 166 such arrays, 15 MiB, alive but unreachable).
+    """
+    for h in hists:
+        encoder = getattr(h, "encoder", None)
+        if encoder is not None:
+            encoder.histogram = None
+        h.encoder = None
+
+
 class IntervalCounts:
     """Request counters of one interval (summable across workers)."""
 
@@ -240,6 +256,7 @@ class LatencyRecorder:
                 s.hist = new_histogram()
         if self.files is not None:
             self._emit(k, dt, hists, counts)
+            release(hists.values())
             return
         shipped = []
         for s in self._series.values():
@@ -248,6 +265,7 @@ class LatencyRecorder:
                 encoded = h.encode().decode("ascii") if h is not None else None
                 shipped.append([*s.key, encoded, s.out_of_range])
                 s.out_of_range = 0  # the master holds the count from now on
+        release(hists.values())
         self._outbox.append({"k": k, "dt": dt, "c": counts.to_dict(), "h": shipped})
 
     # -- worker ---------------------------------------------------------------------------
@@ -282,7 +300,9 @@ class LatencyRecorder:
                 h = p["h"].get(s.key)
                 if h is None:
                     h = p["h"][s.key] = new_histogram()
-                h.decode_and_add(encoded)
+                other = HdrHistogram.decode(encoded)  # decode_and_add, minus the cycle
+                h.add(other)
+                release([other])
         closed = math.inf if report.get("final") else int(report.get("closed_through", -1))
         self._sources[source] = max(self._sources[source], closed)
 
@@ -303,6 +323,7 @@ class LatencyRecorder:
             if p is None:
                 p = {"dt": self.interval_s, "c": IntervalCounts(), "h": {}}
             self._emit(k, p["dt"] or self.interval_s, p["h"], p["c"])
+            release(p["h"].values())
             self._next_flush = k + 1
         if final:
             self.finished = True
@@ -327,6 +348,7 @@ class LatencyRecorder:
         self.files.write_interval(start, dt, [(self._series[key], h) for key, h in hists.items()])
         self.files.write_index(self._series.values())
         pct = merged.get_percentile_to_value_dict([50.0, 99.0]) if merged.total_count else {}
+        release([merged])
         record: dict[str, Any] = {
             "t": round(start, 6), "dt": round(dt, 6), "warmup": warmup,
             "requests": counts.requests, "failures": counts.failures,
