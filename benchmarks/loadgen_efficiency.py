@@ -197,15 +197,22 @@ def main() -> int:
     wrk_base = statistics.median(r["per_cpu_s"] for r in wrk) if wrk else None
     print(f"\nendpoint: {args.endpoint}; {args.users} connections; {args.duration} s per run; "
           f"{args.rounds} rounds interleaved; medians (min..max); {os.cpu_count()} CPUs\n")
-    print("| load generator | requests/s | requests per loadgen CPU-s | vs bare Locust |"
-          + (" vs wrk |" if wrk_base else ""))
-    print("|---|---:|---:|---:|" + ("---:|" if wrk_base else ""))
+    print("| load generator | requests/s | requests per loadgen CPU-s | vs bare Locust | "
+          "vs bare Locust, paired per round |" + (" vs wrk |" if wrk_base else ""))
+    print("|---|---:|---:|---:|---:|" + ("---:|" if wrk_base else ""))
+    locust = results["bare Locust (FastHttpUser)"]
     for name, rs in results.items():
         rps = [r["rps"] for r in rs]
         eff = [r["per_cpu_s"] for r in rs]
         med = statistics.median(eff)
+        # Each round's ratio to the bare Locust run of the same round: the machine's drift
+        # between rounds cancels (bare Locust alone moved 1114..1885 between rounds).
+        paired = [r["per_cpu_s"] / b["per_cpu_s"] for r, b in zip(rs, locust, strict=True)
+                  if b["per_cpu_s"] > 0]
+        pair = (f"{statistics.median(paired):.2f} ({min(paired):.2f}..{max(paired):.2f})"
+                if paired else "-")
         row = (f"| {name} | {statistics.median(rps):.0f} ({min(rps):.0f}..{max(rps):.0f}) | "
-               f"{med:.0f} ({min(eff):.0f}..{max(eff):.0f}) | {med / base:.2f} |")
+               f"{med:.0f} ({min(eff):.0f}..{max(eff):.0f}) | {med / base:.2f} | {pair} |")
         if wrk_base:
             row += f" {med / wrk_base:.3f} |"
         print(row)
