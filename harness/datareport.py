@@ -112,11 +112,12 @@ def _missing(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def _null_counts(run_dir: Path) -> dict[tuple[str, str], tuple[float, float]]:
-    """(model, feature) -> (null rows, rows) over the window, from the service's metrics."""
+def _null_counts(run_dir: Path) -> tuple[dict[tuple[str, str], tuple[float, float]], bool]:
+    """(model, feature) -> (null rows, rows) over the window, from the service's metrics,
+    and whether those metrics counted any feature rows at all."""
     end = read_scrape(run_dir, "end")
     if end is None:
-        return {}
+        return {}, False
     start = read_scrape(run_dir, "start")
     rows = {dict(k).get("model", "?"): v
             for k, v in counter_values(start, end, ROWS_METRIC).items()}
@@ -126,31 +127,26 @@ def _null_counts(run_dir: Path) -> dict[tuple[str, str], tuple[float, float]]:
         model = lab.get("model", "?")
         if rows.get(model):
             out[(model, lab.get("feature", "?"))] = (v, rows[model])
-    return out
+    return out, any(v > 0 for v in rows.values())
 
 
 def _null_features(run: Path, baseline: Path | None, training: Reference,
                    warnings: list[str]) -> list[dict[str, Any]]:
     """Null-rate rises after assembly: against the baseline run's own rates when its metrics
     counted rows (a feature with no null series there had rate 0), else against training."""
-    now = _null_counts(run)
+    now, _ = _null_counts(run)
     if not now:
         return []
     if baseline is not None:
-        if _rows_seen(baseline):
-            rates = {k: n / r for k, (n, r) in _null_counts(baseline).items() if r}
+        before, counted = _null_counts(baseline)
+        if counted:
+            rates = {k: n / r for k, (n, r) in before.items() if r}
             return null_rate_increases(now, rates, "baseline run")
         warnings.append(f"{baseline.name}: its metrics count no feature rows "
                         "(refsvc_feature_rows_total): null rates are judged against training")
     rates = {(m, f): float(training.features.get(f, {}).get("null_rate", 0.0))
              for (m, f) in now}
     return null_rate_increases(now, rates, "training")
-
-
-def _rows_seen(run_dir: Path) -> bool:
-    end = read_scrape(run_dir, "end")
-    return end is not None and any(
-        v > 0 for v in counter_values(read_scrape(run_dir, "start"), end, ROWS_METRIC).values())
 
 
 def check_run(run_dir: str | Path, baseline: str | Path | None = None, *,

@@ -313,8 +313,10 @@ def _tailed(per_interval: list[tuple[int, int]], machine: list[tuple[float, floa
     f = _facts(system_cpu_mean_pct=66.0)
     f.stages["infer"] = StageFacts("infer", 0.8, 7000.0, 6000, 48_000, 1000)
     f.client = StageFacts("client", 1.0, 9000.0, 8000, 50_000, 1000)
-    f.stage_tail_intervals = {"infer": per_interval}
-    f.interval_machine = machine
+    # one-second intervals from t = 1000 s; a None machine entry: no resources sample there
+    f.stage_tail_intervals = {"infer": [(1000.0 + k, n, top)
+                                        for k, (n, top) in enumerate(per_interval)]}
+    f.interval_machine = {1000.0 + k: m for k, m in enumerate(machine) if m is not None}
     return f
 
 
@@ -343,5 +345,11 @@ def test_a_tail_inside_cpu_bursts_is_the_machines_not_the_models():
     # Bursts that hold as large a share of all values as of the tail explain nothing.
     f = _tailed([(100, 1)] * 5 + [(100, 1)] * 5, [burst] * 5 + [quiet] * 5)
     assert tail_in_contention(f, "infer") is None
+    # Intervals are matched by their start time: a stage with no values in some second (no
+    # line in its interval log) is not shifted against the machine's seconds.
+    f = _tailed(per, machine)
+    f.stage_tail_intervals["infer"] = [x for x in f.stage_tail_intervals["infer"]
+                                       if x[0] != 1001.0]
+    assert tail_in_contention(f, "infer") == pytest.approx(0.9)
     # Without per-interval facts (hand-built or old runs) the window mean decides.
     assert _tail_finding(_tailed([], [])).severity == "warning"

@@ -179,12 +179,13 @@ class Facts:
     model_versions: dict[str, str] = field(default_factory=dict)
     #: "client", "residual" and "stage:<name>" histograms of the measured window
     histograms: dict[str, HdrHistogram] = field(default_factory=dict)
-    #: per measured interval: (system CPU % of the machine, share of the machine taken by
-    #: processes other than the service and the load generator), None when not sampled
-    interval_machine: list[tuple[float, float] | None] = field(default_factory=list)
-    #: per stage, per measured interval (aligned with interval_machine): (values, values at
-    #: or above the stage's p99 over the window)
-    stage_tail_intervals: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    #: interval start (s, rounded to ms) -> (system CPU % of the machine, share of the
+    #: machine taken by processes other than the service and the load generator); intervals
+    #: without a resources sample are absent
+    interval_machine: dict[float, tuple[float, float]] = field(default_factory=dict)
+    #: per stage: (interval start, values, values at or above the stage's p99 over the
+    #: window) for each measured interval in which the stage has values
+    stage_tail_intervals: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
 
 
 def _tag_service_p99(rd: RunDir, tag: str) -> int | None:
@@ -267,9 +268,9 @@ def _concurrency(meta: dict[str, Any], workers: int) -> int | None:
 
 
 def _interval_machine(rd: RunDir, starts: list[tuple[float, float]], cpus: int
-                      ) -> list[tuple[float, float] | None]:
-    """(system CPU %, other processes' share of the machine) per interval, from the
-    resources samples that fall inside it."""
+                      ) -> dict[float, tuple[float, float]]:
+    """Interval start -> (system CPU %, other processes' share of the machine), from the
+    resources samples that fall inside the interval."""
     own_roles = set(SERVICE_ROLES) | set(LOADGEN_ROLES) | {"profiler"}
     by_t: dict[float, list[float]] = {}  # t -> [system %, own % of one core]
     for r in rd.resources():
@@ -279,9 +280,9 @@ def _interval_machine(rd: RunDir, starts: list[tuple[float, float]], cpus: int
         elif r.role in own_roles:
             slot[1] += r.cpu_percent
     samples = sorted((t, s, own) for t, (s, own) in by_t.items() if s >= 0)
-    out: list[tuple[float, float] | None] = []
+    out: dict[float, tuple[float, float]] = {}
     i = 0
-    for t0, dt in starts:
+    for t0, dt in sorted(starts):
         while i < len(samples) and samples[i][0] < t0:
             i += 1
         j = i
@@ -289,26 +290,25 @@ def _interval_machine(rd: RunDir, starts: list[tuple[float, float]], cpus: int
         while j < len(samples) and samples[j][0] < t0 + dt:
             inside.append(samples[j])
             j += 1
-        if not inside:
-            out.append(None)
-            continue
-        system = sum(s for _, s, _ in inside) / len(inside)
-        own = sum(o for _, _, o in inside) / len(inside) / (100.0 * max(1, cpus))
-        out.append((system, max(0.0, system / 100.0 - own)))
+        if inside:
+            system = sum(s for _, s, _ in inside) / len(inside)
+            own = sum(o for _, _, o in inside) / len(inside) / (100.0 * max(1, cpus))
+            out[round(t0, 3)] = (system, max(0.0, system / 100.0 - own))
     return out
 
 
 def _tail_intervals(rd: RunDir, stage: str, p99_us: int, start: float
-                    ) -> tuple[list[tuple[float, float]], list[tuple[int, int]]]:
-    """(interval starts and lengths, (values, values >= p99) per interval) of the window."""
-    spans, counts = [], []
+                    ) -> tuple[set[tuple[float, float]], list[tuple[float, int, int]]]:
+    """The window's intervals in which the stage has values, as (start, length), and
+    (start, values, values >= p99) for each."""
+    spans, counts = set(), []
     for t, dt, hist in rd.interval_histograms("stage", stage=stage):
         if t < start - 1e-6:
             continue  # warm-up
         arr = stats.counts_array(hist)
         idx = hist.get_counts_array_index(int(p99_us))
-        spans.append((t, dt))
-        counts.append((int(arr.sum()), int(arr[idx:].sum())))
+        spans.add((round(t, 3), dt))
+        counts.append((round(t, 3), int(arr.sum()), int(arr[idx:].sum())))
     return spans, counts
 
 
@@ -382,12 +382,14 @@ def extract_facts(rd: RunDir) -> Facts:
     f.profile = _profile(rd)
     start = summary["window"]["start"]
     if start is not None and f.stages:
-        spans: list[tuple[float, float]] = []
+        spans: set[tuple[float, float]] = set()
         for name, st in f.stages.items():
             if st.p99_us:
-                spans, f.stage_tail_intervals[name] = _tail_intervals(rd, name, st.p99_us, start)
+                stage_spans, f.stage_tail_intervals[name] = _tail_intervals(
+                    rd, name, st.p99_us, start)
+                spans |= stage_spans
         if spans:
-            f.interval_machine = _interval_machine(rd, spans, f.cpu_count)
+            f.interval_machine = _interval_machine(rd, list(spans), f.cpu_count)
     f.model_versions = _model_versions(meta)
     if not f.errors:
         f.errors = {str(k).partition("|")[2] or str(k): int(v)

@@ -100,12 +100,13 @@ def tail_in_contention(f: Facts, stage: str) -> float | None:
     else None.
     """
     per = f.stage_tail_intervals.get(stage)
-    if not per or len(per) != len(f.interval_machine):
+    if not per or not f.interval_machine:
         return None
     values = tail = values_hot = tail_hot = 0
-    for (n, top), m in zip(per, f.interval_machine, strict=True):
+    for t, n, top in per:
         values += n
         tail += top
+        m = f.interval_machine.get(t)
         if m is not None and m[0] >= MACHINE_SYSTEM_PCT and m[1] >= MACHINE_OTHER_SHARE:
             values_hot += n
             tail_hot += top
