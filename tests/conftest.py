@@ -112,6 +112,14 @@ class RunningService:
     def worker_pids(self) -> list[int]:
         return [c.pid for c in psutil.Process(self.pid).children()]
 
+    def wait_for_workers(self, n: int, timeout_s: float = 30.0) -> list[int]:
+        """The sorted worker pids once ``n`` are up (/readyz answers as soon as one worker
+        has booted), or whatever is there at the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.worker_pids()) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return sorted(self.worker_pids())
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -164,7 +172,8 @@ class ServiceFactory:
         self.started: list[RunningService] = []
 
     def __call__(self, *, wait: bool = True, ready_timeout_s: float = 60.0,
-                 **options: Any) -> RunningService:
+                 env: dict[str, str] | None = None, **options: Any) -> RunningService:
+        """Start a service; ``env`` adds variables to its environment only (not the tests')."""
         from reference_service.launch import gunicorn_command, wait_ready
 
         options.setdefault("artifacts_dir", str(self.artifacts))
@@ -172,7 +181,7 @@ class ServiceFactory:
         port = free_port()
         argv, extra = gunicorn_command(port=port, **options)
         log_path = self.tmp_dir / f"service-{port}.log"
-        env = {**os.environ, **extra}
+        env = {**os.environ, **extra, **(env or {})}
         if "admin_token" not in options:
             env.pop("REFSVC_ADMIN_TOKEN", None)
         with open(log_path, "wb") as log:

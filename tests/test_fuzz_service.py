@@ -15,7 +15,6 @@ import http.client
 import json
 import math
 import os
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,19 +46,8 @@ class Sent:
 def svc(reference_service_module: Any) -> Iterator[Any]:
     # A batch limit of 16: over-long batches are still fuzzed (and rejected), but the valid
     # ones stay cheap enough for 10,000 requests to fit a CI budget on 2 cores.
-    old = os.environ.get("REFSVC_MAX_BATCH")
-    os.environ["REFSVC_MAX_BATCH"] = str(MAX_BATCH)
-    try:
-        service = reference_service_module(workers=2)
-    finally:
-        if old is None:
-            del os.environ["REFSVC_MAX_BATCH"]
-        else:
-            os.environ["REFSVC_MAX_BATCH"] = old
-    deadline = time.monotonic() + 30
-    while len(service.worker_pids()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)  # /readyz answers as soon as one worker has booted
-    workers = sorted(service.worker_pids())
+    service = reference_service_module(workers=2, env={"REFSVC_MAX_BATCH": str(MAX_BATCH)})
+    workers = service.wait_for_workers(2)
     assert len(workers) == 2
     yield service
     # Zero worker crashes: gunicorn replaces a dead worker with a new pid.

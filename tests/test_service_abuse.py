@@ -29,19 +29,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def svc(reference_service_module: Any) -> Iterator[Any]:
-    old = os.environ.get("REFSVC_READ_DEADLINE_S")
-    os.environ["REFSVC_READ_DEADLINE_S"] = str(DEADLINE_S)
-    try:
-        service = reference_service_module(workers=WORKERS)
-    finally:
-        if old is None:
-            del os.environ["REFSVC_READ_DEADLINE_S"]
-        else:
-            os.environ["REFSVC_READ_DEADLINE_S"] = old
-    deadline = time.monotonic() + 30
-    while len(service.worker_pids()) < WORKERS and time.monotonic() < deadline:
-        time.sleep(0.05)
-    workers = sorted(service.worker_pids())
+    service = reference_service_module(workers=WORKERS,
+                                       env={"REFSVC_READ_DEADLINE_S": str(DEADLINE_S)})
+    workers = service.wait_for_workers(WORKERS)
     yield service
     assert sorted(service.worker_pids()) == workers, service.log()[-3000:]  # no worker died
 
