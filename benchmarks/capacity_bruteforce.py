@@ -45,7 +45,7 @@ def options(out: Path) -> CapacityOptions:
                           serve_options=ServeOptions(workers=1, faults=str(faults)))
     return CapacityOptions(template=template,
                            slo=parse_slo({"objectives": [{"latency": {"p50": "1s"}}]}),
-                           start_rps=4.0, tolerance=0.05, max_steps=12, step_s=4.0,
+                           start_rps=4.0, tolerance=0.05, max_steps=16, step_s=4.0,
                            warmup_s=1.0, out=out)
 
 

@@ -36,7 +36,7 @@ def main() -> int:
                           serve_options=ServeOptions(workers=1, faults=str(faults)))
     opts = CapacityOptions(template=template,
                            slo=parse_slo({"objectives": [{"latency": {"p50": "1s"}}]}),
-                           start_rps=4.0, tolerance=0.05, max_steps=12, step_s=4.0,
+                           start_rps=4.0, tolerance=0.05, max_steps=16, step_s=4.0,
                            warmup_s=1.0, out=args.out)
     began = time.monotonic()
     result = find_capacity(opts)

@@ -6,6 +6,21 @@ sweep directory) at a fixed arrival rate, checked against the SLO with
 step fails (or halve it until one passes), then bisection narrows the bracket
 [highest pass, lowest fail] until it is within ``tolerance`` of the passing rate.
 
+Near the knee one step decides pass or fail and two steps at one rate can disagree,
+so a converged bracket is then confirmed: its ends are re-tested, first the lowest
+failing rate, then the highest passing one, each until most of its steps agree (one
+more step when the re-test agrees, two when it does not). A rate's verdict is the
+majority of its steps, and the bracket is always computed from those verdicts: the
+highest majority-passing rate below the lowest rate that did not majority-pass (a tie,
+left only when the step budget runs out mid-re-test, does not meet the SLO). When an
+end flips, the search goes on from the new bracket: coarse steps again when one side
+is gone (doubling from the highest pass when no rate above it fails any more, halving
+from the lowest fail when none below it passes), bisection when it is wider than the
+tolerance, then a new confirmation; a rate already confirmed (two or more steps, a
+majority) is not re-tested. Confirmation costs 2 steps per pass when the re-tests agree and at
+most 4; ``max_steps`` bounds everything, and a search that runs out of steps reports
+the best bracket known, not converged.
+
 A step "meets the SLO" only when its verdict is ``pass``: an inconclusive step
 (too few samples, or the target inside the confidence interval) or an invalid
 one (the run's self-check failed, e.g. the achieved rate fell short of the target
@@ -33,7 +48,8 @@ from harness.service import ServedTarget, TargetError, serve_reference
 from harness.slo import Slo, check
 
 __all__ = ["CapacityError", "CapacityOptions", "CapacityResult", "CapacityStep",
-           "find_capacity", "format_capacity", "knee_index", "step_seconds"]
+           "CurvePoint", "StepRunner", "find_capacity", "format_capacity", "knee_index",
+           "search", "step_seconds"]
 
 _REFERENCE_STAGE_MAP = Path(__file__).resolve().parent / "stagemaps" / "reference_service.json"
 
@@ -45,7 +61,8 @@ class CapacityError(Exception):
 @dataclass(frozen=True)
 class CapacityOptions:
     """A sweep: ``template`` is the run of every step (its rate, out and duration are set
-    per step); the rest steers the search. Checked when built."""
+    per step); the rest steers the search. Checked when built. ``max_steps`` includes
+    the re-tests of the bracket's ends: 2 steps per confirmation typically, 4 at most."""
 
     template: RunOptions
     slo: Slo
@@ -76,7 +93,7 @@ class CapacityStep:
     """One run of the sweep; latencies in µs (client, from the intended start)."""
 
     index: int
-    phase: str  # "coarse" or "bisect"
+    phase: str  # "coarse", "bisect" or "confirm" (a re-test of one of the bracket's ends)
     rate_rps: float
     run_dir: str
     verdict: str
@@ -93,28 +110,61 @@ class CapacityStep:
         return self.verdict == "pass"
 
 
+@dataclass(frozen=True)
+class CurvePoint:
+    """One tested rate: how many of its steps passed, and its latest step (whose numbers
+    stand for the rate: one run's numbers together rather than medians of different runs,
+    which would also hide a re-test that disagreed)."""
+
+    rate_rps: float
+    steps: int
+    passes: int
+    latest: CapacityStep
+
+    @property
+    def passed(self) -> bool:
+        """The majority verdict: more than half of the steps passed."""
+        return 2 * self.passes > self.steps
+
+    @property
+    def verdict(self) -> str:
+        """The step's verdict for a rate tested once, else e.g. "pass 2/2" or "fail 1/3"
+        (passes / steps); "tie 1/2" when the budget ran out mid-re-test."""
+        if self.steps == 1:
+            return self.latest.verdict
+        word = "tie" if 2 * self.passes == self.steps else "pass" if self.passed else "fail"
+        return f"{word} {self.passes}/{self.steps}"
+
+
 @dataclass
 class CapacityResult:
     sweep_dir: Path
-    capacity_rps: float | None  # highest rate that passed
-    limit_rps: float | None  # lowest rate that did not
+    capacity_rps: float | None  # highest rate that majority-passed below limit_rps
+    limit_rps: float | None  # lowest rate that did not majority-pass
     converged: bool
     reason: str
     steps: list[CapacityStep] = field(default_factory=list)
     knee_rps: float | None = None
     elapsed_s: float = 0.0
 
-    def curve(self) -> list[CapacityStep]:
-        return sorted(self.steps, key=lambda s: s.rate_rps)
+    def curve(self) -> list[CurvePoint]:
+        """One point per tested rate, by rate."""
+        by_rate: dict[float, list[CapacityStep]] = {}
+        for step in self.steps:
+            by_rate.setdefault(step.rate_rps, []).append(step)
+        return [CurvePoint(rate_rps=rate, steps=len(steps),
+                           passes=sum(s.passed for s in steps), latest=steps[-1])
+                for rate, steps in sorted(by_rate.items())]
 
     def to_dict(self) -> dict[str, Any]:
         return {"sweep_dir": str(self.sweep_dir), "capacity_rps": self.capacity_rps,
                 "limit_rps": self.limit_rps, "converged": self.converged, "reason": self.reason,
                 "knee_rps": self.knee_rps, "elapsed_s": round(self.elapsed_s, 3),
                 "steps": [dataclasses.asdict(s) for s in self.steps],
-                "curve": [{"rate_rps": s.rate_rps, "achieved_rps": s.achieved_rps,
-                           "p50_us": s.p50_us, "p99_us": s.p99_us, "passed": s.passed}
-                          for s in self.curve()]}
+                "curve": [{"rate_rps": p.rate_rps, "achieved_rps": p.latest.achieved_rps,
+                           "p50_us": p.latest.p50_us, "p99_us": p.latest.p99_us,
+                           "passed": p.passed, "steps": p.steps, "passes": p.passes}
+                          for p in self.curve()]}
 
 
 def knee_index(xs: list[float], ys: list[float]) -> int | None:
@@ -157,7 +207,7 @@ def step_seconds(opts: CapacityOptions, rate: float) -> float:
 def _step(opts: CapacityOptions, base: RunOptions, sweep: Path, index: int, phase: str,
           rate: float) -> CapacityStep:
     began = time.monotonic()
-    step_opts = dataclasses.replace(base, rate=round(rate, 3), users=None, spawn_rate=None,
+    step_opts = dataclasses.replace(base, rate=rate, users=None, spawn_rate=None,
                                     duration_s=step_seconds(opts, rate),
                                     warmup_s=opts.warmup_s, out=sweep,
                                     tags={**base.tags, "capacity_step": str(index)})
@@ -174,7 +224,7 @@ def _step(opts: CapacityOptions, base: RunOptions, sweep: Path, index: int, phas
               if r.verdict != "pass"]
     failed += [f"self-check: {e}" for e in verdict.self_check_errors]
     return CapacityStep(
-        index=index, phase=phase, rate_rps=round(rate, 3), run_dir=str(result.run_dir),
+        index=index, phase=phase, rate_rps=rate, run_dir=str(result.run_dir),
         verdict=verdict.verdict, achieved_rps=star.get("rps"), p50_us=client.get("p50_us"),
         p90_us=client.get("p90_us"), p99_us=client.get("p99_us"),
         error_rate=None if star.get("fail_pct") is None else star["fail_pct"] / 100.0,
@@ -210,8 +260,18 @@ def find_capacity(opts: CapacityOptions,
         base = dataclasses.replace(base, serve=None, target=served.url, stage_map=stage_map)
     result = CapacityResult(sweep_dir=sweep, capacity_rps=None, limit_rps=None,
                             converged=False, reason="")
+
+    def run_step(index: int, phase: str, rate: float) -> CapacityStep:
+        return _step(opts, base, sweep, index, phase, rate)
+
+    def after_step(step: CapacityStep) -> None:
+        result.elapsed_s = time.monotonic() - began
+        _finish(result, sweep)
+        if on_step is not None:
+            on_step(step)
+
     try:
-        _search(opts, base, sweep, result, on_step, began)
+        search(opts, run_step, result, after_step)
     finally:
         if served is not None:
             served.stop()
@@ -220,54 +280,104 @@ def find_capacity(opts: CapacityOptions,
     return result
 
 
-def _search(opts: CapacityOptions, base: RunOptions, sweep: Path, result: CapacityResult,
-            on_step: Callable[[CapacityStep], None] | None, began: float) -> None:
-    lo: float | None = None
-    hi: float | None = None
+StepRunner = Callable[[int, str, float], CapacityStep]
+"""Runs step ``index`` (from 1) of ``phase`` at a rate in req/s, rounded to 0.001."""
 
-    def take(phase: str, rate: float) -> bool:
-        nonlocal lo, hi
-        step = _step(opts, base, sweep, len(result.steps) + 1, phase, rate)
+
+def _majority(outcomes: list[bool]) -> bool | None:
+    """True when most of a rate's steps passed, False when most failed, None on a tie."""
+    passes = sum(outcomes)
+    return None if 2 * passes == len(outcomes) else 2 * passes > len(outcomes)
+
+
+def _confirmed(outcomes: list[bool]) -> bool:
+    return len(outcomes) >= 2 and _majority(outcomes) is not None
+
+
+def _bracket(outcomes: dict[float, list[bool]]) -> tuple[float | None, float | None]:
+    """(highest majority-passing rate below the lowest rate that did not majority-pass,
+    that rate): the brute force's "highest rate that passed below the lowest that failed"."""
+    hi = min((r for r, o in outcomes.items() if _majority(o) is not True), default=None)
+    lo = max((r for r, o in outcomes.items() if _majority(o) and (hi is None or r < hi)),
+             default=None)
+    return lo, hi
+
+
+def _agreement(outcomes: list[bool]) -> str:
+    """How many of a rate's steps agree with its majority, e.g. "2 of 3"."""
+    return f"{max(sum(outcomes), len(outcomes) - sum(outcomes))} of {len(outcomes)}"
+
+
+def search(opts: CapacityOptions, run_step: StepRunner, result: CapacityResult,
+           on_step: Callable[[CapacityStep], None] | None = None) -> None:
+    """The search on any step runner (find_capacity's runs a real step): appends every
+    step to ``result``, keeps its bracket current and sets converged and reason at the end.
+
+    Every round recomputes the bracket from the majorities of all tested rates, then takes
+    one action: a coarse step while one side of the bracket is missing, a bisection step
+    while it is wider than the tolerance, else re-tests of an unconfirmed end until it
+    has a majority; with both ends confirmed the search has converged.
+    """
+    outcomes: dict[float, list[bool]] = {}
+
+    def take(phase: str, rate: float) -> None:
+        rate = round(rate, 3)
+        step = run_step(len(result.steps) + 1, phase, rate)
         result.steps.append(step)
-        if step.passed:
-            lo = rate if lo is None else max(lo, rate)
-        else:
-            hi = rate if hi is None else min(hi, rate)
-        result.capacity_rps, result.limit_rps = lo, hi
-        result.elapsed_s = time.monotonic() - began
-        _finish(result, sweep)
+        outcomes.setdefault(rate, []).append(step.passed)
+        result.capacity_rps, result.limit_rps = _bracket(outcomes)
         if on_step is not None:
             on_step(step)
-        return step.passed
 
-    rate = opts.start_rps
-    while len(result.steps) < opts.max_steps:
-        passed = take("coarse", rate)
-        if lo is not None and hi is not None:
-            break
-        rate = rate * 2 if passed else rate / 2
-        if rate > opts.max_rps:
-            result.reason = f"the SLO holds up to max rate {lo:g} req/s (raise --max-rate)"
-            return
-        if rate < opts.min_rps:
-            result.reason = (f"no rate met the SLO, down to {hi:g} req/s (min rate "
-                             f"{opts.min_rps:g})")
-            return
-    while lo is not None and hi is not None and hi - lo > opts.tolerance * lo:
-        if len(result.steps) >= opts.max_steps:
-            result.reason = f"stopped after {opts.max_steps} steps before the tolerance was met"
-            return
-        take("bisect", (lo + hi) / 2)
-    if lo is not None and hi is not None:
-        result.converged = True
-        result.reason = (f"capacity {lo:g} req/s (fails at {hi:g} req/s; bracket "
-                         f"{100 * (hi - lo) / lo:.1f} % <= {100 * opts.tolerance:g} %)")
-    else:
-        result.reason = f"stopped after {opts.max_steps} steps without a bracket"
+    def out_of_steps(before: str) -> bool:
+        if len(result.steps) < opts.max_steps:
+            return False
+        result.reason = f"stopped after {opts.max_steps} steps {before}"
+        return True
+
+    while True:
+        lo, hi = _bracket(outcomes)
+        if lo is None or hi is None:
+            rate = lo * 2 if lo is not None else hi / 2 if hi is not None else opts.start_rps
+            if rate > opts.max_rps:
+                result.reason = f"the SLO holds up to max rate {lo:g} req/s (raise --max-rate)"
+                return
+            if rate < opts.min_rps:
+                result.reason = (f"no rate met the SLO, down to {hi:g} req/s (min rate "
+                                 f"{opts.min_rps:g})")
+                return
+            if out_of_steps("without a bracket"):
+                return
+            take("coarse", rate)
+        elif hi - lo > opts.tolerance * lo:
+            if out_of_steps("before the tolerance was met"):
+                return
+            take("bisect", (lo + hi) / 2)
+        else:
+            end = next((r for r in (hi, lo) if not _confirmed(outcomes[r])), None)
+            if end is None:
+                result.converged = True
+                result.reason = _converged_reason(outcomes, lo, hi, opts.tolerance)
+                return
+            while not _confirmed(outcomes[end]):
+                if out_of_steps(f"before the bracket's ends were confirmed ({end:g} req/s: "
+                                f"{sum(outcomes[end])} of {len(outcomes[end])} steps passed)"):
+                    return
+                take("confirm", end)
+
+
+def _converged_reason(outcomes: dict[float, list[bool]], lo: float, hi: float,
+                      tolerance: float) -> str:
+    agree_lo, agree_hi = _agreement(outcomes[lo]), _agreement(outcomes[hi])
+    confirmed = (f"each confirmed by {agree_lo} steps" if agree_lo == agree_hi else
+                 f"confirmed by {agree_lo} and {agree_hi} steps respectively")
+    return (f"capacity {lo:g} req/s (fails at {hi:g} req/s, {confirmed}; bracket "
+            f"{100 * (hi - lo) / lo:.1f} % <= {100 * tolerance:g} %)")
 
 
 def _finish(result: CapacityResult, sweep: Path) -> None:
-    curve = [s for s in result.curve() if s.achieved_rps is not None and s.p99_us is not None]
+    curve = [p.latest for p in result.curve()
+             if p.latest.achieved_rps is not None and p.latest.p99_us is not None]
     k = knee_index([float(s.achieved_rps or 0) for s in curve], [float(s.p99_us or 0)
                                                                   for s in curve])
     result.knee_rps = curve[k].rate_rps if k is not None else None
@@ -283,12 +393,13 @@ def format_capacity(result: CapacityResult) -> list[str]:
     def ms(us: int | None) -> str:
         return "-" if us is None else f"{us / 1000:.3f}"
 
-    for s in result.curve():
+    for point in result.curve():
+        s = point.latest
         err = "-" if s.error_rate is None else f"{100 * s.error_rate:.2f}%"
         ach = "-" if s.achieved_rps is None else f"{s.achieved_rps:.1f}"
         mark = "  <- knee" if result.knee_rps == s.rate_rps else ""
         lines.append(f"{s.rate_rps:>9g} {ach:>11} {ms(s.p50_us):>9} {ms(s.p90_us):>9} "
-                     f"{ms(s.p99_us):>9} {err:>7}  {s.verdict}{mark}")
+                     f"{ms(s.p99_us):>9} {err:>7}  {point.verdict}{mark}")
         lines += [f"{'':>11}{row}" for row in s.failed_rows[:2]]
     lines += ["", result.reason or "-"]
     if result.capacity_rps is not None:

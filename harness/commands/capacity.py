@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "capacity", help="find the highest arrival rate that meets an SLO (open-model sweep)",
         description="Open-model sweep of the arrival rate: coarse doubling steps, then "
-                    "bisection, each step a run directory under one sweep directory with "
+                    "bisection, then re-tests of the bracket's ends until each has a "
+                    "majority, each step a run directory under one sweep directory with "
                     "capacity.json. Exit 0 when the capacity was bracketed within the "
                     "tolerance, 1 when the SLO fails even at the minimum rate, 3 when the "
                     "search did not converge, 2 on bad input. See docs/slo.md.")
@@ -32,7 +33,8 @@ def register(sub: Any) -> None:
     p.add_argument("--max-rate", type=float, default=5000.0, help="highest rate tried (5000)")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="stop when (fail - pass) / pass <= this (0.05)")
-    p.add_argument("--max-steps", type=int, default=16, help="at most this many runs (16)")
+    p.add_argument("--max-steps", type=int, default=16,
+                   help="at most this many runs, re-tests of the bracket's ends included (16)")
     p.add_argument("--step", default="8s", help="measured time of each step (8s)")
     p.add_argument("--warmup", default="2s", help="warm-up of each step (2s)")
     p.add_argument("--arrival", choices=["poisson", "constant"], default="poisson")
