@@ -207,6 +207,10 @@ def _profile_check(rd: RunDir) -> dict[str, Any]:
     detail = f"{samples} samples at {status.get('rate_hz', '?')} Hz, {errors} errors"
     if behind or lag:
         detail += f", fell behind {behind} times (max {lag:.2f} s)"
+    window = status.get("window") or {}
+    cpu_s, span = status.get("cpu_s"), (window.get("end") or 0) - (window.get("start") or 0)
+    if cpu_s is not None and span > 0:
+        detail += f"; py-spy used {cpu_s:.2f} CPU-s ({100 * cpu_s / span:.1f} % of a core)"
     if status.get("target_exited"):
         detail += "; the service exited while sampled: the profile is partial"
     # a few sampling errors are normal (a frame read mid-update); many mean a bad profile

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -42,14 +42,15 @@ def children(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def gunicorn(app_source: str, workdir: Path,
-             workers: int = 2) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Serve ``app_source`` (a module defining ``application``) with gunicorn sync workers."""
+def gunicorn(app_source: str, workdir: Path, workers: int = 2,
+             args: Sequence[str] = ()) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Serve ``app_source`` (a module defining ``application``) with gunicorn sync workers;
+    ``args`` are more gunicorn options."""
     (workdir / "svc_app.py").write_text(app_source)
     port = free_port()
     proc = subprocess.Popen(
         [GUNICORN, "-w", str(workers), "-b", f"127.0.0.1:{port}", "--chdir", str(workdir),
-         "--graceful-timeout", "2", "svc_app:application"],
+         "--graceful-timeout", "2", *args, "svc_app:application"],
         stdout=subprocess.DEVNULL, stderr=(workdir / "gunicorn.log").open("wb"),
     )
     url = f"http://127.0.0.1:{port}/"

@@ -98,6 +98,7 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with gunicorn(APP, tmp_path) as (service, url):
+        workers = children(service.pid)
         load = subprocess.Popen(["wrk", "-t1", "-c2", "-d5s", url], stdout=subprocess.DEVNULL)
         collector = ProfileCollector()
         ctx = context(run_dir, service.pid, 0.5, 3.0, wall=True, stage_map=str(map_path),
@@ -105,7 +106,7 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
         collector.start(ctx)
         assert collector.pids() == []  # nothing runs before the measured window
         time.sleep(1.0)
-        assert len(collector.pids()) == 2
+        assert len(collector.pids()) == 4  # one py-spy per worker and view
         time.sleep(2.7)
         status = collector.stop()
         assert collector.stop() == status
@@ -115,10 +116,20 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
     assert status["views"] == ["oncpu", "wall"] and status["rate_hz"] == 100
     assert status["nonblocking"] is True  # two py-spys must not both pause the workers
     assert status["command"][:2] == [find_pyspy()[0], "record"]
-    assert "--subprocesses" in status["command"] and str(service.pid) in status["command"]
+    assert "--subprocesses" not in status["command"]
+    rows = {row["pid"]: row for row in status["processes"]}
+    assert set(rows) == {service.pid, *workers}
+    assert rows[service.pid]["sampled"] is False  # the idle master is not sampled
+    assert "a parent process using" in rows[service.pid]["why"]
+    for pid in workers:
+        assert rows[pid]["sampled"] is True and rows[pid]["parent"] == service.pid
+        assert rows[pid]["samples"]["oncpu"] > 0 and rows[pid]["samples"]["wall"] > 0
     assert status["window"]["start"] >= ctx.measure_start - 0.05
     # 2 workers x ~12 % on CPU (7 ms loop per ~57 ms request) x 100 Hz x 3 s: ~70 expected
     assert status["samples"] > 35
+    # py-spy's own CPU, from each py-spy's rusage: 4 py-spys at 100 Hz for 3 s
+    assert 0 < status["cpu_s"] < 4 * 3.0
+    assert status["cpu_s"] == pytest.approx(sum(rows[pid]["cpu_s"] for pid in workers), abs=0.01)
     on_disk = json.loads((pdir / "status.json").read_text())
     assert {k: v for k, v in on_disk.items() if k != "by_view"} == status
     assert on_disk["by_view"]["wall"]["samples"] == on_disk["by_view"]["wall"]["collapsed_samples"]
@@ -126,6 +137,13 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
 
     oncpu, wall = read_collapsed(pdir / "oncpu.collapsed"), read_collapsed(pdir / "wall.collapsed")
     assert sum(s.count for s in oncpu) == status["samples"]
+    # stacks sit under the master's and then the worker's process frame, as --subprocesses
+    # writes them, so the report can split the profile by process
+    for stack in oncpu + wall:
+        top, worker = stack.frames[0], stack.frames[1]
+        assert top.is_process and top.function.startswith(f"process {service.pid}: ")
+        assert worker.is_process and int(worker.function.split()[1].rstrip(":")) in workers
+    assert not (pdir / "parts").exists()
     for view, stacks in (("oncpu", oncpu), ("wall", wall)):
         doc = json.loads((pdir / f"{view}.speedscope.json").read_text())
         check_speedscope(doc, sum(s.count for s in stacks))
@@ -141,6 +159,32 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
     assert wall_detail["upstream"]["waiting"] >= 0.9 * wall_detail["upstream"]["samples"]
     assert wall_detail["compute"]["waiting"] == 0
     assert wall_detail["compute"]["top_self"][0]["function"].startswith("crunch_numbers (")
+
+
+@pytest.mark.slow
+def test_recycled_workers_get_their_own_pyspy(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with gunicorn(APP, tmp_path, args=["--max-requests", "15"]) as (service, url):
+        first = children(service.pid)
+        load = subprocess.Popen(["wrk", "-t1", "-c2", "-d4s", url], stdout=subprocess.DEVNULL)
+        collector = ProfileCollector(stop_timeout_s=5)
+        collector.start(context(run_dir, service.pid, 0.0, 3.5))
+        time.sleep(3.7)
+        status = collector.stop()
+        load.wait()
+    # ~17 requests/s per worker for 3.5 s, recycled every 15: several generations
+    sampled = [row for row in status["processes"] if row["sampled"]]
+    assert len(sampled) >= 4 and set(first) <= {row["pid"] for row in sampled}
+    assert any(row["exited"] for row in sampled)
+    assert status["ok"] is True and status["target_exited"] is False and "note" not in status
+    later = [row for row in sampled if row["pid"] not in first]
+    assert later and sum(row["samples"]["oncpu"] for row in later) > 0
+    assert status["cpu_s"] > 0  # the py-spys that ended with their worker were reaped too
+    stacks = read_collapsed(run_dir / "profile" / "oncpu.collapsed")
+    seen = {int(s.frames[1].function.split()[1].rstrip(":")) for s in stacks}
+    assert seen & {row["pid"] for row in later}
+    assert sum(s.count for s in stacks) == status["samples"]
 
 
 @pytest.mark.slow

@@ -1,8 +1,20 @@
 """The profile collector: py-spy attached to the service for the measured window.
 
-``py-spy record --pid SERVICE --subprocesses --format raw`` samples the
-gunicorn master and every worker from outside (ptrace), so the service needs no
-change. One py-spy process runs per view:
+py-spy samples the service's processes from outside (ptrace), so the service needs
+no change. One py-spy runs per sampled process and view (``py-spy record --pid PID
+--format raw``), not one ``--subprocesses`` py-spy on the service's top process:
+measured on the reference service (2 gunicorn workers, 20 Hz, 10 s), one
+``--subprocesses`` py-spy cost 0.54 CPU-s and one per worker 0.30 CPU-s, because
+``--subprocesses`` also samples the idle master and keeps polling the process table.
+The collector re-reads the service's process tree twice a second (from /proc), so a
+worker gunicorn starts after recycling one gets its own py-spy within half a second.
+A process is sampled when it has no children (a worker; the service itself when it
+is a single process) or when it used >= 5 % of a core since the previous look (a
+parent that serves requests itself); an idle parent is listed in status.json as not
+sampled. Each process's stacks are written under ``process PID:"command"`` frames
+for the chain from the service's top process down, as ``--subprocesses`` writes them.
+
+Views:
 
 - ``oncpu`` (default): py-spy's default mode, idle threads dropped: where CPU
   time goes. Not ``--gil``: sklearn/numpy release the GIL while they compute,
@@ -14,9 +26,9 @@ change. One py-spy process runs per view:
 The collector waits in a thread until ``measure_start``, runs py-spy until
 ``measure_end`` or ``stop()``, stops it with SIGINT (py-spy writes its output
 on SIGINT; killed after a timeout), then writes, under ``profile/``:
-``VIEW.collapsed`` (py-spy's raw output), ``VIEW.speedscope.json``,
-``stages.json`` (see stagemap.py), ``py-spy.log`` (py-spy's own output) and
-``status.json``. When py-spy is missing or cannot attach, the run goes on and
+``VIEW.collapsed`` (py-spy's raw output, all processes), ``VIEW.speedscope.json``,
+``stages.json`` (see stagemap.py), ``py-spy.log`` (py-spy's own output, per process)
+and ``status.json``. When py-spy is missing or cannot attach, the run goes on and
 ``status.json`` says why.
 """
 
@@ -32,11 +44,19 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.collectors.base import CollectorContext
-from harness.collectors.stacks import read_collapsed, to_speedscope
+from harness.collectors.proctree import cmdline, cpu_seconds, descendants
+from harness.collectors.stacks import (
+    Stack,
+    process_frame,
+    read_collapsed,
+    to_speedscope,
+    write_collapsed,
+)
 from harness.collectors.stagemap import StageMap, build_stages, load_stage_map
 
 __all__ = ["DEFAULT_RATE_HZ", "VIEWS", "ProfileCollector", "find_pyspy", "parse_pyspy_log"]
@@ -45,6 +65,8 @@ VIEWS = ("oncpu", "wall")
 DEFAULT_RATE_HZ = 20  # measured: keeps the capacity cost within 5 % (docs/collectors.md)
 DEFAULT_VIEWS = ("oncpu",)
 MAX_RATE_HZ = 1000
+POLL_S = 0.5  # how often the service's process tree is re-read for new processes
+BUSY_SHARE = 0.05  # a parent process using this share of a core is sampled too
 _OPTION_KEYS = {"rate_hz", "views", "wall", "pyspy", "stage_map", "nonblocking",
                 "stop_timeout_s"}
 _SAMPLES_RE = re.compile(r"Samples: (\d+) Errors: (\d+)")
@@ -142,11 +164,15 @@ class ProfileCollector:
         self._dir: Path | None = None
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._commands: dict[str, list[str]] = {}
+        self._pyspy_path: str | None = None
+        self._parts: list[_Part] = []
+        self._seen: set[int] = set()
+        self._cpu: dict[int, tuple[float, float]] = {}
+        self._idle_share: dict[int, float] = {}
+        self._cmdlines: dict[int, str] = {}
+        self._root_alive_at_end = True
         self._reason: str | None = None
         self._window: list[float] = []
-        self._forced: list[str] = []
         self._result: dict[str, Any] | None = None
 
     @classmethod
@@ -185,7 +211,8 @@ class ProfileCollector:
 
     def pids(self) -> list[int]:
         """Pids of the running py-spy processes (for the resources collector)."""
-        return [p.pid for p in list(self._procs.values()) if p.poll() is None]
+        return [part.proc.pid for part in list(self._parts)
+                if part.proc is not None and part.poll() is None]
 
     def start(self, ctx: CollectorContext) -> None:
         if self._ctx is not None:
@@ -201,51 +228,105 @@ class ProfileCollector:
         if path is None:
             self._reason = reason
             return
-        for view in self.views:
-            cmd = [path, "record", "--pid", str(ctx.service_pid), "--subprocesses",
-                   "--rate", str(self.rate_hz), "--format", "raw", "--full-filenames",
-                   "--output", str(self._dir / f"{view}.collapsed")]
-            if view == "wall":
-                cmd.append("--idle")
-            if self.nonblocking or len(self.views) > 1:
-                # Two py-spys that both pause the workers fail each other's ptrace (measured:
-                # a third of the on-CPU samples lost as errors), so together neither pauses.
-                cmd.append("--nonblocking")
-            self._commands[view] = cmd
+        self._pyspy_path = path
         self._thread = threading.Thread(target=self._run, name="profile-pyspy", daemon=True)
         self._thread.start()
 
+    def _command(self, pid: int, view: str, output: Path) -> list[str]:
+        assert self._pyspy_path is not None
+        cmd = [self._pyspy_path, "record", "--pid", str(pid), "--rate", str(self.rate_hz),
+               "--format", "raw", "--full-filenames", "--output", str(output)]
+        if view == "wall":
+            cmd.append("--idle")
+        if self.nonblocking or len(self.views) > 1:
+            # Two py-spys that both pause a worker fail each other's ptrace (measured: a
+            # third of the on-CPU samples lost as errors), so together neither pauses.
+            cmd.append("--nonblocking")
+        return cmd
+
     def _run(self) -> None:
-        ctx, pdir = self._ctx, self._dir
-        assert ctx is not None and pdir is not None
+        ctx = self._ctx
+        assert ctx is not None
         if self._stop_event.wait(max(0.0, ctx.measure_start - time.time())):
             self._reason = "stopped before the measured window started: no profile"
             return
         self._window.append(time.time())
-        for view, cmd in self._commands.items():
-            log = (pdir / f"py-spy.{view}.log").open("wb")
-            try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT)
-                # Copy-and-swap: pids() reads this dict from the resources sampler thread.
-                self._procs = {**self._procs, view: proc}
-            except OSError as exc:
-                self._reason = f"could not start py-spy: {exc}"
-            finally:
-                log.close()
-        self._stop_event.wait(max(0.0, ctx.measure_end - time.time()))
+        root = ctx.service_pid
+        assert root is not None
+        self._cmdlines[root] = cmdline(root)
+        while True:
+            self._attach_new(root)
+            wait = min(POLL_S, ctx.measure_end - time.time())
+            if wait <= 0 or self._stop_event.wait(wait):
+                break
         self._window.append(time.time())
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+        self._root_alive_at_end = cpu_seconds(root) is not None
+        parts = [p for p in self._parts if p.proc is not None]
+        for part in parts:
+            if part.proc is not None and part.poll() is None:
+                part.proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + self.stop_timeout_s
-        for view, proc in self._procs.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                self._forced.append(view)
+        for part in parts:
+            if part.wait(max(0.1, deadline - time.monotonic())) is None:
+                assert part.proc is not None
+                part.proc.kill()
+                part.wait(5.0)
+                part.forced = True
+
+    def _attach_new(self, root: int) -> None:
+        """Start py-spy on every process of the tree that is worth sampling and has none yet.
+
+        A process is sampled when it has no children (a gunicorn or uvicorn worker; the
+        service itself when it is a single process) or when it used >= BUSY_SHARE of a
+        core since the previous look (a parent that serves requests itself). An idle
+        parent, such as gunicorn's master, costs py-spy as much per sample as a worker
+        and shows nothing, so it is skipped and status.json says so.
+        """
+        tree = descendants(root)
+        if tree is None:
+            return  # the service is gone: its py-spys notice by themselves
+        now = time.monotonic()
+        parents = set(tree.values())
+        for pid in (root, *tree):
+            if pid in self._seen:
+                continue
+            if pid in parents:
+                used = cpu_seconds(pid)
+                last = self._cpu.get(pid)
+                self._cpu[pid] = (now, used or 0.0)
+                share = None if last is None or used is None or now <= last[0] \
+                    else (used - last[1]) / (now - last[0])
+                self._idle_share[pid] = max(self._idle_share.get(pid, 0.0), share or 0.0)
+                if share is None or share < BUSY_SHARE:
+                    continue
+            self._seen.add(pid)
+            chain = [pid]
+            while chain[0] != root and chain[0] in tree:
+                chain.insert(0, tree[chain[0]])
+            for c in chain:
+                if c not in self._cmdlines:
+                    self._cmdlines[c] = cmdline(c)
+            for view in self.views:
+                self._spawn(view, pid, chain)
+
+    def _spawn(self, view: str, pid: int, chain: list[int]) -> None:
+        pdir = self._dir
+        assert pdir is not None
+        parts_dir = pdir / "parts"
+        parts_dir.mkdir(exist_ok=True)
+        part = _Part(view=view, pid=pid, chain=chain, output=parts_dir / f"{view}.{pid}.collapsed",
+                     log=parts_dir / f"{view}.{pid}.log", started=time.time())
+        part.cmd = self._command(pid, view, part.output)
+        log = part.log.open("wb")
+        try:
+            part.proc = subprocess.Popen(part.cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        except OSError as exc:
+            part.error = f"could not start py-spy: {exc}"
+        finally:
+            log.close()
+        # Copy-and-swap: pids() reads this list from the resources sampler thread.
+        self._parts = [*self._parts, part]
 
     def stop(self) -> dict[str, Any]:
         if self._result is not None:
@@ -256,6 +337,27 @@ class ProfileCollector:
             self._result = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"}
         return dict(self._result)
 
+    def _read_part(self, part: _Part) -> list[Stack]:
+        text = part.log.read_text(encoding="utf-8", errors="replace") if part.log.exists() else ""
+        info = parse_pyspy_log(text)
+        if part.error:
+            info["error_lines"].append(part.error)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        info["last_line"] = lines[-1] if lines else None
+        info["returncode"] = part.proc.returncode if part.proc is not None else None
+        info["killed_after_timeout"] = part.forced
+        info["written"] = part.output.exists()
+        stacks: list[Stack] = []
+        try:
+            stacks = read_collapsed(part.output)
+        except ValueError as exc:  # a py-spy killed mid-write leaves a torn file
+            info["written"] = False
+            info["error_lines"].append(f"unreadable output: {exc}")
+        info["collapsed_samples"] = sum(s.count for s in stacks)
+        part.info, part.text = info, text
+        prefix = [process_frame(c, self._cmdlines.get(c, f"pid {c}")) for c in part.chain]
+        return [Stack((*prefix, *s.frames), s.count) for s in stacks]
+
     def _finish(self) -> dict[str, Any]:
         if self._ctx is None or self._dir is None:
             return {"ok": False, "reason": "stop() called before start()"}
@@ -263,38 +365,30 @@ class ProfileCollector:
         if self._thread is not None:
             self._thread.join(timeout=self.stop_timeout_s + 5.0)
         pdir = self._dir
-        per_view, log_parts, stacks = {}, [], {}
-        for view, cmd in self._commands.items():
-            part = pdir / f"py-spy.{view}.log"
-            text = part.read_text(encoding="utf-8", errors="replace") if part.exists() else ""
-            part.unlink(missing_ok=True)
-            log_parts.append(f"== {view}: {' '.join(cmd)}\n{text}")
-            info = parse_pyspy_log(text)
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            info["last_line"] = lines[-1] if lines else None
-            proc = self._procs.get(view)
-            info["returncode"] = proc.returncode if proc is not None else None
-            info["killed_after_timeout"] = view in self._forced
-            info["written"] = (pdir / f"{view}.collapsed").exists()
-            try:
-                stacks[view] = read_collapsed(pdir / f"{view}.collapsed")
-            except ValueError as exc:  # a py-spy killed mid-write leaves a torn file
-                stacks[view], info["written"] = [], False
-                info["error_lines"].append(f"unreadable output: {exc}")
-            info["collapsed_samples"] = sum(s.count for s in stacks[view])
-            per_view[view] = info
-        if log_parts:
-            (pdir / "py-spy.log").write_text("\n".join(log_parts), encoding="utf-8")
-        written = [v for v in self._commands if per_view[v]["written"]]
+        stacks: dict[str, list[Stack]] = {view: [] for view in self.views}
+        for part in self._parts:
+            stacks[part.view] += self._read_part(part)
+        log = [f"== {p.view} pid {p.pid}: {' '.join(p.cmd)}\n{p.text}" for p in self._parts]
+        if log:
+            (pdir / "py-spy.log").write_text("\n".join(log), encoding="utf-8")
+        per_view = {view: _view_info([p for p in self._parts if p.view == view])
+                    for view in self.views} if self._parts else {}
+        written = [v for v in self.views if per_view.get(v, {}).get("written")]
         for view in written:
+            write_collapsed(pdir / f"{view}.collapsed", stacks[view])
             doc = to_speedscope({view: stacks[view]}, name=f"{view} profile ({self.rate_hz} Hz)")
             _write_json(pdir / f"{view}.speedscope.json", doc)
         if written:
             _write_json(pdir / "stages.json",
                         build_stages({v: stacks[v] for v in written}, self.stage_map))
-        reason = self._reason or _failure_reason(per_view)
-        ok = bool(self._commands) and len(written) == len(self._commands) and self._reason is None
+        shutil.rmtree(pdir / "parts", ignore_errors=True)
+        reason = self._reason or _failure_reason(per_view, self._parts)
+        if self._reason is None and not self._parts and len(self._window) == 2:
+            reason = "no process of the service was found to sample"
+        ok = bool(self._parts) and len(written) == len(self.views) and self._reason is None
         primary = per_view.get(self.views[0], {})
+        exited = len(self._window) == 2 and not self._root_alive_at_end
+        first = next((p for p in self._parts if p.view == self.views[0]), None)
         status: dict[str, Any] = {
             "ok": ok,
             "reason": None if ok else reason,
@@ -302,33 +396,144 @@ class ProfileCollector:
             "errors": sum(v.get("errors") or 0 for v in per_view.values()),
             "rate_hz": self.rate_hz,
             "nonblocking": self.nonblocking or len(self.views) > 1,
-            "views": list(written) if self._commands else [],
+            "views": written,
             "requested_views": list(self.views),
-            "command": self._commands.get(self.views[0], []),
+            "command": first.cmd if first is not None else [],
+            "processes": self._process_rows(),
+            "cpu_s": _cpu_total(self._parts),
             "window": {"start": self._window[0], "end": self._window[1]}
             if len(self._window) == 2 else None,
             "lag_warnings": sum(v["lag_warnings"] for v in per_view.values()),
             "max_lag_s": max((v["max_lag_s"] for v in per_view.values()), default=0.0),
-            "target_exited": any(v["target_exited"] for v in per_view.values()),
+            "target_exited": exited,
             "by_view": per_view,
             "stage_map": self.stage_map.source,
         }
-        if ok and status["target_exited"]:
+        if ok and exited:
             status["note"] = "the service exited while py-spy was sampling: the profile is partial"
         _write_json(pdir / "status.json", status)
         return {k: v for k, v in status.items() if k != "by_view"}
 
+    def _process_rows(self) -> list[dict[str, Any]]:
+        """One row per process of the service seen: sampled (with its counts) or why not."""
+        rows: dict[int, dict[str, Any]] = {}
+        for part in self._parts:
+            info = part.info or {}
+            row = rows.setdefault(part.pid, {
+                "pid": part.pid, "parent": part.chain[-2] if len(part.chain) > 1 else None,
+                "command": self._cmdlines.get(part.pid), "sampled": True,
+                "since": round(part.started, 3), "samples": {}, "errors": 0,
+                "exited": False})
+            row["samples"][part.view] = info.get("collapsed_samples", 0)
+            if part.cpu_s is not None:
+                row["cpu_s"] = round(row.get("cpu_s", 0.0) + part.cpu_s, 3)
+            row["errors"] += info.get("errors") or 0
+            row["exited"] = row["exited"] or bool(info.get("target_exited"))
+            if not info.get("written"):
+                row["failed"] = _part_failure(part)
+        for pid, share in self._idle_share.items():
+            if pid not in rows:
+                rows[pid] = {"pid": pid, "command": self._cmdlines.get(pid), "sampled": False,
+                             "why": f"a parent process using {100 * share:.1f} % of a core "
+                                    f"(< {100 * BUSY_SHARE:g} %): not sampled"}
+        return sorted(rows.values(), key=lambda r: r["pid"])
 
-def _failure_reason(per_view: Mapping[str, Mapping[str, Any]]) -> str | None:
+
+@dataclass
+class _Part:
+    """One py-spy on one process for one view."""
+
+    view: str
+    pid: int
+    chain: list[int]  # the service's root pid .. this pid
+    output: Path
+    log: Path
+    started: float
+    cmd: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    error: str | None = None
+    forced: bool = False
+    info: dict[str, Any] | None = None
+    text: str = ""
+    cpu_s: float | None = None  # py-spy's own CPU time, from its rusage when reaped
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def poll(self) -> int | None:
+        """Reap py-spy if it has exited (keeping its CPU time); its exit code or None.
+
+        ``os.wait4`` rather than Popen.poll: it returns the child's rusage, so the run
+        can say exactly what the profiler cost. pids() polls from the resources sampler's
+        thread while the collector's thread waits, hence the lock.
+        """
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return None if proc is None else proc.returncode
+        with self.lock:
+            if proc.returncode is not None:
+                return proc.returncode
+            try:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: no rusage
+                return proc.poll()
+            if pid == 0:
+                return None
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            self.cpu_s = usage.ru_utime + usage.ru_stime
+            return proc.returncode
+
+    def wait(self, timeout_s: float) -> int | None:
+        """poll() until py-spy exits or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self.poll()
+            if code is not None or time.monotonic() >= deadline:
+                return code
+            time.sleep(0.02)
+
+
+def _cpu_total(parts: Sequence[_Part]) -> float | None:
+    """py-spy's CPU seconds, all processes and views; None when one could not be measured."""
+    started = [p for p in parts if p.proc is not None]
+    if not started or any(p.cpu_s is None for p in started):
+        return None
+    return round(sum(p.cpu_s or 0.0 for p in started), 3)
+
+
+def _view_info(parts: list[_Part]) -> dict[str, Any]:
+    """One view's py-spy reports summed over its processes."""
+    infos = [p.info or {} for p in parts]
+    return {
+        "processes": len(parts),
+        "written": any(i.get("written") for i in infos),
+        "samples": sum(i.get("samples") or 0 for i in infos),
+        "collapsed_samples": sum(i.get("collapsed_samples") or 0 for i in infos),
+        "errors": sum(i.get("errors") or 0 for i in infos),
+        "lag_warnings": sum(i.get("lag_warnings") or 0 for i in infos),
+        "max_lag_s": max((i.get("max_lag_s") or 0.0 for i in infos), default=0.0),
+        "processes_exited": sum(1 for i in infos if i.get("target_exited")),
+        "killed_after_timeout": sum(1 for p in parts if p.forced),
+    }
+
+
+def _part_failure(part: _Part) -> str:
+    info = part.info or {}
+    if info.get("error_lines"):
+        return str(info["error_lines"][-1])
+    if part.forced:
+        return "did not exit after SIGINT and was killed: no output written"
+    last = f" (last output: {info['last_line']})" if info.get("last_line") else ""
+    return f"exited with code {info.get('returncode')} and wrote no output{last}"
+
+
+def _failure_reason(per_view: Mapping[str, Mapping[str, Any]],
+                    parts: Sequence[_Part]) -> str | None:
     for view, info in per_view.items():
         if info["written"]:
             continue
-        if info["error_lines"]:
-            return f"py-spy ({view}): {info['error_lines'][-1]}"
-        if info["killed_after_timeout"]:
-            return f"py-spy ({view}) did not exit after SIGINT and was killed: no output written"
-        last = f" (last output: {info['last_line']})" if info.get("last_line") else ""
-        return f"py-spy ({view}) exited with code {info['returncode']} and wrote no output{last}"
+        failed = next((p for p in parts if p.view == view), None)
+        if failed is None:
+            return f"py-spy ({view}) was not started"
+        return f"py-spy ({view}): {_part_failure(failed)}"
     return None
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +36,7 @@ from typing import IO, Any
 import psutil
 
 from harness.collectors.base import CollectorContext
+from harness.collectors.proctree import descendants
 
 __all__ = ["COLUMNS", "EXTERNAL_NOTE", "ROLES", "ResourcesCollector", "check_rate_hz"]
 
@@ -66,54 +66,9 @@ def check_rate_hz(rate_hz: object) -> float:
 
 
 def _descendants(pid: int) -> list[tuple[int, bool]] | None:
-    """(pid, is a direct child) for every descendant of ``pid``; None when it is gone.
-
-    Linux lists each thread's children in /proc/PID/task/TID/children: walking those costs
-    a few reads per process in the tree, where psutil's ``children(recursive=True)`` reads
-    the parent of every process on the machine (5 ms with 76 processes, at 4 Hz for two
-    trees ~4 % of a core). Elsewhere, psutil.
-    """
-    if not os.path.isdir(f"/proc/{pid}/task"):
-        return _descendants_psutil(pid)
-    out: list[tuple[int, bool]] = []
-    stack = [(pid, True)]
-    while stack:
-        parent, top = stack.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            if parent == pid:
-                return None
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
-                    kids = f.read().split()
-            except FileNotFoundError:
-                if parent == pid and tid == str(pid) and not out:
-                    # no children file (kernel without CONFIG_PROC_CHILDREN): ask psutil
-                    return _descendants_psutil(pid)
-                continue  # the thread ended between listdir and open
-            except OSError:
-                continue
-            for kid in kids:
-                out.append((int(kid), top))
-                stack.append((int(kid), False))
-    return out
-
-
-def _descendants_psutil(pid: int) -> list[tuple[int, bool]] | None:
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except _GONE + (psutil.AccessDenied,):
-        return None
-    out = []
-    for proc in descendants:
-        try:
-            out.append((proc.pid, proc.ppid() == pid))
-        except _GONE + (psutil.AccessDenied,):
-            continue
-    return out
+    """(pid, is a direct child) for every descendant of ``pid``; None when it is gone."""
+    tree = descendants(pid)
+    return None if tree is None else [(kid, parent == pid) for kid, parent in tree.items()]
 
 
 def _busy_total(times: Any) -> tuple[float, float]:

@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = [
     "SPEEDSCOPE_SCHEMA_URL", "Frame", "Stack", "parse_collapsed", "parse_frame",
-    "read_collapsed", "to_speedscope",
+    "process_frame", "read_collapsed", "to_speedscope", "write_collapsed",
 ]
 
 SPEEDSCOPE_SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
@@ -79,6 +79,20 @@ def parse_frame(text: str) -> Frame:
     line = match.group("line")
     return Frame(match.group("function"), match.group("file"),
                  int(line) if line is not None else None, text)
+
+
+def process_frame(pid: int, command: str) -> Frame:
+    """The frame py-spy ``--subprocesses`` puts above a process's stacks."""
+    return parse_frame(f'process {pid}:"{command}"')
+
+
+def write_collapsed(path: Path, stacks: Iterable[Stack]) -> None:
+    """Write stacks in collapsed format (``frame;frame;... count``), as py-spy does."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for stack in stacks:
+            f.write(";".join(fr.text for fr in stack.frames) + f" {stack.count}\n")
+    tmp.replace(path)
 
 
 def _split_frames(body: str) -> list[str]:
