@@ -213,7 +213,9 @@ def _profile_check(rd: RunDir) -> dict[str, Any]:
         detail += f"; py-spy used {cpu_s:.2f} CPU-s ({100 * cpu_s / span:.1f} % of a core)"
     if status.get("target_exited"):
         detail += "; the service exited while sampled: the profile is partial"
+    elif status.get("failed_processes"):
+        detail += f"; {status.get('note') or 'some processes have no profile'}"
     # a few sampling errors are normal (a frame read mid-update); many mean a bad profile
     ok = errors <= PROFILE_ERRORS * max(samples, 1) and lag <= PROFILE_LAG_S \
-        and not status.get("target_exited")
+        and not status.get("target_exited") and not status.get("failed_processes")
     return _check("profiler", ok, "warning", detail)

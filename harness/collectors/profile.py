@@ -9,7 +9,7 @@ measured on the reference service (2 gunicorn workers, 20 Hz, 10 s), one
 The collector re-reads the service's process tree twice a second (from /proc), so a
 worker gunicorn starts after recycling one gets its own py-spy within half a second.
 A process is sampled when it has no children (a worker; the service itself when it
-is a single process) or when it used >= 5 % of a core since the previous look (a
+is a single process) or when it used >= 5 % of a core over two looks in a row (a
 parent that serves requests itself); an idle parent is listed in status.json as not
 sampled. Each process's stacks are written under ``process PID:"command"`` frames
 for the chain from the service's top process down, as ``--subprocesses`` writes them.
@@ -169,6 +169,7 @@ class ProfileCollector:
         self._seen: set[int] = set()
         self._cpu: dict[int, tuple[float, float]] = {}
         self._idle_share: dict[int, float] = {}
+        self._busy_before: dict[int, bool] = {}
         self._cmdlines: dict[int, str] = {}
         self._root_alive_at_end = True
         self._reason: str | None = None
@@ -278,7 +279,7 @@ class ProfileCollector:
 
         A process is sampled when it has no children (a gunicorn or uvicorn worker; the
         service itself when it is a single process) or when it used >= BUSY_SHARE of a
-        core since the previous look (a parent that serves requests itself). An idle
+        core over two looks in a row (a parent that serves requests itself). An idle
         parent, such as gunicorn's master, costs py-spy as much per sample as a worker
         and shows nothing, so it is skipped and status.json says so.
         """
@@ -297,7 +298,10 @@ class ProfileCollector:
                 share = None if last is None or used is None or now <= last[0] \
                     else (used - last[1]) / (now - last[0])
                 self._idle_share[pid] = max(self._idle_share.get(pid, 0.0), share or 0.0)
-                if share is None or share < BUSY_SHARE:
+                busy = share is not None and share >= BUSY_SHARE
+                # two busy looks in a row: a master that just forked its workers is not busy
+                if not (busy and self._busy_before.get(pid, False)):
+                    self._busy_before[pid] = busy
                     continue
             self._seen.add(pid)
             chain = [pid]
@@ -409,8 +413,15 @@ class ProfileCollector:
             "by_view": per_view,
             "stage_map": self.stage_map.source,
         }
+        sampled = [r for r in status["processes"] if r["sampled"]]
+        failed = [r for r in sampled if r.get("failed")]
+        status["failed_processes"] = len(failed)
         if ok and exited:
             status["note"] = "the service exited while py-spy was sampling: the profile is partial"
+        elif ok and failed:
+            status["note"] = (f"py-spy wrote no profile for {len(failed)} of {len(sampled)} "
+                              f"sampled processes (pid {failed[0]['pid']}: "
+                              f"{failed[0]['failed']}): the profile is partial")
         _write_json(pdir / "status.json", status)
         return {k: v for k, v in status.items() if k != "by_view"}
 
@@ -434,8 +445,9 @@ class ProfileCollector:
         for pid, share in self._idle_share.items():
             if pid not in rows:
                 rows[pid] = {"pid": pid, "command": self._cmdlines.get(pid), "sampled": False,
-                             "why": f"a parent process using {100 * share:.1f} % of a core "
-                                    f"(< {100 * BUSY_SHARE:g} %): not sampled"}
+                             "why": f"a parent process that used at most {100 * share:.1f} % "
+                                    f"of a core between looks (not >= {100 * BUSY_SHARE:g} % "
+                                    "twice in a row): not sampled"}
         return sorted(rows.values(), key=lambda r: r["pid"])
 
 

@@ -117,12 +117,14 @@ def _split_frames(body: str) -> list[str]:
 def parse_collapsed(text: str) -> list[Stack]:
     """Parse collapsed-stack text; identical stacks are merged, order of first appearance kept.
 
-    Raises ValueError naming the line when a line has no positive integer count.
+    Raises ValueError naming the line when a line has no positive integer count. A line
+    with a count and no frames (py-spy ``--nonblocking`` writes one when a read of a
+    process's stacks came out empty) is dropped: it says nothing about where time went.
     """
     merged: dict[tuple[str, ...], int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        if not line:
+        if not line or (line.isdigit() and int(line) > 0 and raw[:1].isspace()):
             continue
         body, _, count_text = line.rpartition(" ")
         if not body or not count_text.isdigit() or int(count_text) <= 0:
