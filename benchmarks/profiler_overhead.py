@@ -144,6 +144,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds of load per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", action="append", metavar="LABEL",
+                        help="run only this configuration (repeatable), e.g. 'oncpu 20 Hz'")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not on PATH", file=sys.stderr)
@@ -156,14 +158,18 @@ def main() -> int:
          f"127.0.0.1:{port}", "--chdir", str(workdir), "bench_app:application"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
-    results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in CONFIGS}
+    configs = [(label, o) for label, o in CONFIGS if not args.only or label in args.only]
+    if not configs:
+        parser.error(f"--only must name configurations from {[c for c, _ in CONFIGS]} "
+                     f"(got {args.only})")
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in configs}
     base_rps: list[float] = []
     conns = 2 * args.workers
     try:
         wait_ready(url)
         run_wrk(url, 2, conns)  # warm-up
         for rnd in range(args.rounds):
-            for label, options in CONFIGS:
+            for label, options in configs:
                 pair = []
                 for profiled in ((False, True) if rnd % 2 == 0 else (True, False)):
                     opts = options if profiled else None
@@ -176,8 +182,8 @@ def main() -> int:
                 prof["base_cpu_ms"] = base["svc_cpu_ms"]
                 base_rps.append(base["rps"])
                 results[label].append(prof)
-                print(f"round {rnd + 1} {label}: {base['rps']:.0f} -> {prof['rps']:.0f} req/s",
-                      file=sys.stderr)
+                print(f"round {rnd + 1} {label}: {base['rps']:.0f} -> {prof['rps']:.0f} req/s, "
+                      f"service CPU/request {prof['svc_cost']:+.1f} %", file=sys.stderr)
     finally:
         service.terminate()
         service.wait(timeout=10)
