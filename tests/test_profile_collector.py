@@ -359,3 +359,16 @@ def test_collapsed_parsing_and_speedscope_by_value() -> None:
     assert parse_collapsed("a (/x.py:1) 2\n 1\n") == parse_collapsed("a (/x.py:1) 2\n")
     with pytest.raises(ValueError, match="line 1 must end"):
         parse_collapsed("7\n")  # a bare count at the start of a line is a torn line
+
+
+def test_a_parent_is_sampled_only_after_two_busy_looks() -> None:
+    from harness.collectors.profile import BUSY_SHARE, _ParentLooks
+
+    looks = _ParentLooks()
+    assert looks.busy_twice(0.0, 1.0) is False  # a first look has no interval yet
+    assert looks.busy_twice(0.5, 1.5) is False  # busy (a whole core) once: a forking master
+    assert looks.busy_twice(1.0, 1.5) is False  # then idle
+    assert looks.busy_twice(1.5, 1.5 + BUSY_SHARE) is False  # 2x BUSY_SHARE once more
+    assert looks.busy_twice(2.0, 1.5 + 2 * BUSY_SHARE) is True  # and again: a serving parent
+    assert looks.max_share == 1.0
+    assert looks.busy_twice(2.5, None) is False  # gone between looks

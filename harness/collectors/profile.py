@@ -167,9 +167,7 @@ class ProfileCollector:
         self._pyspy_path: str | None = None
         self._parts: list[_Part] = []
         self._seen: set[int] = set()
-        self._cpu: dict[int, tuple[float, float]] = {}
-        self._idle_share: dict[int, float] = {}
-        self._busy_before: dict[int, bool] = {}
+        self._parents: dict[int, _ParentLooks] = {}  # parents not (yet) sampled
         self._cmdlines: dict[int, str] = {}
         self._root_alive_at_end = True
         self._reason: str | None = None
@@ -292,17 +290,11 @@ class ProfileCollector:
             if pid in self._seen:
                 continue
             if pid in parents:
-                used = cpu_seconds(pid)
-                last = self._cpu.get(pid)
-                self._cpu[pid] = (now, used or 0.0)
-                share = None if last is None or used is None or now <= last[0] \
-                    else (used - last[1]) / (now - last[0])
-                self._idle_share[pid] = max(self._idle_share.get(pid, 0.0), share or 0.0)
-                busy = share is not None and share >= BUSY_SHARE
+                looks = self._parents.setdefault(pid, _ParentLooks())
                 # two busy looks in a row: a master that just forked its workers is not busy
-                if not (busy and self._busy_before.get(pid, False)):
-                    self._busy_before[pid] = busy
+                if not looks.busy_twice(now, cpu_seconds(pid)):
                     continue
+                del self._parents[pid]
             self._seen.add(pid)
             chain = [pid]
             while chain[0] != root and chain[0] in tree:
@@ -442,13 +434,33 @@ class ProfileCollector:
             row["exited"] = row["exited"] or bool(info.get("target_exited"))
             if not info.get("written"):
                 row["failed"] = _part_failure(part)
-        for pid, share in self._idle_share.items():
+        for pid, looks in self._parents.items():
             if pid not in rows:
+                share = looks.max_share
                 rows[pid] = {"pid": pid, "command": self._cmdlines.get(pid), "sampled": False,
                              "why": f"a parent process that used at most {100 * share:.1f} % "
                                     f"of a core between looks (not >= {100 * BUSY_SHARE:g} % "
                                     "twice in a row): not sampled"}
         return sorted(rows.values(), key=lambda r: r["pid"])
+
+
+@dataclass
+class _ParentLooks:
+    """What the collector's looks at a parent process found: is it busy enough to sample?"""
+
+    last: tuple[float, float] | None = None  # (monotonic time, CPU seconds) of the last look
+    busy_before: bool = False
+    max_share: float = 0.0  # the largest share of a core seen between two looks
+
+    def busy_twice(self, now: float, used: float | None) -> bool:
+        """Record a look; True when this and the previous interval both used >= BUSY_SHARE."""
+        last, self.last = self.last, (now, used or 0.0)
+        share = None if last is None or used is None or now <= last[0] \
+            else (used - last[1]) / (now - last[0])
+        self.max_share = max(self.max_share, share or 0.0)
+        busy = share is not None and share >= BUSY_SHARE
+        twice, self.busy_before = busy and self.busy_before, busy
+        return twice
 
 
 @dataclass
