@@ -211,6 +211,10 @@ def _profile_check(rd: RunDir) -> dict[str, Any]:
     cpu_s, span = status.get("cpu_s"), (window.get("end") or 0) - (window.get("start") or 0)
     if cpu_s is not None and span > 0:
         detail += f"; py-spy used {cpu_s:.2f} CPU-s ({100 * cpu_s / span:.1f} % of a core)"
+    missed = int(status.get("missed_processes") or 0)
+    if missed:
+        detail += (f"; {missed} process{'es' if missed > 1 else ''} not profiled (ended, or "
+                   "the window did, before py-spy attached)")
     if status.get("target_exited"):
         detail += "; the service exited while sampled: the profile is partial"
     elif status.get("failed_processes"):

@@ -216,6 +216,30 @@ def test_damaged_run_profiler_out_of_range_and_contention(tmp_path):
     assert "truncated last line" in " ".join(s["warnings"])
 
 
+def test_profiler_check_missed_and_failed_processes(tmp_path):
+    # missed (a process that ended, or a window that did, before py-spy attached) is
+    # said but is no warning; a sampled process without a profile is one
+    b = RunBuilder(tmp_path)
+    b.write_meta()
+    b.record("client", "A", spread([1000] * 100))
+    (b.path / "profile").mkdir()
+    status = {"ok": True, "samples": 400, "errors": 0, "rate_hz": 20, "cpu_s": 0.5,
+              "window": {"start": T0 + 2, "end": T0 + 12}, "failed_processes": 0,
+              "missed_processes": 2}
+    write_json_atomic(b.path / "profile" / "status.json", status)
+    c = checks(summarize(RunDir(b.path)))
+    assert c["profiler"]["detail"] == (
+        "400 samples at 20 Hz, 0 errors; py-spy used 0.50 CPU-s (5.0 % of a core); "
+        "2 processes not profiled (ended, or the window did, before py-spy attached)")
+    assert c["profiler"]["ok"] is True
+    note = "py-spy wrote no profile for 1 of 4 sampled processes (pid 7: boom): partial"
+    write_json_atomic(b.path / "profile" / "status.json",
+                      {**status, "missed_processes": 0, "failed_processes": 1, "note": note})
+    c = checks(summarize(RunDir(b.path)))
+    assert c["profiler"]["detail"].endswith(f"(5.0 % of a core); {note}")
+    assert (c["profiler"]["ok"], c["profiler"]["severity"]) == (False, "warning")
+
+
 def test_slightly_late_starts_are_a_warning_not_an_error(tmp_path):
     b = RunBuilder(tmp_path, model="open", rate=100.0)
     b.write_meta()

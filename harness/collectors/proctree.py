@@ -10,7 +10,7 @@ import os
 
 import psutil
 
-__all__ = ["cmdline", "cpu_seconds", "descendants"]
+__all__ = ["cmdline", "cpu_seconds", "descendants", "started_at"]
 
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
@@ -73,6 +73,15 @@ def cpu_seconds(pid: int) -> float | None:
     except _GONE:
         return None
     return float(times.user + times.system)
+
+
+def started_at(pid: int) -> float | None:
+    """When the process started (epoch s): with the pid, it names one process even after
+    the pid is reused. None when it is gone."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except _GONE:
+        return None
 
 
 def cmdline(pid: int) -> str:

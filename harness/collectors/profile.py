@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.collectors.base import CollectorContext
-from harness.collectors.proctree import cmdline, cpu_seconds, descendants
+from harness.collectors.proctree import cmdline, cpu_seconds, descendants, started_at
 from harness.collectors.stacks import (
     Stack,
     process_frame,
@@ -264,6 +264,7 @@ class ProfileCollector:
         for part in parts:
             if part.proc is not None and part.poll() is None:
                 part.proc.send_signal(signal.SIGINT)
+                part.interrupted = True
         deadline = time.monotonic() + self.stop_timeout_s
         for part in parts:
             if part.wait(max(0.1, deadline - time.monotonic())) is None:
@@ -311,7 +312,8 @@ class ProfileCollector:
         parts_dir = pdir / "parts"
         parts_dir.mkdir(exist_ok=True)
         part = _Part(view=view, pid=pid, chain=chain, output=parts_dir / f"{view}.{pid}.collapsed",
-                     log=parts_dir / f"{view}.{pid}.log", started=time.time())
+                     log=parts_dir / f"{view}.{pid}.log", started=time.time(),
+                     born=started_at(pid))
         part.cmd = self._command(pid, view, part.output)
         log = part.log.open("wb")
         try:
@@ -343,6 +345,10 @@ class ProfileCollector:
         info["returncode"] = part.proc.returncode if part.proc is not None else None
         info["killed_after_timeout"] = part.forced
         info["written"] = part.output.exists()
+        # py-spy says "Sampling process ..." once attached; a process that is gone and
+        # never had that line ended between the collector's look and py-spy's attach
+        info["attached"] = "Sampling process" in text
+        info["gone"] = part.born is None or started_at(part.pid) != part.born
         stacks: list[Stack] = []
         try:
             stacks = read_collapsed(part.output)
@@ -408,6 +414,7 @@ class ProfileCollector:
         sampled = [r for r in status["processes"] if r["sampled"]]
         failed = [r for r in sampled if r.get("failed")]
         status["failed_processes"] = len(failed)
+        status["missed_processes"] = sum(1 for r in sampled if r.get("missed"))
         if ok and exited:
             status["note"] = "the service exited while py-spy was sampling: the profile is partial"
         elif ok and failed:
@@ -433,7 +440,12 @@ class ProfileCollector:
             row["errors"] += info.get("errors") or 0
             row["exited"] = row["exited"] or bool(info.get("target_exited"))
             if not info.get("written"):
-                row["failed"] = _part_failure(part)
+                missed = _missed(part)
+                if missed:
+                    row["exited"] = row["exited"] or missed.startswith("exited")
+                    row["missed"] = missed
+                else:
+                    row["failed"] = _part_failure(part)
         for pid, looks in self._parents.items():
             if pid not in rows:
                 share = looks.max_share
@@ -473,10 +485,12 @@ class _Part:
     output: Path
     log: Path
     started: float
+    born: float | None = None  # the process's start time when py-spy was started on it
     cmd: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     error: str | None = None
     forced: bool = False
+    interrupted: bool = False  # sent SIGINT at the end of the window
     info: dict[str, Any] | None = None
     text: str = ""
     cpu_s: float | None = None  # py-spy's own CPU time, from its rusage when reaped
@@ -539,6 +553,25 @@ def _view_info(parts: list[_Part]) -> dict[str, Any]:
     }
 
 
+def _missed(part: _Part) -> str | None:
+    """Why py-spy wrote nothing though nothing failed; None when that is a failure.
+
+    Two races that are not failures of the profiler: the process ended between the
+    collector's look and py-spy's attach (a worker recycled by gunicorn --max-requests,
+    a short-lived helper), or the measured window ended while py-spy was still attaching
+    (it was started on a new process moments before the end). A process that is still
+    running, or one py-spy had attached to, without a profile is a failure.
+    """
+    info = part.info or {}
+    if info.get("written") or info.get("attached") or part.forced or part.error:
+        return None
+    if info.get("gone"):
+        return "exited before py-spy attached (a short-lived process: not in the profile)"
+    if part.interrupted and info.get("returncode") == -signal.SIGINT:
+        return "the measured window ended while py-spy was attaching"
+    return None
+
+
 def _part_failure(part: _Part) -> str:
     info = part.info or {}
     if info.get("error_lines"):
@@ -557,7 +590,7 @@ def _failure_reason(per_view: Mapping[str, Mapping[str, Any]],
         failed = next((p for p in parts if p.view == view), None)
         if failed is None:
             return f"py-spy ({view}) was not started"
-        return f"py-spy ({view}): {_part_failure(failed)}"
+        return f"py-spy ({view}): {_missed(failed) or _part_failure(failed)}"
     return None
 
 
