@@ -353,3 +353,67 @@ def test_a_tail_inside_cpu_bursts_is_the_machines_not_the_models():
     assert tail_in_contention(f, "infer") == pytest.approx(0.9)
     # Without per-interval facts (hand-built or old runs) the window mean decides.
     assert _tail_finding(_tailed([], [])).severity == "warning"
+
+
+def test_one_request_name_slower_while_the_merged_traffic_is_not():
+    # the ranking model (a third of the traffic, faster than fraud) gets 1.5 ms slower in
+    # inference: the merged p50 and p99 are fraud's and do not move; ranking's p99 grows 42 %
+    def run(ranking_infer: int) -> Facts:
+        f = _facts()
+        per = {}
+        for name, infer, n in (("predict fraud", 7000, 1200), ("predict ranking",
+                                                                ranking_infer, 600)):
+            per[name] = {"client": _hist([infer + 1000 + i for i in range(n)]),
+                         "stage:infer": _hist([infer + i for i in range(n)]),
+                         "stage:fetch": _hist([300 + i % 10 for i in range(n)])}
+        f.by_name = per
+        f.histograms = {k: _merged(per["predict fraud"][k], per["predict ranking"][k])
+                        for k in per["predict fraud"]}
+        return f
+    base = run(2000)
+    found = diagnose_facts(run(3500), baseline=base)
+    hidden = [x for x in found if x.data.get("request")]
+    assert [x.data["request"] for x in hidden] == ["predict ranking"]
+    (ranking,) = hidden
+    assert ranking.severity == "warning" and ranking.data["stage"] == "stage:infer"
+    assert ranking.title.startswith("request 'predict ranking' p99 grew 42 % while all "
+                                    "traffic together did not (no significant difference)")
+    assert "'infer' (model) grew most: +1.500 ms, 100 % of its growth" in ranking.title
+    assert found[0] is ranking
+    # the per-name lines are in the table of every change as well
+    table = [x for x in found if x.title.startswith("percentile changes per series")][0]
+    assert any(line.startswith("request 'predict fraud': client p99") and
+               "no significant difference" in line for line in table.evidence)
+    # the same runs: no per-name finding
+    assert not [x for x in diagnose_facts(run(2000), baseline=base) if x.data.get("request")]
+
+
+def _merged(*hists: HdrHistogram) -> HdrHistogram:
+    out = HdrHistogram(1, 3_600_000_000, 3)
+    for h in hists:
+        out.add(h)
+    return out
+
+
+def test_the_change_finding_names_the_request_where_the_stage_grew_most():
+    def run(fraud_infer: int, ranking_infer: int) -> Facts:
+        f = _facts()
+        per = {name: {"client": _hist([infer + 1000 + i for i in range(800)]),
+                      "stage:infer": _hist([infer + i for i in range(800)])}
+               for name, infer in (("predict fraud", fraud_infer),
+                                   ("predict ranking", ranking_infer))}
+        f.by_name = per
+        f.histograms = {k: _merged(per["predict fraud"][k], per["predict ranking"][k])
+                        for k in per["predict fraud"]}
+        return f
+    base = run(6000, 6000)
+    change = [x for x in diagnose_facts(run(7000, 9000), baseline=base)
+              if x.layer == "change"][0]
+    assert change.data["stage"] == "stage:infer"
+    assert change.title.endswith("; most in request 'predict ranking' (+3.000 ms)")
+    assert change.data["most_in_request"] == "predict ranking"
+    # grown alike in both (less than 1.5 times more in one): no request is named
+    change = [x for x in diagnose_facts(run(8500, 9000), baseline=base)
+              if x.layer == "change"][0]
+    assert change.data["stage"] == "stage:infer" and change.data["most_in_request"] is None
+    assert "most in request" not in change.title

@@ -38,6 +38,7 @@ FUNCTION_GROWTH = 0.05       # growth of a function's share of on-CPU samples wo
 FUNCTION_MIN_SAMPLES = 10
 TAIL_PERCENTILES = (99.0, 95.0, 90.0, 50.0)
 CAUSE_SHARE = 0.25
+NAME_DOMINANCE = 1.5  # a stage grew in one request name this many times more than elsewhere
 # On a CPU-contended machine a computing stage slows down without doing more work; the
 # service's CPU time per request has to grow this much (and by this many ms) for a
 # computing stage's growth to be its own. psutil's CPU time per request moves by -15 % ..
@@ -181,6 +182,49 @@ def _behind_queueing(tail: dict[str, Delta], grew: list[Delta],
     return max(inside, key=lambda d: d.diff_us or 0, default=None)
 
 
+def _name_changes(a: Facts, b: Facts) -> dict[str, tuple[Delta, Delta | None]]:
+    """Per request name in both runs: its client tail change and the stage that grew most.
+
+    Merged traffic can hide one name's change (one model version slower, the others a
+    little faster, or a small share of the traffic); these are judged on their own.
+    """
+    out: dict[str, tuple[Delta, Delta | None]] = {}
+    for name in sorted(set(a.by_name) & set(b.by_name)):
+        ha, hb = a.by_name[name], b.by_name[name]
+        client = tail_delta("client", ha["client"], hb["client"])
+        grew = [percentile_delta(k, ha[k], hb[k], client.percentile) for k in hb
+                if k.startswith("stage:") and k != "stage:app" and k in ha] \
+            if client.verdict == "slower" else []
+        top = max((d for d in grew if d.verdict == "slower"), key=lambda d: d.diff_us or 0,
+                  default=None)
+        out[name] = (client, top)
+    return out
+
+
+def _where_stage_grew(a: Facts, b: Facts, series: str, p: float) -> tuple[str, Delta] | None:
+    """The request name in which ``series`` grew most, when it grew clearly most there.
+
+    Significantly slower in that name, and by at least NAME_DOMINANCE times as much as in
+    any other name: a fault in one model also slows the others that share its workers
+    and CPUs, so "most" is the evidence, not "only".
+    """
+    deltas = {n: percentile_delta(series, a.by_name[n][series], b.by_name[n][series], p)
+              for n in sorted(set(a.by_name) & set(b.by_name))
+              if series in a.by_name[n] and series in b.by_name[n]}
+    if len(deltas) < 2:
+        return None
+    name, best = max(deltas.items(), key=lambda nd: nd[1].diff_us or 0)
+    rest = max((d.diff_us or 0 for n, d in deltas.items() if n != name), default=0)
+    if best.verdict != "slower" or not best.diff_us or best.diff_us < NAME_DOMINANCE * rest:
+        return None
+    return name, best
+
+
+def _name_line(name: str, client: Delta, top: Delta | None) -> str:
+    line = f"request '{name}': {_describe(client)}"
+    return line + (f"; most grown stage {_describe(top)}" if top is not None else "")
+
+
 def cpu_per_request_ms(f: Facts) -> float | None:
     """The service tree's CPU time per request (psutil), ms; None when unknown."""
     if not f.service_cpu_mean_pct or not f.achieved_rps:
@@ -224,6 +268,8 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
     grew = [d for k, d in tail.items() if k not in ("client", "stage:app")
             and d.verdict == "slower"]
     evidence_all = [_describe(d) for d in deltas.values()]
+    by_name = _name_changes(a, b)
+    name_lines = [_name_line(n, c, t) for n, (c, t) in by_name.items()]
     if client is not None and client.verdict == "slower" and client.diff_us:
         rel = client.diff_us / client.a_us if client.a_us else 1.0
         # Queueing (the residual) grows when the service gets slower: a service stage that
@@ -255,6 +301,10 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
             top, explained = None, 0.0
             title = (f"p{client.percentile:g} grew {100 * rel:.0f} %; no single stage grew "
                      "significantly")
+        where = _where_stage_grew(a, b, top.series, client.percentile) \
+            if top is not None and top.series != "residual" else None
+        if where is not None:
+            title += f"; most in request '{where[0]}' (+{_ms(where[1].diff_us)})"
         # only a stage the profile shows computing: a waiting stage (a slow store, even one
         # py-spy sees partly on-CPU on a starved machine) or an unprofiled one keeps its
         # growth, a CPU-starved machine does not make a sleep longer
@@ -296,12 +346,14 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
             severity,
             "change", title,
             [_describe(client)] + ([_describe(top)] if top else []) +
-            [_describe(d) for d in grew if d is not top] + machine_note + saturated_note,
+            [_describe(d) for d in grew if d is not top] + machine_note + saturated_note +
+            name_lines,
             ["look at that stage's layer findings below and at the profile functions that "
              "grew"], explained if top else rel,
             {"stage": top.series if top else None, "explained": explained,
              "via": "residual" if behind is not None else None,
              "input_class": new_slow[0][0].tag if new_slow else None,
+             "most_in_request": where[0] if where is not None else None,
              "machine": list(drift) if drift else None}))
     elif client is not None and client.verdict == "faster":
         out.append(Finding("info", "change",
@@ -311,6 +363,8 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
         out.append(Finding("info", "change",
                            f"no significant p{client.percentile:g} change ({client.verdict})",
                            [_describe(client)], [], 0.0))
+    if client is None or client.verdict != "slower":
+        out += _hidden_name_findings(by_name, client)
     # a model only one run reports is unknown on the other side, not a change
     changed = {m: (a.model_versions[m], v) for m, v in b.model_versions.items()
                if m in a.model_versions and a.model_versions[m] != v}
@@ -330,6 +384,38 @@ def change_rules(b: Facts, a: Facts) -> list[Finding]:
             [f"{fn}: {100 * sa:.1f} % -> {100 * sb:.1f} %" for fn, sa, sb in growth[:5]],
             ["open both profiles' oncpu.speedscope.json side by side"], 0.0))
     out.append(Finding("info", "change", "percentile changes per series (baseline -> run)",
-                       evidence_all, [], 0.0,
+                       evidence_all + name_lines, [], 0.0,
                        {"deltas": [d.to_dict() for d in deltas.values()]}))
+    return out
+
+
+def _hidden_name_findings(by_name: dict[str, tuple[Delta, Delta | None]],
+                          merged: Delta | None) -> list[Finding]:
+    """A request name that got significantly slower while all traffic together did not.
+
+    A warning under the same rule as the merged change (a tail percentile, >= 25 %
+    growth, a stage to blame); otherwise information.
+    """
+    out = []
+    for name, (client, top) in by_name.items():
+        if client.verdict != "slower" or not client.diff_us or not client.a_us:
+            continue
+        rel = client.diff_us / client.a_us
+        title = (f"request '{name}' p{client.percentile:g} grew {100 * rel:.0f} % while all "
+                 f"traffic together did not ({merged.verdict if merged else 'no data'})")
+        explained = 0.0
+        if top is not None:
+            stage = top.series.partition(":")[2]
+            explained = min(1.0, max(0.0, (top.diff_us or 0) / client.diff_us))
+            title += (f"; '{stage}' ({stage_layer(stage)}) grew most: +{_ms(top.diff_us)}, "
+                      f"{100 * explained:.0f} % of its growth")
+        severity = "warning" if rel >= GROWTH_WARNING and top is not None \
+            and client.percentile > 50 else "info"
+        out.append(Finding(
+            severity, "change", title,
+            [_name_line(name, client, top)] + ([_describe(merged)] if merged else []),
+            [f"harness compare BASELINE RUN: every percentile and stage of '{name}' "
+             "side by side"], explained if top is not None else rel,
+            {"request": name, "stage": top.series if top is not None else None,
+             "explained": explained}))
     return out

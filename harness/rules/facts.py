@@ -179,6 +179,9 @@ class Facts:
     model_versions: dict[str, str] = field(default_factory=dict)
     #: "client", "residual" and "stage:<name>" histograms of the measured window
     histograms: dict[str, HdrHistogram] = field(default_factory=dict)
+    #: the same ("client" and "stage:<name>") per request name, when the run has two or
+    #: more names (one name is the merged histograms)
+    by_name: dict[str, dict[str, HdrHistogram]] = field(default_factory=dict)
     #: interval start (s, rounded to ms) -> (system CPU % of the machine, share of the
     #: machine taken by processes other than the service and the load generator); intervals
     #: without a resources sample are absent
@@ -349,6 +352,12 @@ def extract_facts(rd: RunDir) -> Facts:
         else:
             f.stages[name] = st
         f.histograms[f"stage:{name}"] = rd.histogram("stage", stage=name)
+    names = [r["name"] for r in summary["requests"] if r["name"] != "*" and r["count"]]
+    if len(names) > 1:
+        for req in names:
+            f.by_name[req] = {"client": rd.histogram("client", name=req)}
+            f.by_name[req].update({f"stage:{stage}": rd.histogram("stage", name=req, stage=stage)
+                                   for stage in stage_rows})
     f.residual = _stage("residual", breakdown.get("residual"))
     if f.residual is not None:
         f.histograms["residual"] = rd.histogram("residual")
