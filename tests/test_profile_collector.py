@@ -189,6 +189,36 @@ def test_recycled_workers_get_their_own_pyspy(tmp_path: Path) -> None:
     assert sum(s.count for s in stacks) == status["samples"]
 
 
+def profile_family(tmp_path: Path, code: str, window_s: float,
+                   pyspy: Path | None = None) -> tuple[int, list[int], dict]:
+    """Run ``code`` (it prints 'ready' once its children are up), profile its tree for
+    ``window_s`` and kill it: (parent pid, its children at the start, the status)."""
+    parent = python(code)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
+        kids = children(parent.pid)
+        collector = ProfileCollector(pyspy=pyspy, stop_timeout_s=5)
+        collector.start(context(tmp_path, parent.pid, 0.0, window_s))
+        time.sleep(window_s + 0.3)
+        status = collector.stop()
+    finally:
+        for pid in children(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+    return parent.pid, kids, status
+
+
+def slow_pyspy(tmp_path: Path) -> Path:
+    """A py-spy that starts 1 s late: a slow machine, made deterministic."""
+    wrapper = tmp_path / "slow-py-spy"
+    real = find_pyspy(None)[0]
+    assert real is not None
+    wrapper.write_text(f"#!/bin/sh\nsleep 1\nexec {real} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 @pytest.mark.slow
 def test_a_process_pyspy_cannot_read_makes_the_profile_partial(tmp_path: Path) -> None:
     # an idle Python parent with a busy Python child and a non-Python child (sleep)
@@ -196,21 +226,9 @@ def test_a_process_pyspy_cannot_read_makes_the_profile_partial(tmp_path: Path) -
             "kids = [subprocess.Popen(['sleep', '60']), subprocess.Popen([sys.executable, '-c',"
             " 'while True: sum(i * i for i in range(1000))'])]\n"
             "print('ready', flush=True)\ntime.sleep(60)\n")
-    parent = python(code)
-    try:
-        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
-        sleeper, busy = children(parent.pid)
-        collector = ProfileCollector(stop_timeout_s=5)
-        collector.start(context(tmp_path, parent.pid, 0.0, 2.0))
-        time.sleep(2.3)
-        status = collector.stop()
-    finally:
-        for pid in children(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()
+    parent, (sleeper, busy), status = profile_family(tmp_path, code, 2.0)
     rows = {row["pid"]: row for row in status["processes"]}
-    assert rows[parent.pid]["sampled"] is False
+    assert rows[parent]["sampled"] is False
     assert rows[busy]["samples"]["oncpu"] > 0 and "failed" not in rows[busy]
     assert rows[sleeper]["sampled"] is True and rows[sleeper]["failed"]
     assert status["ok"] is True and status["failed_processes"] == 1
@@ -220,33 +238,16 @@ def test_a_process_pyspy_cannot_read_makes_the_profile_partial(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_a_process_gone_before_pyspy_attached_is_missed_not_failed(tmp_path: Path) -> None:
-    # A slow machine, made deterministic: py-spy starts 1 s after the collector saw the
-    # process (a wrapper sleeps), and one child lives only 0.4 s. On the CI machine a
-    # recycled gunicorn worker ended this way and the profile was wrongly called partial.
-    wrapper = tmp_path / "slow-py-spy"
-    real = find_pyspy(None)[0]
-    assert real is not None
-    wrapper.write_text(f"#!/bin/sh\nsleep 1\nexec {real} \"$@\"\n")
-    wrapper.chmod(0o755)
+    # py-spy starts 1 s after the collector saw the process, and one child lives only
+    # 0.4 s. On the CI machine a recycled gunicorn worker ended this way and the profile
+    # was wrongly called partial.
     code = ("import subprocess, sys, time\n"
             "spin = 'while True: sum(i * i for i in range(1000))'\n"
             "kids = [subprocess.Popen([sys.executable, '-c', spin]),"
             " subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.4)'])]\n"
             # the brief child is reaped, as gunicorn reaps its workers
             "print('ready', flush=True)\nkids[1].wait()\ntime.sleep(60)\n")
-    parent = python(code)
-    try:
-        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
-        busy, brief = children(parent.pid)
-        collector = ProfileCollector(pyspy=wrapper, stop_timeout_s=5)
-        collector.start(context(tmp_path, parent.pid, 0.0, 2.5))
-        time.sleep(2.8)
-        status = collector.stop()
-    finally:
-        for pid in children(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()
+    _, (busy, brief), status = profile_family(tmp_path, code, 2.5, slow_pyspy(tmp_path))
     rows = {row["pid"]: row for row in status["processes"]}
     assert rows[busy]["samples"]["oncpu"] > 0 and "failed" not in rows[busy]
     assert rows[brief]["sampled"] is True and "failed" not in rows[brief]
@@ -259,9 +260,7 @@ def test_a_process_gone_before_pyspy_attached_is_missed_not_failed(tmp_path: Pat
 def test_window_ending_while_pyspy_attaches_is_missed_not_failed(tmp_path: Path) -> None:
     # py-spy started on a process moments before the window ends gets SIGINT before it
     # has attached; on a loaded machine a new gunicorn worker ended a run this way
-    wrapper = tmp_path / "slow-py-spy"
-    wrapper.write_text(f"#!/bin/sh\nsleep 1\nexec {find_pyspy(None)[0]} \"$@\"\n")
-    wrapper.chmod(0o755)
+    wrapper = slow_pyspy(tmp_path)
     target = python("import time\nprint('ready', flush=True)\ntime.sleep(30)\n")
     try:
         assert target.stdout is not None and target.stdout.readline() == b"ready\n"
