@@ -23,6 +23,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from harness.atomic import atomic_open
+
 __all__ = ["FORMAT", "VERSION", "ReplayFormatError", "ReplayHeader", "ReplayRecord", "Replay",
            "read_replay", "write_replay", "record_to_json", "header_to_json", "merge_replays",
            "ConversionReport", "convert_access_log", "convert_access_log_file",
@@ -258,12 +260,10 @@ def write_replay(path: str | Path, records: Iterable[ReplayRecord], *, base_time
     header = ReplayHeader(base_time, source, sample, VERSION, dict(extra or {}))
     parse_header(header_to_json(header), "header")  # the same rules as reading
     ordered = sorted(records, key=lambda r: r.t)
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         fh.write(dumps_line(header_to_json(header)))
         for rec in ordered:
             fh.write(dumps_line(record_to_json(rec)))
-    tmp.replace(path)
     return len(ordered)
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import secrets
-import tempfile
 import time
 from functools import cache
 from pathlib import Path
@@ -25,6 +23,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from harness import stats
+from harness.atomic import write_text_atomic
 from harness.environment import collect_environment
 from harness.runfiles import (
     HlogInterval,
@@ -90,18 +89,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
     NaN and infinity are refused (ValueError): they are not JSON and would hide a bug.
     """
-    path = Path(path)
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n", fsync=True)
 
 
 def write_run_json(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:

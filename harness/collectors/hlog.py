@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from harness.atomic import write_text_atomic
 
 if TYPE_CHECKING:
     from hdrh.histogram import HdrHistogram
@@ -134,11 +135,7 @@ class HlogFiles:
             ],
         }
         path = self.dir / "series.json"
-        tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
         self._dirty = False
         self._index_oor = oor
 

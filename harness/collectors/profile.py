@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.atomic import write_text_atomic
 from harness.collectors.base import CollectorContext
 from harness.collectors.proctree import cmdline, cpu_seconds, descendants, started_at
 from harness.collectors.stacks import (
@@ -595,6 +596,4 @@ def _failure_reason(per_view: Mapping[str, Mapping[str, Any]],
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")

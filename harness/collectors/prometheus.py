@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.atomic import write_text_atomic
 from harness.collectors.base import CollectorContext
 from harness.rundir import write_json_atomic
 
@@ -165,9 +166,7 @@ class PrometheusCollector:
             self._errors.append(f"{label}: {exc}")
             return False
         path = self._ctx.run_dir / "metrics" / f"{label}.prom"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text)
         with self._lock:
             self._scrapes.append({"file": path.name, "label": label, "t": t,
                                   "bytes": len(text.encode())})

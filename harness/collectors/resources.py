@@ -35,6 +35,7 @@ from typing import IO, Any
 
 import psutil
 
+from harness.atomic import write_text_atomic
 from harness.collectors.base import CollectorContext
 from harness.collectors.proctree import descendants
 
@@ -327,6 +328,4 @@ class ResourcesCollector:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.atomic import atomic_open
+
 __all__ = [
     "SPEEDSCOPE_SCHEMA_URL", "Frame", "Stack", "parse_collapsed", "parse_frame",
     "process_frame", "read_collapsed", "to_speedscope", "write_collapsed",
@@ -88,11 +90,9 @@ def process_frame(pid: int, command: str) -> Frame:
 
 def write_collapsed(path: Path, stacks: Iterable[Stack]) -> None:
     """Write stacks in collapsed format (``frame;frame;... count``), as py-spy does."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for stack in stacks:
             f.write(";".join(fr.text for fr in stack.frames) + f" {stack.count}\n")
-    tmp.replace(path)
 
 
 def _split_frames(body: str) -> list[str]:

@@ -33,6 +33,7 @@ from locust.env import Environment
 from locust.runners import STATE_STOPPED
 from locust.util.load_locustfile import load_locustfile
 
+from harness.atomic import write_text_atomic
 from harness.collectors.latency import LatencyRecorder
 from harness.load.config import ConfigError, DriverConfig, load_config, rate_function
 from harness.load.hooks import RequestHook
@@ -211,9 +212,7 @@ def load_summary(
 
 
 def write_load_json(run_dir: Path, load: dict[str, Any]) -> None:
-    tmp = run_dir / "load.json.tmp"
-    tmp.write_text(json.dumps(load, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, run_dir / "load.json")
+    write_text_atomic(run_dir / "load.json", json.dumps(load, indent=1) + "\n")
 
 
 def run_local(config: DriverConfig, classes: list[type[User]], shape: Any,

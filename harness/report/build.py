@@ -10,6 +10,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from harness.atomic import write_text_atomic
 from harness.report import analysis, data_table, latency_figs, process_figs
 from harness.report.page import Section, esc, figure_html, ms, render_page, table
 from harness.rundir import RunDir
@@ -164,8 +165,6 @@ def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
         name = "report.html" if other is None else f"report-vs-{other.path.name}.html"
         out = run.path / name
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, page)
     return out
 
