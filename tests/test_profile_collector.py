@@ -15,7 +15,13 @@ from collector_support import children, gunicorn, python, wait_for
 
 from harness.collectors.base import CollectorContext
 from harness.collectors.profile import ProfileCollector, find_pyspy, parse_pyspy_log
-from harness.collectors.stacks import parse_collapsed, parse_frame, read_collapsed, to_speedscope
+from harness.collectors.stacks import (
+    empty_samples,
+    parse_collapsed,
+    parse_frame,
+    read_collapsed,
+    to_speedscope,
+)
 
 # Transcribed from speedscope's src/lib/file-format-spec.ts (FileFormat.File, SampledProfile),
 # the source of https://www.speedscope.app/file-format-schema.json.
@@ -132,7 +138,9 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
     assert status["cpu_s"] == pytest.approx(sum(rows[pid]["cpu_s"] for pid in workers), abs=0.01)
     on_disk = json.loads((pdir / "status.json").read_text())
     assert {k: v for k, v in on_disk.items() if k != "by_view"} == status
-    assert on_disk["by_view"]["wall"]["samples"] == on_disk["by_view"]["wall"]["collapsed_samples"]
+    # py-spy's own count = the stacks + its --nonblocking reads that found no stack
+    wall_counts = on_disk["by_view"]["wall"]
+    assert wall_counts["samples"] == wall_counts["collapsed_samples"] + wall_counts["empty_samples"]
     assert "Samples:" in (pdir / "py-spy.log").read_text()
 
     oncpu, wall = read_collapsed(pdir / "oncpu.collapsed"), read_collapsed(pdir / "wall.collapsed")
@@ -422,6 +430,8 @@ def test_collapsed_parsing_and_speedscope_by_value() -> None:
         parse_collapsed("a (/x.py:1) 1\na (/x.py:1) many\n")
     # py-spy --nonblocking writes " 1" for a read that came out empty: no frames, dropped
     assert parse_collapsed("a (/x.py:1) 2\n 1\n") == parse_collapsed("a (/x.py:1) 2\n")
+    # ... and counted apart, so the stacks plus these are py-spy's own sample count
+    assert empty_samples("a (/x.py:1) 2\n 1\nb (/y.py:2) 1\n 3\n7\n") == 4
     with pytest.raises(ValueError, match="line 1 must end"):
         parse_collapsed("7\n")  # a bare count at the start of a line is a torn line
 

@@ -53,8 +53,9 @@ from harness.collectors.base import CollectorContext
 from harness.collectors.proctree import cmdline, cpu_seconds, descendants, started_at
 from harness.collectors.stacks import (
     Stack,
+    empty_samples,
+    parse_collapsed,
     process_frame,
-    read_collapsed,
     to_speedscope,
     write_collapsed,
 )
@@ -351,12 +352,16 @@ class ProfileCollector:
         info["attached"] = "Sampling process" in text
         info["gone"] = part.born is None or started_at(part.pid) != part.born
         stacks: list[Stack] = []
+        raw = part.output.read_text(encoding="utf-8", errors="replace") \
+            if info["written"] else ""
         try:
-            stacks = read_collapsed(part.output)
+            stacks = parse_collapsed(raw)
         except ValueError as exc:  # a py-spy killed mid-write leaves a torn file
             info["written"] = False
             info["error_lines"].append(f"unreadable output: {exc}")
         info["collapsed_samples"] = sum(s.count for s in stacks)
+        # --nonblocking reads that found no stack: in py-spy's count, not in the stacks
+        info["empty_samples"] = empty_samples(raw) if info["written"] else 0
         part.info, part.text = info, text
         prefix = [process_frame(c, self._cmdlines.get(c, f"pid {c}")) for c in part.chain]
         return [Stack((*prefix, *s.frames), s.count) for s in stacks]
@@ -546,6 +551,7 @@ def _view_info(parts: list[_Part]) -> dict[str, Any]:
         "written": any(i.get("written") for i in infos),
         "samples": sum(i.get("samples") or 0 for i in infos),
         "collapsed_samples": sum(i.get("collapsed_samples") or 0 for i in infos),
+        "empty_samples": sum(i.get("empty_samples") or 0 for i in infos),
         "errors": sum(i.get("errors") or 0 for i in infos),
         "lag_warnings": sum(i.get("lag_warnings") or 0 for i in infos),
         "max_lag_s": max((i.get("max_lag_s") or 0.0 for i in infos), default=0.0),

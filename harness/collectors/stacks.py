@@ -124,7 +124,7 @@ def parse_collapsed(text: str) -> list[Stack]:
     merged: dict[tuple[str, ...], int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        if not line or (line.isdigit() and int(line) > 0 and raw[:1].isspace()):
+        if not line or _empty_count(raw):
             continue
         body, _, count_text = line.rpartition(" ")
         if not body or not count_text.isdigit() or int(count_text) <= 0:
@@ -142,6 +142,18 @@ def parse_collapsed(text: str) -> list[Stack]:
                 cache[t] = parse_frame(t)
         stacks.append(Stack(tuple(cache[t] for t in key), count))
     return stacks
+
+
+def _empty_count(raw: str) -> int:
+    """The count of a frame-less line (`` 3``), 0 for any other line."""
+    line = raw.strip()
+    return int(line) if raw[:1].isspace() and line.isdigit() else 0
+
+
+def empty_samples(text: str) -> int:
+    """Samples on frame-less lines, which parse_collapsed drops: py-spy's own sample count
+    is the stacks' plus these."""
+    return sum(_empty_count(raw) for raw in text.splitlines())
 
 
 def read_collapsed(path: Path) -> list[Stack]:
