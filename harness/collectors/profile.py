@@ -448,7 +448,7 @@ class ProfileCollector:
             if not info.get("written"):
                 missed = _missed(part)
                 if missed:
-                    row["exited"] = row["exited"] or missed.startswith("exited")
+                    row["exited"] = row["exited"] or missed == MISSED_GONE
                     row["missed"] = missed
                 else:
                     row["failed"] = _part_failure(part)
@@ -560,6 +560,10 @@ def _view_info(parts: list[_Part]) -> dict[str, Any]:
     }
 
 
+MISSED_GONE = "exited before py-spy attached (a short-lived process: not in the profile)"
+MISSED_WINDOW_END = "the measured window ended while py-spy was attaching"
+
+
 def _missed(part: _Part) -> str | None:
     """Why py-spy wrote nothing though nothing failed; None when that is a failure.
 
@@ -573,9 +577,9 @@ def _missed(part: _Part) -> str | None:
     if info.get("written") or info.get("attached") or part.forced or part.error:
         return None
     if info.get("gone"):
-        return "exited before py-spy attached (a short-lived process: not in the profile)"
+        return MISSED_GONE
     if part.interrupted and info.get("returncode") == -signal.SIGINT:
-        return "the measured window ended while py-spy was attaching"
+        return MISSED_WINDOW_END
     return None
 
 
