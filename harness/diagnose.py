@@ -92,8 +92,8 @@ def diagnose(run: Any, baseline: Any | None = None) -> Diagnosis:
 
     Raises ``harness.rundir.RunDirError`` for an unreadable run directory.
     """
-    facts = extract_facts(run)
-    base = extract_facts(baseline) if baseline is not None else None
+    facts = extract_facts(run, per_name=baseline is not None)
+    base = extract_facts(baseline, per_name=True) if baseline is not None else None
     warnings = list(run.warnings) + (list(baseline.warnings) if baseline is not None else [])
     findings = diagnose_facts(facts, base)
     try:
