@@ -77,9 +77,12 @@ def cpu_seconds(pid: int) -> float | None:
 
 def started_at(pid: int) -> float | None:
     """When the process started (epoch s): with the pid, it names one process even after
-    the pid is reused. None when it is gone."""
+    the pid is reused. None when it is gone, or has ended and waits to be reaped."""
     try:
-        return float(psutil.Process(pid).create_time())
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(proc.create_time())
     except _GONE:
         return None
 
