@@ -4,7 +4,7 @@
 
 Setup as benchmarks/capacity_search.py: the reference service with one sync worker and a
 30 ms CPU burn in inference (capacity set by one worker's service time), SLO p50 <= 1 s,
-steps of 4 s + 1 s warm-up. Each round runs `harness.capacity.find_capacity`, then every
+steps of 4 s + 1 s warm-up. Each round runs `harness.run.capacity.find_capacity`, then every
 fixed rate of a grid from (1 - span) to (1 + span) x the search's answer in steps of
 ``grid`` x the answer, each a run of the same length checked against the same SLO. The
 brute-force capacity is the highest grid rate that passed below the lowest that failed;
@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.capacity import CapacityOptions, find_capacity, step_seconds  # noqa: E402
+from harness.analysis.slo import check, parse_slo  # noqa: E402
 from harness.run import RunOptions, run  # noqa: E402
+from harness.run.capacity import CapacityOptions, find_capacity, step_seconds  # noqa: E402
+from harness.run.target import ServeOptions  # noqa: E402
 from harness.rundir import RunDir  # noqa: E402
-from harness.service import ServeOptions  # noqa: E402
-from harness.slo import check, parse_slo  # noqa: E402
 
 
 def options(out: Path) -> CapacityOptions:

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.capacity import CapacityOptions, find_capacity, format_capacity
+from harness.analysis.slo import parse_slo
 from harness.run import RunOptions
-from harness.service import ServeOptions
-from harness.slo import parse_slo
+from harness.run.capacity import CapacityOptions, find_capacity, format_capacity
+from harness.run.target import ServeOptions
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ no profiler) with benchmarks/locustfiles/calibration_names.py: four request name
 interleaved at random, whose delays the locustfile draws from a known lognormal (median
 10 ms, sigma 0.5) and asks the server for (``?delay_ms=``): ``A`` and ``A2`` the same
 distribution (A/A), ``B10`` and ``B30`` 10 % and 30 % slower at every quantile. The
-comparisons are `harness.compare.compare(run, run, name_a=..., name_b=...)` (names mode:
+comparisons are `harness.analysis.compare.compare(run, run, name_a=..., name_b=...)` (names mode:
 both sides under the same machine conditions, so what is calibrated is the statistics).
 
 Reported per pair and percentile (p50, p90, p99): the share of runs with verdict "no
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from known_latency_server import start_subprocess  # noqa: E402
 
-from harness.compare import compare  # noqa: E402
+from harness.analysis.compare import compare  # noqa: E402
 from harness.rundir import RunDir  # noqa: E402
 
 LOCUSTFILE = ROOT / "benchmarks" / "locustfiles" / "calibration_names.py"

@@ -7,7 +7,7 @@
 Each round runs the production scenario against the reference service (``harness run
 --serve reference``, a fresh service per run) once clean, once clean again (the A/A
 pair) and once per injected fault, then diagnoses every fault run against the round's
-clean run with ``harness.diagnose.diagnose``. The answer to "where did the time go" is
+clean run with ``harness.analysis.diagnosis.diagnose``. The answer to "where did the time go" is
 the diagnosis' primary finding (the first outside the measurement layer); it is reduced
 to a cause (``cause_of``) and compared with the cause each case injects. The table
 reports, per case, the answers over the rounds and how many were right.
@@ -37,8 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.diagnose import Diagnosis, diagnose  # noqa: E402
-from harness.rules.facts import Finding, stage_layer  # noqa: E402
+from harness.analysis.diagnosis.engine import Diagnosis, diagnose  # noqa: E402
+from harness.analysis.diagnosis.facts import Finding, stage_layer  # noqa: E402
 from harness.rundir import RunDir  # noqa: E402
 
 PY = sys.executable
@@ -192,8 +192,8 @@ def one_worker_capacity_rps(run: Path) -> float:
     """What one sync worker can serve at most: 1 / the service's CPU time per request
     (psutil, from the baseline). CPU time, not wall time: a contended machine inflates the
     wall time of the baseline, and a rate derived from it may not load a quieter run."""
-    from harness.rules.change import cpu_per_request_ms
-    from harness.rules.facts import extract_facts
+    from harness.analysis.diagnosis.change import cpu_per_request_ms
+    from harness.analysis.diagnosis.facts import extract_facts
 
     cpu_ms = cpu_per_request_ms(extract_facts(RunDir(run)))
     if not cpu_ms:

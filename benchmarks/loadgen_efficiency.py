@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.service import ServeOptions, serve_reference  # noqa: E402
+from harness.run.target import ServeOptions, serve_reference  # noqa: E402
 
 LOCUSTFILE = ROOT / "benchmarks" / "locustfiles" / "health_fasthttp.py"
 PREDICT = ROOT / "benchmarks" / "locustfiles" / "predict_fasthttp.py"

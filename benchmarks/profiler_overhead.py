@@ -38,8 +38,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.collectors.base import CollectorContext  # noqa: E402
-from harness.collectors.profile import ProfileCollector  # noqa: E402
+from harness.run.collectors.base import CollectorContext  # noqa: E402
+from harness.run.collectors.profile import ProfileCollector  # noqa: E402
 
 APP = textwrap.dedent('''
     import json

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from harness.replayfile import (
+from harness.rundir.replay import (
     REDACTED,
     ReplayHeader,
     ReplayRecord,

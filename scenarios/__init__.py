@@ -7,10 +7,10 @@ library); everything re-exported here is import-safe.
 
 from __future__ import annotations
 
+from harness.load.shapes import KINDS as SHAPE_KINDS
+from harness.load.shapes import Shape, parse_shape
 from scenarios.ood_classes import CLASSES as OOD_CLASSES
 from scenarios.ood_classes import make_ood
-from scenarios.shapes import KINDS as SHAPE_KINDS
-from scenarios.shapes import Shape, parse_shape
 from scenarios.traffic import Request, TrafficModel, TrafficModelError, request_name
 
 __all__ = ["OOD_CLASSES", "SHAPE_KINDS", "Request", "Shape", "TrafficModel",

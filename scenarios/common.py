@@ -17,8 +17,8 @@ from typing import Any
 from locust import FastHttpUser, LoadTestShape, events
 from locust.runners import WorkerRunner
 
+from harness.load.shapes import Shape
 from scenarios.options import Option, ScenarioOptionError, resolve
-from scenarios.shapes import Shape
 from scenarios.traffic import Request, TrafficModel, TrafficModelError
 
 log = logging.getLogger("scenarios")
@@ -135,7 +135,7 @@ def send_raw(user: Any, method: str, path: str, body: bytes | None, headers: dic
 
 
 class ProfileShape(LoadTestShape):
-    """User count over time from a :class:`scenarios.shapes.Shape` (closed model)."""
+    """User count over time from a :class:`harness.load.shapes.Shape` (closed model)."""
 
     abstract = True
     shape: Shape

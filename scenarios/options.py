@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.replayfile import ReplayFormatError, read_replay
+from harness.load.shapes import parse_shape
+from harness.rundir.replay import ReplayFormatError, read_replay
 from scenarios.ood_classes import CLASSES
-from scenarios.shapes import parse_shape
 
 __all__ = ["ScenarioOptionError", "Option", "COMMON", "OOD", "REPLAY", "resolve"]
 

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # plain `locust -f scenarios/replay.py` from a ch
 import gevent
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 
-from harness.replayfile import Replay, ReplayRecord
+from harness.rundir.replay import Replay, ReplayRecord
 from scenarios import common
 from scenarios.options import REPLAY
 from scenarios.traffic import request_name

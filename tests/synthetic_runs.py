@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from harness.collectors.hlog import HlogFiles, SeriesKey
 from harness.rundir import RunDir, write_json_atomic, write_run_json
+from harness.rundir.hlog import HlogFiles, SeriesKey
 
 T0 = 1_700_000_000.0
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.atomic import atomic_open, write_text_atomic
 from harness.rundir import write_json_atomic
+from harness.rundir.atomic import atomic_open, write_text_atomic
 
 
 def test_replaces_with_the_mode_open_would_give(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.capacity import (
+from harness.analysis.slo import parse_slo
+from harness.run import RunOptions
+from harness.run.capacity import (
     CapacityOptions,
     CapacityResult,
     CapacityStep,
@@ -18,10 +20,8 @@ from harness.capacity import (
     search,
     step_seconds,
 )
-from harness.run import RunOptions
+from harness.run.target import ServeOptions
 from harness.rundir import RunDir
-from harness.service import ServeOptions
-from harness.slo import parse_slo
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO = REPO / "tests" / "locustfiles" / "fraud_simple.py"

@@ -14,10 +14,10 @@ from hdrh.histogram import HdrHistogram
 from synthetic_runs import make_run
 
 from harness import stats
-from harness.compare import compare, format_comparison
+from harness.analysis.compare import compare, format_comparison
+from harness.analysis.slo import check, parse_slo
 from harness.rundir import RunDir
-from harness.slo import check, parse_slo
-from harness.stats_compare import quantile_diff, verdict_for
+from harness.stats.compare import quantile_diff, verdict_for
 
 REPO = Path(__file__).resolve().parent.parent
 BURN_MS = 15
@@ -100,7 +100,7 @@ def test_not_comparable_runs_are_refused_unless_forced(tmp_path: Path) -> None:
 # -- end to end on real runs ----------------------------------------------------------------
 def _run(out: Path, faults: Path | None) -> Path:
     from harness.run import RunOptions, run
-    from harness.service import ServeOptions, serve_reference
+    from harness.run.target import ServeOptions, serve_reference
 
     # The service is started here and the run pointed at it (as harness capacity does),
     # so both runs' metadata describe the same kind of target.

@@ -16,18 +16,18 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 from scipy.spatial import distance as spd
 
-from harness import drift
-from harness.collectors.prometheus import counter_values, histogram_delta, parse_exposition
-from harness.datachecks import (
+from harness.analysis.data.checks import (
     check_feature,
     homogeneity_p,
     null_rate_increases,
     prediction_shift,
 )
-from harness.datainputs import ABSENT, join_store, load_reference, traffic_sample
-from harness.datareport import check_run
-from harness.replayfile import ReplayRecord, write_replay
-from harness.rules.data import data_findings, findings_from_report
+from harness.analysis.data.findings import data_findings, findings_from_report
+from harness.analysis.data.inputs import ABSENT, join_store, load_reference, traffic_sample
+from harness.analysis.data.report import check_run
+from harness.run.collectors.prometheus import counter_values, histogram_delta, parse_exposition
+from harness.rundir.replay import ReplayRecord, write_replay
+from harness.stats import drift
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -464,8 +464,8 @@ def _serve(body: bytes | None) -> tuple[object, str]:
 def test_prometheus_collector_files_and_status(tmp_path: Path) -> None:
     import time
 
-    from harness.collectors.base import CollectorContext
-    from harness.collectors.prometheus import PrometheusCollector
+    from harness.run.collectors.base import CollectorContext
+    from harness.run.collectors.prometheus import PrometheusCollector
 
     server, url = _serve(START.encode())
     try:
@@ -500,7 +500,7 @@ def test_prometheus_collector_files_and_status(tmp_path: Path) -> None:
 
 
 def test_prediction_shift_severity_depends_on_what_it_is_compared_with() -> None:
-    from harness.rules.data import findings_from_report
+    from harness.analysis.data.findings import findings_from_report
 
     shift = {"model": "fraud", "version": "v1", "shifted": True, "p_value": 0.001, "n": 500,
              "mean": 0.03, "baseline_mean": 0.05, "kl": 0.2, "psi": 0.4, "js": 0.2}

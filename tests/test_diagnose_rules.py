@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.diagnose import Diagnosis, diagnose_facts, format_diagnosis, rank
-from harness.rules.change import comparability, percentile_delta, tail_delta
-from harness.rules.facts import (
+from harness.analysis.diagnosis.change import comparability, percentile_delta, tail_delta
+from harness.analysis.diagnosis.engine import Diagnosis, diagnose_facts, format_diagnosis, rank
+from harness.analysis.diagnosis.facts import (
     Facts,
     Finding,
     ProfileFacts,
@@ -16,7 +16,7 @@ from harness.rules.facts import (
     WorkerFacts,
     stage_layer,
 )
-from harness.rules.single import busy_fraction, service_share
+from harness.analysis.diagnosis.single import busy_fraction, service_share
 
 
 def _hist(values: list[int]) -> HdrHistogram:
@@ -325,7 +325,7 @@ def _tail_finding(f: Facts) -> Finding:
 
 
 def test_a_tail_inside_cpu_bursts_is_the_machines_not_the_models():
-    from harness.rules.single import tail_in_contention
+    from harness.analysis.diagnosis.single import tail_in_contention
 
     quiet, burst = (40.0, 0.05), (99.0, 0.45)
     # 10 one-second intervals of 100 values; 2 bursts hold 9 of the 10 values above p99.

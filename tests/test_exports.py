@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.analysis.slo import load_slo, parse_slo
 from harness.exports.alertmanager import alertmanager_config, render_alertmanager
 from harness.exports.grafana import dashboard, query_metrics, write_grafana
 from harness.exports.prometheus_rules import prometheus_rules, render_rules, slo_targets
-from harness.slo import load_slo, parse_slo
 
 ROOT = Path(__file__).resolve().parent.parent
 SLO = ROOT / "examples" / "slo.yaml"
@@ -170,7 +170,7 @@ def test_every_dashboard_metric_is_exported_by_the_service(reference_service, ht
         assert http("POST", f"{svc.url}/v1/models/{model}/predict", body).status == 200
     assert http("POST", f"{svc.url}/v1/models/fraud/predict", b"{").status == 400
     text = http("GET", f"{svc.url}/metrics").body.decode()
-    from harness.collectors.prometheus import parse_exposition
+    from harness.run.collectors.prometheus import parse_exposition
 
     exported = set(parse_exposition(text))
     wanted = query_metrics(dashboard())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.rules.facts import Finding
+from harness.analysis.diagnosis.facts import Finding
 
 ROOT = Path(__file__).resolve().parent.parent
 

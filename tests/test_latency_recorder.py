@@ -9,7 +9,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from harness.collectors.latency import HIGHEST_US, LatencyRecorder, new_histogram
+from harness.load.recorder import HIGHEST_US, LatencyRecorder, new_histogram
 
 T0 = 1_764_121_132.5  # a realistic epoch: hlog readers treat offsets relative to it
 

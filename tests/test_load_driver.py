@@ -13,7 +13,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from harness.collectors.latency import new_histogram
+from harness.load.recorder import new_histogram
 
 sys.path.insert(0, str(Path(__file__).parent))
 from known_latency_server import read_log, start_subprocess  # noqa: E402

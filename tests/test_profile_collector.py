@@ -13,9 +13,9 @@ import jsonschema
 import pytest
 from collector_support import children, gunicorn, python, wait_for
 
-from harness.collectors.base import CollectorContext
-from harness.collectors.profile import ProfileCollector, find_pyspy, parse_pyspy_log
-from harness.collectors.stacks import (
+from harness.run.collectors.base import CollectorContext
+from harness.run.collectors.profile import ProfileCollector, find_pyspy, parse_pyspy_log
+from harness.rundir.stacks import (
     empty_samples,
     parse_collapsed,
     parse_frame,
@@ -437,7 +437,7 @@ def test_collapsed_parsing_and_speedscope_by_value() -> None:
 
 
 def test_a_parent_is_sampled_only_after_two_busy_looks() -> None:
-    from harness.collectors.profile import BUSY_SHARE, _ParentLooks
+    from harness.run.collectors.profile import BUSY_SHARE, _ParentLooks
 
     looks = _ParentLooks()
     assert looks.busy_twice(0.0, 1.0) is False  # a first look has no interval yet

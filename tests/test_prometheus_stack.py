@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.collectors.prometheus import histogram_delta, read_scrape
 from harness.exports.stack import PrometheusStack, prometheus_config
+from harness.run.collectors.prometheus import histogram_delta, read_scrape
 from harness.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent

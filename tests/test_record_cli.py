@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.replayfile import read_replay
+from harness.rundir.replay import read_replay
 
 LOG = (
     '127.0.0.1 - - [26/Nov/2026:01:00:00 +0000] "POST /v1/models/fraud/predict HTTP/1.1" 200 '

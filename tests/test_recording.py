@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.replayfile import REDACTED, read_replay
+from harness.rundir.replay import REDACTED, read_replay
 from reference_service.recording import RecordingConfig, wrap_from_env
 
 REPO = Path(__file__).resolve().parent.parent

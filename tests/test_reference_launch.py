@@ -65,7 +65,7 @@ def test_gthread_workers_default_version_and_recording(http, reference_service, 
     assert r.status == 200 and r.json()["version"] == "v2"
     assert "infer" in parse_server_timing(r.headers["server-timing"])
     http("POST", svc.url + "/v1/models/fraud/predict", b"{bad")
-    from harness.replayfile import read_replay
+    from harness.rundir.replay import read_replay
 
     records = read_replay(rec).records
     assert [(r.status, r.path) for r in records] == [

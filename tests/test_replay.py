@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_recording import start_echo
 
-from harness.replayfile import (
+from harness.rundir.replay import (
     ReplayFormatError,
     ReplayRecord,
     convert_access_log,

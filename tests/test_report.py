@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.collectors.stacks import parse_collapsed
 from harness.report import build_icicle, build_report, spectrum_points
 from harness.rundir import RunDir
+from harness.rundir.stacks import parse_collapsed
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = [sys.executable, "-m", "harness.cli"]

@@ -25,8 +25,8 @@ import psutil
 import pytest
 from collector_support import children, gunicorn, python, wait_for
 
-from harness.collectors.base import CollectorContext
-from harness.collectors.resources import COLUMNS, EXTERNAL_NOTE, ResourcesCollector
+from harness.run.collectors.base import CollectorContext
+from harness.run.collectors.resources import COLUMNS, EXTERNAL_NOTE, ResourcesCollector
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BURN = "import time\nprint('ready')\nt = time.time()\nwhile time.time() - t < 30: pass"
@@ -235,7 +235,7 @@ FORKING_LISTENER = (
 def test_the_local_service_is_the_top_holder_of_the_listening_socket() -> None:
     """A pre-fork server (parent and child hold one listening socket): the parent is named,
     as gunicorn's master must be; a port nobody listens on names nobody."""
-    from harness.service import (
+    from harness.run.target import (
         _listening_holders_procfs,
         _listening_holders_psutil,
         find_local_service_pid,

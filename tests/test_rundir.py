@@ -18,11 +18,11 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader, HistogramLogWriter
 
 from harness import stats
+from harness.run.environment import collect_environment
 from harness.rundir import (
     SCHEMA_VERSION,
     RunDir,
     RunDirError,
-    collect_environment,
     create_run_dir,
     write_json_atomic,
     write_run_json,

@@ -18,7 +18,7 @@ import pytest
 from conftest import free_port, parse_server_timing
 from test_recording import start_echo
 
-from harness.replayfile import ReplayRecord, read_replay, write_replay
+from harness.rundir.replay import ReplayRecord, read_replay, write_replay
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))

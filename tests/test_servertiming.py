@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.servertiming import ServerTimingError, format_server_timing, parse_server_timing
+from harness.load.servertiming import ServerTimingError, format_server_timing, parse_server_timing
 
 
 def test_design_example():

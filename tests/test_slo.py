@@ -17,8 +17,7 @@ import pytest
 from synthetic_runs import make_run
 
 from harness import stats
-from harness.rundir import write_json_atomic
-from harness.slo import (
+from harness.analysis.slo import (
     SloError,
     check,
     junit_xml,
@@ -27,7 +26,8 @@ from harness.slo import (
     parse_percentile,
     parse_slo,
 )
-from harness.summary import summarize
+from harness.analysis.summary import summarize
+from harness.rundir import write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.collectors.stacks import parse_collapsed
-from harness.collectors.stagemap import (
+from harness.run.collectors.stagemap import (
     DEFAULT_MAP_PATH,
     OTHER,
     StageMap,
@@ -16,6 +15,7 @@ from harness.collectors.stagemap import (
     load_stage_map,
     summarize_view,
 )
+from harness.rundir.stacks import parse_collapsed
 
 SP = "/venv/lib/python3.11/site-packages"
 PY = "/usr/lib/python3.11"

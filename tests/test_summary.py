@@ -1,4 +1,4 @@
-"""harness.summary by value on constructed run directories, and its self-check rules."""
+"""harness.analysis.summary by value on constructed run directories, and its self-check rules."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from jsonschema import Draft202012Validator
 from test_rundir import T0, RunBuilder, close
 
+from harness.analysis.summary import format_summary, summarize
 from harness.rundir import RunDir, load_schema, write_json_atomic
-from harness.summary import format_summary, summarize
 
 MEASURED = (2, 3, 4, 5, 6)  # interval indexes inside the window (warm-up 2 s, 5 s measured)
 

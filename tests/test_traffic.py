@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from harness.load.shapes import parse_duration, parse_shape
 from reference_service import data
 from scenarios.ood_classes import CLASSES, make_ood, overridable, pick_class
-from scenarios.shapes import parse_duration, parse_shape
 from scenarios.traffic import TrafficModel, TrafficModelError, Zipf, request_name
 
 N = 3000  # samples per feature: "a few thousand"

@@ -48,10 +48,10 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.capacity import CapacityError, CapacityOptions, find_capacity, format_capacity
+    from harness.analysis.slo import load_slo
     from harness.run import RunOptions
-    from harness.service import ServeOptions
-    from harness.slo import load_slo
+    from harness.run.capacity import CapacityError, CapacityOptions, find_capacity, format_capacity
+    from harness.run.target import ServeOptions
     from harness.units import parse_duration, parse_versions
 
     try:

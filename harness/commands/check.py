@@ -31,8 +31,8 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.analysis.slo import check, format_slo_result, junit_xml, load_slo
     from harness.rundir import RunDir, RunDirError
-    from harness.slo import check, format_slo_result, junit_xml, load_slo
 
     try:
         slo = load_slo(args.slo)

@@ -46,9 +46,9 @@ def _percentiles(text: str) -> tuple[float, ...]:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.compare import compare, format_comparison
+    from harness.analysis.compare import compare, format_comparison
+    from harness.analysis.slo import load_slo
     from harness.rundir import RunDir, RunDirError
-    from harness.slo import load_slo
 
     try:
         a = RunDir(args.run_a)

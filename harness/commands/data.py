@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.datareport import check_run, format_data_report, write_data_report
+    from harness.analysis.data.report import check_run, format_data_report, write_data_report
 
     try:
         report = check_run(args.run_dir, args.baseline, reference=args.reference,

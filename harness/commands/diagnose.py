@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.diagnose import diagnose, format_diagnosis, write_diagnosis
+    from harness.analysis.diagnosis.engine import diagnose, format_diagnosis, write_diagnosis
     from harness.rundir import RunDir, RunDirError
 
     try:

@@ -57,8 +57,8 @@ def _buckets(raw: str | None) -> tuple[float, ...] | None:
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         if args.kind == "prometheus-rules":
+            from harness.analysis.slo import load_slo
             from harness.exports.prometheus_rules import DEFAULT_BUCKETS_S, render_rules
-            from harness.slo import load_slo
 
             text = render_rules(load_slo(args.slo), _buckets(args.buckets) or DEFAULT_BUCKETS_S)
             _emit(text, args.out)

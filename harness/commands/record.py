@@ -46,7 +46,7 @@ def _bodies(items: list[str]) -> dict[str, bytes]:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.replayfile import ReplayFormatError, convert_access_log_file, merge_directory
+    from harness.rundir.replay import ReplayFormatError, convert_access_log_file, merge_directory
 
     try:
         if args.merge is not None:

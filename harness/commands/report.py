@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,9 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
         other = RunDir(args.other_run) if args.other_run is not None else None
         slo = None
         if args.slo is not None:
-            try:
-                slo_mod = importlib.import_module("harness.slo")
-            except ImportError:
-                print("harness report: --slo needs harness.slo, which is not installed",
-                      file=sys.stderr)
-                return EXIT_USAGE
-            slo = slo_mod.load_slo(args.slo)
+            from harness.analysis.slo import load_slo
+
+            slo = load_slo(args.slo)
         if args.out is not None and not args.out.parent.is_dir():
             raise ValueError(f"--out directory must exist (got {str(args.out.parent)!r})")
         path = build_report(run, other, slo=slo, out=args.out)

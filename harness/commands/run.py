@@ -78,9 +78,9 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.analysis.summary import format_summary
     from harness.run import RunError, RunOptions, run
-    from harness.service import ServeOptions
-    from harness.summary import format_summary
+    from harness.run.target import ServeOptions
     from harness.units import parse_duration, parse_tags, parse_versions
 
     try:

@@ -22,8 +22,8 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.analysis.summary import format_summary, summarize
     from harness.rundir import RunDirError
-    from harness.summary import format_summary, summarize
 
     path: Path = args.run_dir
     try:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from prometheus_client.utils import floatToGoString
 
-from harness.slo_file import Slo
+from harness.analysis.slo.spec import Slo
 
 __all__ = ["DEFAULT_BUCKETS_S", "BURN_ALERTS", "WINDOWS", "SloTarget", "slo_targets",
            "prometheus_rules", "render_rules"]

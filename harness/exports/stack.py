@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
+from harness.analysis.slo import load_slo
 from harness.exports.prometheus_rules import JOB, render_rules
-from harness.slo import load_slo
 
 __all__ = ["PrometheusStack", "StackError", "prometheus_config"]
 

@@ -154,7 +154,7 @@ def _rate_shape(d: dict[str, Any], model: str) -> str | None:
         return None
     if model != "open":
         raise ConfigError(f"rate_shape belongs to the open model (got model={model!r})")
-    from scenarios.shapes import parse_shape
+    from harness.load.shapes import parse_shape
 
     try:
         parse_shape(spec)
@@ -167,7 +167,7 @@ def rate_function(spec: str | None, scale: float = 1.0) -> Callable[[float], flo
     """requests/s at t seconds into the load for a shape spec (None: a constant rate)."""
     if spec is None:
         return None
-    from scenarios.shapes import parse_shape
+    from harness.load.shapes import parse_shape
 
     shape = parse_shape(spec)
     # After the shape's own end the rate holds its last level (the run's --duration decides

@@ -29,7 +29,6 @@ import locust
 from locust import User
 from locust.env import Environment
 
-from harness.collectors.latency import LatencyRecorder
 from harness.load.config import ConfigError, DriverConfig, rate_function
 from harness.load.driver import (
     EXIT_OK,
@@ -47,6 +46,7 @@ from harness.load.driver import (
 )
 from harness.load.hooks import RequestHook
 from harness.load.pacing import ArrivalSchedule, OpenModelPacer
+from harness.load.recorder import LatencyRecorder
 
 __all__ = ["run_master", "run_worker"]
 

@@ -33,11 +33,11 @@ from locust.env import Environment
 from locust.runners import STATE_STOPPED
 from locust.util.load_locustfile import load_locustfile
 
-from harness.atomic import write_text_atomic
-from harness.collectors.latency import LatencyRecorder
 from harness.load.config import ConfigError, DriverConfig, load_config, rate_function
 from harness.load.hooks import RequestHook
 from harness.load.pacing import ArrivalSchedule, OpenModelPacer
+from harness.load.recorder import LatencyRecorder
+from harness.rundir.atomic import write_text_atomic
 
 __all__ = ["LocustfileError", "StartError", "load_user_classes", "main"]
 

@@ -22,9 +22,9 @@ from typing import Any
 import gevent
 from gevent import GreenletExit
 
-from harness.collectors.latency import LatencyRecorder, Series
 from harness.load.pacing import LATENESS_ATTR
-from harness.servertiming import ServerTimingError, parse_server_timing
+from harness.load.recorder import LatencyRecorder, Series
+from harness.load.servertiming import ServerTimingError, parse_server_timing
 
 __all__ = ["RequestHook", "count_unanswered", "error_type"]
 

@@ -26,7 +26,7 @@ from locust import TaskSet, User, constant
 from locust.exception import StopUser
 from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
-from harness.collectors.latency import LatencyRecorder
+from harness.load.recorder import LatencyRecorder
 from harness.load.schedule import ARRIVALS, ArrivalSchedule
 
 __all__ = ["ARRIVALS", "LATENESS_ATTR", "ArrivalSchedule", "OpenModelPacer"]

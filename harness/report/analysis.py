@@ -1,25 +1,14 @@
 """Report sections from the analysis modules: diagnosis, SLO check, comparison, self-check.
 
-The analysis modules are optional at import time (they are developed beside the
-report): when one is missing the section says so instead of failing the report.
 Their results are read through ``_get`` so both attribute records and dicts work.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
 from typing import Any
 
 from harness.report.page import Section, badge, esc, ms, table
 from harness.rundir import RunDir
-
-
-def _module(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -45,19 +34,12 @@ def _findings_html(findings: list[Any]) -> str:
 
 
 def diagnosis_section(run: RunDir, baseline: RunDir | None) -> Section:
-    """Findings of harness.diagnose, or diagnosis.json when the module is not installed."""
-    mod = _module("harness.diagnose")
+    """The ranked findings of ``harness diagnose`` for this run (against B when given)."""
+    from harness.analysis.diagnosis.engine import diagnose
+
     title = "Diagnosis: where did the time go?"
-    if mod is None:
-        saved = run.read_json("diagnosis.json")
-        if saved is None:
-            return Section("diagnosis", title, '<p class="note">diagnosis unavailable: '
-                           "harness.diagnose is not installed and the run holds no "
-                           "diagnosis.json</p>")
-        return Section("diagnosis", title, '<p class="note">from the run\'s diagnosis.json</p>'
-                       + _findings_html(saved.get("findings") or []))
     try:
-        result = mod.diagnose(run, baseline)
+        result = diagnose(run, baseline)
     except (ValueError, OSError) as exc:
         return Section("diagnosis", title, f'<p class="note">diagnosis unavailable: '
                        f"{esc(exc)}</p>")
@@ -69,10 +51,9 @@ def diagnosis_section(run: RunDir, baseline: RunDir | None) -> Section:
 
 def slo_section(run: RunDir, slo: Any, label: str = "") -> str:
     """HTML for one run's SLO check (a fragment: one or two runs share the section)."""
-    mod = _module("harness.slo")
-    if mod is None:
-        return '<p class="note">SLO check unavailable: harness.slo is not installed</p>'
-    result = mod.check(run, slo)
+    from harness.analysis.slo import check
+
+    result = check(run, slo)
     verdict = str(_get(result, "verdict", "unknown"))
     rows = []
     for r in _get(result, "rows", []) or []:
@@ -106,14 +87,11 @@ def _slo_value(kind: str, v: Any) -> str:
 
 
 def comparison_section(a: RunDir, b: RunDir, slo: Any) -> Section:
-    """harness.compare's table of differences with confidence intervals."""
-    mod = _module("harness.compare")
+    """harness.analysis.compare's table of differences with confidence intervals."""
+    from harness.analysis.compare import compare
+
     title = f"Comparison: {a.path.name} (A) vs {b.path.name} (B)"
-    if mod is None:
-        return Section("comparison", title, '<p class="note">comparison table unavailable: '
-                       "harness.compare is not installed; the spectrum plot above overlays "
-                       "both runs</p>")
-    result = mod.compare(a, b, slo=slo)
+    result = compare(a, b, slo=slo)
     body = ('<p class="note">Differences are B - A with their confidence interval; the verdict '
             "says whether B is faster or slower than A.</p>")
     problems = list(_get(result, "problems", []) or [])

@@ -10,11 +10,11 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from harness.atomic import write_text_atomic
+from harness.analysis.summary import summarize
 from harness.report import analysis, data_table, latency_figs, process_figs
 from harness.report.page import Section, esc, figure_html, ms, render_page, table
 from harness.rundir import RunDir
-from harness.summary import summarize
+from harness.rundir.atomic import write_text_atomic
 
 
 def run_summary(run: RunDir) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
                  out: Path | None = None) -> Path:
     """Write ``report.html`` (``report-vs-<other>.html`` with two runs) and return its path.
 
-    ``slo`` is a ``harness.slo.Slo``; ``out`` overrides where the file goes.
+    ``slo`` is a ``harness.analysis.slo.Slo``; ``out`` overrides where the file goes.
     """
     summary = run_summary(run)
     sections = [Section("overview", "Requests", _requests_html(summary)),

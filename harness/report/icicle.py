@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from harness.collectors.stacks import Frame, Stack
+from harness.rundir.stacks import Frame, Stack
 
 ROOT_ID = "all"
 

@@ -8,10 +8,10 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from harness.collectors.stacks import read_collapsed
 from harness.report.icicle import build_icicle
 from harness.report.latency_figs import time_origin
 from harness.rundir import RunDir
+from harness.rundir.stacks import read_collapsed
 
 ROLE_ORDER = ("service_master", "service_worker", "service_other", "loadgen", "loadgen_worker",
               "profiler")

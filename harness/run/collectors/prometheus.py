@@ -1,0 +1,200 @@
+"""The Prometheus collector: the target's ``/metrics`` at the start and end of the window.
+
+Files (docs/monitoring.md): ``metrics/start.prom`` scraped at ``measure_start``,
+``metrics/end.prom`` scraped when the load has stopped (before the service is stopped),
+optionally ``metrics/t+<seconds>.prom`` every ``every_s`` seconds in between, and
+``metrics/scrapes.json`` (``{"url", "scrapes": [{"file", "label", "t", "bytes"}]}``).
+Each file is the text exposition exactly as served, so any Prometheus tool reads it.
+A counter or histogram over the window is ``end - start`` (:func:`histogram_delta`).
+
+A target without ``/metrics`` (404, refused, not Prometheus text) makes no files and the
+status says why; the run goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.run.collectors.base import CollectorContext
+from harness.rundir import write_json_atomic
+from harness.rundir.atomic import write_text_atomic
+
+__all__ = ["PrometheusCollector", "parse_exposition", "histogram_buckets", "histogram_delta",
+           "counter_values", "read_scrape", "scrape"]
+
+_OPTIONS = {"url", "every_s", "timeout_s"}
+
+
+def scrape(url: str, timeout_s: float = 5.0) -> str:
+    """GET ``url`` and return the exposition text; ValueError saying why when it is not one."""
+    req = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - http only
+            body = resp.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"target serves no Prometheus metrics at {url} (HTTP {exc.code})") \
+            from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise ValueError(f"could not scrape {url}: {exc}") from exc
+    # An empty 200 is a valid exposition: a multiprocess service that has not observed
+    # anything yet has no series (every counter is still 0).
+    if body.strip() and "# TYPE" not in body and "# HELP" not in body:
+        raise ValueError(f"{url} did not answer Prometheus text exposition "
+                         f"(first bytes {body[:60]!r})")
+    return body
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def parse_exposition(text: str) -> dict[str, dict[Labels, float]]:
+    """Sample name -> {sorted label pairs -> value}, e.g. ``x_bucket`` with ``le``."""
+    out: dict[str, dict[Labels, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = float(s.value)
+    return out
+
+
+def read_scrape(run_dir: Path, label: str) -> dict[str, dict[Labels, float]] | None:
+    """The parsed ``metrics/<label>.prom`` of a run, or None when it was not scraped."""
+    path = Path(run_dir) / "metrics" / f"{label}.prom"
+    if not path.is_file():
+        return None
+    return parse_exposition(path.read_text())
+
+
+def histogram_buckets(parsed: Mapping[str, Mapping[Labels, float]], metric: str
+                      ) -> dict[Labels, list[tuple[float, float]]]:
+    """Cumulative buckets of histogram ``metric`` per label set (``le`` removed), sorted."""
+    out: dict[Labels, list[tuple[float, float]]] = {}
+    for labels, value in parsed.get(f"{metric}_bucket", {}).items():
+        le = dict(labels).get("le")
+        if le is None:
+            continue
+        key = tuple((k, v) for k, v in labels if k != "le")
+        out.setdefault(key, []).append((float(le), value))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def histogram_delta(start: Mapping[str, Mapping[Labels, float]] | None,
+                    end: Mapping[str, Mapping[Labels, float]], metric: str
+                    ) -> dict[Labels, tuple[list[float], list[float]]]:
+    """Per label set: (upper bounds, per-bucket counts) observed between two scrapes.
+
+    Cumulative buckets become per-bucket counts; a series absent at the start counts
+    from zero. A counter reset (end < start, the service restarted) clamps to the end value.
+    """
+    first = histogram_buckets(start, metric) if start is not None else {}
+    out: dict[Labels, tuple[list[float], list[float]]] = {}
+    for key, buckets in histogram_buckets(end, metric).items():
+        before = dict(first.get(key, []))
+        les = [le for le, _ in buckets]
+        cum = []
+        for le, v in buckets:
+            d = v - before.get(le, 0.0)
+            cum.append(v if d < 0 else d)
+        per = [cum[0]] + [max(0.0, b - a) for a, b in zip(cum, cum[1:], strict=False)]
+        out[key] = (les, per)
+    return out
+
+
+def counter_values(start: Mapping[str, Mapping[Labels, float]] | None,
+                   end: Mapping[str, Mapping[Labels, float]], sample: str
+                   ) -> dict[Labels, float]:
+    """Increase of counter ``sample`` (e.g. ``x_total``) per label set between two scrapes."""
+    before = (start or {}).get(sample, {})
+    out = {}
+    for key, v in end.get(sample, {}).items():
+        d = v - before.get(key, 0.0)
+        out[key] = v if d < 0 else d
+    return out
+
+
+class PrometheusCollector:
+    """Scrapes the target's metrics endpoint into the run directory (see module doc)."""
+
+    name = "prometheus"
+
+    def __init__(self, url: str, every_s: float | None = None, timeout_s: float = 5.0) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http(s) URL (got {url!r})")
+        if every_s is not None and not (isinstance(every_s, (int, float)) and every_s >= 1):
+            raise ValueError(f"every_s must be >= 1 second or None (got {every_s!r})")
+        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be > 0 (got {timeout_s!r})")
+        self.url, self.every_s, self.timeout_s = url, every_s, float(timeout_s)
+        self._ctx: CollectorContext | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._scrapes: list[dict[str, Any]] = []
+        self._errors: list[str] = []
+        self._status: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PrometheusCollector:
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise ValueError(f"unknown prometheus collector options {sorted(unknown)} "
+                             f"(known: {sorted(_OPTIONS)})")
+        if "url" not in options:
+            raise ValueError("prometheus collector needs option 'url' (got none)")
+        return cls(options["url"], options.get("every_s"), options.get("timeout_s", 5.0))
+
+    def start(self, ctx: CollectorContext) -> None:
+        self._ctx = ctx
+        (ctx.run_dir / "metrics").mkdir(exist_ok=True)
+        self._thread = threading.Thread(target=self._loop, name="prometheus-scraper",
+                                        daemon=True)
+        self._thread.start()
+
+    def _scrape_to(self, label: str) -> bool:
+        assert self._ctx is not None
+        t = time.time()
+        try:
+            text = scrape(self.url, self.timeout_s)
+        except ValueError as exc:
+            self._errors.append(f"{label}: {exc}")
+            return False
+        path = self._ctx.run_dir / "metrics" / f"{label}.prom"
+        write_text_atomic(path, text)
+        with self._lock:
+            self._scrapes.append({"file": path.name, "label": label, "t": t,
+                                  "bytes": len(text.encode())})
+            write_json_atomic(self._ctx.run_dir / "metrics" / "scrapes.json",
+                              {"url": self.url, "scrapes": list(self._scrapes)})
+        return True
+
+    def _loop(self) -> None:
+        assert self._ctx is not None
+        if self._stop.wait(max(0.0, self._ctx.measure_start - time.time())):
+            return
+        self._scrape_to("start")
+        if self.every_s is None:
+            return
+        start = self._ctx.measure_start
+        while not self._stop.wait(self.every_s):
+            self._scrape_to(f"t+{time.time() - start:.0f}")
+
+    def stop(self) -> dict[str, Any]:
+        if self._status is not None:
+            return self._status
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 1.0)
+        ended = self._ctx is not None and self._scrape_to("end")
+        labels = [s["label"] for s in self._scrapes]
+        ok = ended and "start" in labels
+        reason = None if ok else ("; ".join(self._errors) or "the collector was not started")
+        self._status = {"ok": ok, "reason": reason, "url": self.url,
+                        "scrapes": len(self._scrapes), "errors": list(self._errors)}
+        return self._status

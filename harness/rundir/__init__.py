@@ -1,0 +1,28 @@
+"""The run directory: the product's central artifact, and every file format in it.
+
+Everything after a run (summary, diagnose, check, compare, report) reads only the run
+directory. This package holds its layout and schemas (``directory``), the HdrHistogram
+interval logs, reader and writer together (``hlog``), the other line formats
+(``files``), collapsed stacks and speedscope (``stacks``), the replay format
+(``replay``), the /metrics scrapes (``scrapes``) and atomic writes (``atomic``).
+It imports only ``harness.stats`` and ``harness.units``.
+"""
+
+from __future__ import annotations
+
+from harness.rundir.directory import (
+    SCHEMA_VERSION,
+    IntervalPoint,
+    ResourceSample,
+    RunDir,
+    RunDirError,
+    create_run_dir,
+    load_schema,
+    schema_errors,
+    write_json_atomic,
+    write_run_json,
+)
+
+__all__ = ["SCHEMA_VERSION", "IntervalPoint", "ResourceSample", "RunDir", "RunDirError",
+           "create_run_dir", "load_schema", "schema_errors", "write_json_atomic",
+           "write_run_json"]
