@@ -25,8 +25,8 @@ from harness.analysis.data.checks import (
 from harness.analysis.data.findings import data_findings, findings_from_report
 from harness.analysis.data.inputs import ABSENT, join_store, load_reference, traffic_sample
 from harness.analysis.data.report import check_run
-from harness.run.collectors.prometheus import counter_values, histogram_delta, parse_exposition
 from harness.rundir.replay import ReplayRecord, write_replay
+from harness.rundir.scrapes import counter_values, histogram_delta, parse_exposition
 from harness.stats import drift
 
 ROOT = Path(__file__).resolve().parent.parent

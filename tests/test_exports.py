@@ -170,7 +170,7 @@ def test_every_dashboard_metric_is_exported_by_the_service(reference_service, ht
         assert http("POST", f"{svc.url}/v1/models/{model}/predict", body).status == 200
     assert http("POST", f"{svc.url}/v1/models/fraud/predict", b"{").status == 400
     text = http("GET", f"{svc.url}/metrics").body.decode()
-    from harness.run.collectors.prometheus import parse_exposition
+    from harness.rundir.scrapes import parse_exposition
 
     exported = set(parse_exposition(text))
     wanted = query_metrics(dashboard())

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.exports.stack import PrometheusStack, prometheus_config
-from harness.run.collectors.prometheus import histogram_delta, read_scrape
 from harness.rundir import RunDir
+from harness.rundir.scrapes import histogram_delta, read_scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,

@@ -24,13 +24,8 @@ from jsonschema.exceptions import best_match
 
 from harness import stats
 from harness.rundir.atomic import write_text_atomic
-from harness.rundir.files import (
-    HlogInterval,
-    ResourceSample,
-    parse_hlog,
-    parse_jsonl,
-    parse_resources_csv,
-)
+from harness.rundir.files import ResourceSample, parse_jsonl, parse_resources_csv
+from harness.rundir.hlog import HlogInterval, parse_hlog
 
 __all__ = ["SCHEMA_VERSION", "IntervalPoint", "ResourceSample", "RunDir", "RunDirError",
            "create_run_dir", "load_schema", "schema_errors",

@@ -1,5 +1,5 @@
 """The latency files of a run directory: ``latency/*.hlog``, ``latency/series.json``
-and ``intervals.jsonl`` (formats in docs/internals.md).
+and ``intervals.jsonl`` (formats in docs/internals.md), written and read here.
 
 ``.hlog`` is the standard HdrHistogram interval log (version 1.2), as Java's
 ``HistogramLogWriter`` writes it: a ``#[StartTime: …]`` header with epoch seconds, a
@@ -23,16 +23,21 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
 
 from harness.rundir.atomic import write_text_atomic
+from harness.rundir.files import bad_line
+from harness.stats import counts_array
 
-if TYPE_CHECKING:
-    from hdrh.histogram import HdrHistogram
+__all__ = ["HlogFiles", "HlogInterval", "SeriesKey", "parse_hlog", "series_file_name"]
 
-    from harness.load.recorder import Series
+_START_TIME = re.compile(r"#\[StartTime:\s*([\d.]+)")
+_BASE_TIME = re.compile(r"#\[BaseTime:\s*([\d.]+)")
+_YEAR_S = 365 * 86400.0
 
-__all__ = ["HlogFiles", "SeriesKey", "series_file_name"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
@@ -44,6 +49,28 @@ class SeriesKey(NamedTuple):
     name: str
     stage: str | None
     tag: str | None
+
+
+class Series(Protocol):
+    """What the writer needs of a series (the load driver's recorder keeps more)."""
+
+    key: SeriesKey
+    file: str
+    out_of_range: int
+
+
+class HlogInterval(NamedTuple):
+    """One interval of an hlog, kept sparse (a dense 1 µs .. 1 h histogram is 188 kB).
+
+    ``idx`` are counts-array indexes of the reference histogram layout, ``counts``
+    the counts there; ``t`` is the absolute interval start (epoch s), ``dt`` its length.
+    """
+
+    t: float
+    dt: float
+    idx: np.ndarray
+    counts: np.ndarray
+
 
 
 def _safe(part: str) -> str:
@@ -142,3 +169,59 @@ class HlogFiles:
     def append_interval(self, record: dict[str, Any]) -> None:
         with open(self.intervals_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+# Reading: the same format back, into sparse intervals of the run's histogram layout.
+
+def _sparse(decoded: HdrHistogram, ref: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    counts = counts_array(decoded)
+    if decoded.get_total_count() == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # scan only between the decoded min and max: latencies span a few % of the array
+    lo = decoded.get_counts_array_index(decoded.min_value)
+    hi = min(decoded.get_counts_array_index(decoded.max_value) + 1, len(counts))
+    idx = np.flatnonzero(counts[lo:hi]) + lo
+    values = counts[idx].astype(np.int64)
+    layout = ("lowest_trackable_value", "highest_trackable_value", "significant_figures")
+    if any(getattr(decoded, a) != getattr(ref, a) for a in layout):
+        # a foreign layout: move each bucket to ours by its value
+        idx = np.array([ref.get_counts_array_index(decoded.get_value_from_index(int(i)))
+                        for i in idx], dtype=np.int64)
+    return idx, values
+
+
+def parse_hlog(raw: str, rel: str, ref: HdrHistogram) -> tuple[list[HlogInterval], list[str]]:
+    """Intervals of an HdrHistogram interval log (format 1.x) in ``ref``'s counts layout.
+
+    Timestamps follow HdrHistogram's reader: ``#[BaseTime]`` if given, else stamps more
+    than a year before ``#[StartTime]`` are offsets from it and others are absolute.
+    """
+    out: list[HlogInterval] = []
+    warnings: list[str] = []
+    start_time = base_time = None
+    rows = raw.split("\n")
+    for number, line in enumerate(rows, 1):
+        if not line.strip() or line.startswith('"'):
+            continue
+        if line.startswith("#"):
+            if m := _START_TIME.match(line):
+                start_time = float(m.group(1))
+            elif m := _BASE_TIME.match(line):
+                base_time = float(m.group(1))
+            continue
+        if line.startswith("Tag="):
+            line = line.split(",", 1)[1] if "," in line else ""
+        try:
+            t_s, dt_s, _max, payload = line.split(",", 3)
+            offset, dt = float(t_s), float(dt_s)
+            decoded = HdrHistogram.decode(payload.strip())
+        except Exception:  # noqa: BLE001 - any decode failure means a bad line
+            warnings.append(bad_line(rel, number, rows, raw))
+            continue
+        if start_time is None:
+            start_time = offset
+        if base_time is None:
+            base_time = start_time if offset < start_time - _YEAR_S else 0.0
+        idx, counts = _sparse(decoded, ref)
+        out.append(HlogInterval(offset + base_time, dt, idx, counts))
+    return out, warnings

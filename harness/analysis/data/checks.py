@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats as sps
 
 from harness.analysis.data.inputs import ABSENT, Reference, TrafficSample
-from harness.run.collectors.prometheus import histogram_delta, read_scrape
+from harness.rundir.scrapes import histogram_delta, read_scrape
 from harness.stats import drift
 
 __all__ = ["NULL_RATE_DELTA", "NULL_P_VALUE", "OUT_OF_RANGE_SHARE", "DATASET_DRIFT_SHARE",

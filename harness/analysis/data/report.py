@@ -33,8 +33,8 @@ from harness.analysis.data.inputs import (
     load_reference,
     traffic_sample,
 )
-from harness.run.collectors.prometheus import counter_values, read_scrape
 from harness.rundir.replay import ReplayFormatError
+from harness.rundir.scrapes import counter_values, read_scrape
 from harness.stats import drift
 
 __all__ = ["check_run", "reference_from_sample", "format_data_report", "write_data_report"]

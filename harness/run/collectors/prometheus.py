@@ -5,7 +5,8 @@ Files (docs/monitoring.md): ``metrics/start.prom`` scraped at ``measure_start``,
 optionally ``metrics/t+<seconds>.prom`` every ``every_s`` seconds in between, and
 ``metrics/scrapes.json`` (``{"url", "scrapes": [{"file", "label", "t", "bytes"}]}``).
 Each file is the text exposition exactly as served, so any Prometheus tool reads it.
-A counter or histogram over the window is ``end - start`` (:func:`histogram_delta`).
+A counter or histogram over the window is ``end - start``; the readers of these files are in
+``harness.rundir.scrapes``.
 
 A target without ``/metrics`` (404, refused, not Prometheus text) makes no files and the
 status says why; the run goes on.
@@ -18,17 +19,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from harness.run.collectors.base import CollectorContext
 from harness.rundir import write_json_atomic
 from harness.rundir.atomic import write_text_atomic
 
-__all__ = ["PrometheusCollector", "parse_exposition", "histogram_buckets", "histogram_delta",
-           "counter_values", "read_scrape", "scrape"]
+__all__ = ["PrometheusCollector", "scrape"]
 
 _OPTIONS = {"url", "every_s", "timeout_s"}
 
@@ -50,73 +47,6 @@ def scrape(url: str, timeout_s: float = 5.0) -> str:
         raise ValueError(f"{url} did not answer Prometheus text exposition "
                          f"(first bytes {body[:60]!r})")
     return body
-
-
-Labels = tuple[tuple[str, str], ...]
-
-
-def parse_exposition(text: str) -> dict[str, dict[Labels, float]]:
-    """Sample name -> {sorted label pairs -> value}, e.g. ``x_bucket`` with ``le``."""
-    out: dict[str, dict[Labels, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = float(s.value)
-    return out
-
-
-def read_scrape(run_dir: Path, label: str) -> dict[str, dict[Labels, float]] | None:
-    """The parsed ``metrics/<label>.prom`` of a run, or None when it was not scraped."""
-    path = Path(run_dir) / "metrics" / f"{label}.prom"
-    if not path.is_file():
-        return None
-    return parse_exposition(path.read_text())
-
-
-def histogram_buckets(parsed: Mapping[str, Mapping[Labels, float]], metric: str
-                      ) -> dict[Labels, list[tuple[float, float]]]:
-    """Cumulative buckets of histogram ``metric`` per label set (``le`` removed), sorted."""
-    out: dict[Labels, list[tuple[float, float]]] = {}
-    for labels, value in parsed.get(f"{metric}_bucket", {}).items():
-        le = dict(labels).get("le")
-        if le is None:
-            continue
-        key = tuple((k, v) for k, v in labels if k != "le")
-        out.setdefault(key, []).append((float(le), value))
-    return {k: sorted(v) for k, v in out.items()}
-
-
-def histogram_delta(start: Mapping[str, Mapping[Labels, float]] | None,
-                    end: Mapping[str, Mapping[Labels, float]], metric: str
-                    ) -> dict[Labels, tuple[list[float], list[float]]]:
-    """Per label set: (upper bounds, per-bucket counts) observed between two scrapes.
-
-    Cumulative buckets become per-bucket counts; a series absent at the start counts
-    from zero. A counter reset (end < start, the service restarted) clamps to the end value.
-    """
-    first = histogram_buckets(start, metric) if start is not None else {}
-    out: dict[Labels, tuple[list[float], list[float]]] = {}
-    for key, buckets in histogram_buckets(end, metric).items():
-        before = dict(first.get(key, []))
-        les = [le for le, _ in buckets]
-        cum = []
-        for le, v in buckets:
-            d = v - before.get(le, 0.0)
-            cum.append(v if d < 0 else d)
-        per = [cum[0]] + [max(0.0, b - a) for a, b in zip(cum, cum[1:], strict=False)]
-        out[key] = (les, per)
-    return out
-
-
-def counter_values(start: Mapping[str, Mapping[Labels, float]] | None,
-                   end: Mapping[str, Mapping[Labels, float]], sample: str
-                   ) -> dict[Labels, float]:
-    """Increase of counter ``sample`` (e.g. ``x_total``) per label set between two scrapes."""
-    before = (start or {}).get(sample, {})
-    out = {}
-    for key, v in end.get(sample, {}).items():
-        d = v - before.get(key, 0.0)
-        out[key] = v if d < 0 else d
-    return out
 
 
 class PrometheusCollector:
