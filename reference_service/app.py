@@ -125,7 +125,7 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> Flask:
     if not isinstance(config, ServiceConfig):
         config = ServiceConfig.from_env(**(config or {}))
     svc = _Service(config)
-    tracing.setup_from_env()  # REFSVC_TRACING: off (default), on, console
+    tracing.setup_from_env()  # REFSVC_TRACING: off (default), on, console, otlp
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["refsvc"] = svc
@@ -287,7 +287,8 @@ def _run_stages(svc: _Service, key: tuple[str, str], instances: list, t0: int) -
     m.sample_process()
     if tracing.enabled():
         tracing.record_request(name, version, len(instances), (t0, t1, t2, t3, t4),
-                               assembled.faults_fired + fired_infer + fired_ser)
+                               assembled.faults_fired + fired_infer + fired_ser,
+                               request.headers.get("traceparent"))
     hist = m.probability.labels(name, version)
     for p in proba.tolist():
         hist.observe(p)
