@@ -210,9 +210,29 @@ def _drain() -> None:
             length -= len(chunk)
 
 
+def _body(limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes. With a Content-Length, Flask enforces
+    MAX_CONTENT_LENGTH itself (413 before reading); a chunked body has no length up front
+    and Werkzeug would silently stop reading at the limit (a valid JSON followed by padding
+    would pass truncated), so it is read here to one byte past the limit: over means 413."""
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    stream = request.environ.get("wsgi.input")
+    chunks, size = [], 0
+    while stream is not None and size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
 def _predict(svc: _Service, name: str, path_version: str | None) -> Response:
     t0 = time.perf_counter_ns()
-    raw = request.get_data(cache=False)
+    raw = _body(svc.config.max_body_bytes)
     version = path_version
     body: Any = None
     try:
