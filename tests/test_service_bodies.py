@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import free_port
+from conftest import free_port
 
 pytestmark = pytest.mark.slow
 PREDICT = "/v1/models/fraud/predict"
