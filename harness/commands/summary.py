@@ -22,6 +22,7 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.analysis.summary import format_summary, summarize
+    from harness.rundir import schema_errors
 
     path: Path = args.run_dir
     summary_file = path / "summary.json"
@@ -33,6 +34,11 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
         except ValueError as exc:  # name the file: a bare JSON error says nothing useful
             raise ValueError(f"{summary_file} is not readable JSON ({exc}); rebuild it from "
                              f"the raw files with --recompute") from None
+        problems = schema_errors(summary, "summary") if isinstance(summary, dict) else \
+            [f"it is a {type(summary).__name__}, not an object"]
+        if problems:
+            raise ValueError(f"{summary_file} does not match its schema {problems[0]}; "
+                             "rebuild it from the raw files with --recompute")
     print_result(summary, args.json, format_summary)
     return 0
 

@@ -19,10 +19,7 @@ from harness.rundir.atomic import write_text_atomic
 
 def run_summary(run: RunDir) -> dict[str, Any]:
     """summary.json when present and readable, else computed (not written: runs may be shared)."""
-    saved = run.read_json("summary.json")
-    if saved is not None and "requests" in saved:
-        return saved
-    return summarize(run, write=False)
+    return run.saved_summary() or summarize(run, write=False)
 
 
 def _meta_lines(run: RunDir, summary: dict[str, Any]) -> list[str]:

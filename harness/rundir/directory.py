@@ -15,7 +15,7 @@ import secrets
 import time
 from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -37,10 +37,57 @@ STATUSES = ("running", "complete", "degraded", "incomplete", "failed")
 _SCHEMAS = Path(__file__).resolve().parent / "schemas"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 _EPS_S = 1e-3  # interval starts are written with µs precision; allow float noise
+# Bounds on what is read from a run directory (it may come from elsewhere: a colleague, a
+# CI artifact): a JSON file, a line-oriented file (.hlog, .jsonl, .csv).
+MAX_JSON_BYTES = 64 * 2**20
+MAX_LOG_BYTES = 1 * 2**30
+_SAFE_FILE = re.compile(r"[^/\\\x00-\x1f]{1,255}")  # a name, not a path
 
 
 class RunDirError(Exception):
     """A run directory that cannot be read (missing/corrupt run.json, newer schema)."""
+
+
+def _drop_invalid(doc: dict[str, Any], name: str) -> list[str]:
+    """Remove the values of ``doc`` that violate schema ``name`` (a wrong type, a bad enum
+    value...) so the readers meet a missing field, which they handle, instead of a field of
+    the wrong shape; the list says what was dropped. Required-but-missing fields stay missing.
+    """
+    dropped = []
+    for error in Draft202012Validator(load_schema(name)).iter_errors(doc):
+        path = list(error.absolute_path)
+        if not path:
+            continue
+        parent: Any = doc
+        for key in path[:-1]:
+            parent = parent[key] if isinstance(parent, (dict, list)) else None
+        last = path[-1]
+        if isinstance(parent, dict) and last in parent:
+            del parent[last]
+        elif isinstance(parent, list) and isinstance(last, int) and last < len(parent):
+            parent[last] = None
+        else:
+            continue
+        dropped.append(f"/{'/'.join(str(p) for p in path)} ({error.message[:80]})")
+    return dropped
+
+
+def _series_entry_problem(entry: Any) -> str | None:
+    """Why an entry of latency/series.json cannot be used (None when it can): its file must
+    be a plain file name inside latency/, its fields of the documented types."""
+    if not isinstance(entry, dict):
+        return f"not an object ({str(entry)[:60]})"
+    file = entry.get("file")
+    if not isinstance(file, str) or not _SAFE_FILE.fullmatch(file) or file in (".", ".."):
+        return f"file must be a plain file name inside latency/ (got {str(file)[:80]!r})"
+    if not isinstance(entry.get("metric"), str) or not isinstance(entry.get("name"), str):
+        return f"metric and name must be strings ({file})"
+    for key in ("stage", "tag"):
+        if entry.get(key) is not None and not isinstance(entry.get(key), str):
+            return f"{key} must be a string or null ({file})"
+    if not isinstance(entry.get("out_of_range", 0), int):
+        return f"out_of_range must be an integer ({file})"
+    return None
 
 
 @cache
@@ -137,6 +184,10 @@ class RunDir:
                 f"{SUPPORTED_MAJOR}.x: upgrade the harness")
         for problem in schema_errors(meta, "run")[:3]:
             self.warnings.append(f"run.json does not match its schema {problem}")
+        dropped = _drop_invalid(meta, "run")
+        if dropped:
+            self.warnings.append("run.json: fields of the wrong shape ignored: "
+                                 + "; ".join(dropped[:5]))
         self.meta: dict[str, Any] = meta
         self._index: dict[str, Any] | None = None
         self._lines: dict[str, list[HlogInterval]] = {}
@@ -144,13 +195,41 @@ class RunDir:
         self._window: tuple[float, float | None] | None = None
 
     # -- small files --------------------------------------------------------------
-    def _json(self, rel: str) -> Any | None:
+    def _read_text(self, rel: str, limit: int) -> str | None:
+        """A regular file inside the run directory, at most ``limit`` bytes; None (with a
+        warning when it exists but is refused) otherwise. Symbolic links that lead out of
+        the run directory, devices and FIFOs are refused: the directory is not trusted."""
         path = self.path / rel
-        if not path.is_file():
+        try:
+            real, root = path.resolve(), self.path.resolve()
+        except (OSError, RuntimeError) as exc:
+            self._warn(f"{rel} cannot be resolved ({exc}); ignored")
+            return None
+        if not path.exists():
+            return None
+        if root not in real.parents:
+            self._warn(f"{rel} leads outside the run directory (to {real}); ignored")
+            return None
+        if not real.is_file():
+            self._warn(f"{rel} is not a regular file; ignored")
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            size = real.stat().st_size
+            if size > limit:
+                self._warn(f"{rel} is {size} bytes, over the {limit}-byte limit; ignored")
+                return None
+            return real.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self._warn(f"{rel} cannot be read ({exc.strerror or exc}); ignored")
+            return None
+
+    def _json(self, rel: str) -> Any | None:
+        raw = self._read_text(rel, MAX_JSON_BYTES)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
             self._warn(f"{rel} is not readable JSON ({exc}); ignored")
             return None
 
@@ -166,11 +245,31 @@ class RunDir:
                 if index is None:
                     self._warn("latency/series.json is missing: no latency was recorded")
                 index = {}
-            index.setdefault("series", [])
-            index.setdefault("interval_s", 1.0)
-            index.setdefault("lowest_us", 1)
-            index.setdefault("highest_us", 3_600_000_000)
-            index.setdefault("significant_figures", 3)
+            defaults = {"series": [], "interval_s": 1.0, "lowest_us": 1,
+                        "highest_us": 3_600_000_000, "significant_figures": 3}
+            for key, default in defaults.items():
+                value = index.get(key, default)
+                ok = isinstance(value, list) if key == "series" else \
+                    isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and value > 0
+                if not ok:
+                    self._warn(f"latency/series.json: {key} is not valid (got "
+                               f"{str(value)[:40]}); the default is used")
+                    value = default
+                index[key] = value
+            if not (1 <= index["lowest_us"] < index["highest_us"] <= 2**62
+                    and 1 <= index["significant_figures"] <= 5):
+                self._warn("latency/series.json: histogram layout out of range; the default "
+                           "1 us .. 1 h, 3 digits is used")
+                index.update(lowest_us=1, highest_us=3_600_000_000, significant_figures=3)
+            usable = []
+            for entry in index["series"]:
+                problem = _series_entry_problem(entry)
+                if problem:
+                    self._warn(f"latency/series.json: series ignored: {problem}")
+                else:
+                    usable.append(entry)
+            index["series"] = usable
             self._index = index
         return self._index
 
@@ -182,6 +281,20 @@ class RunDir:
         """A JSON object file of the run (``"resources.json"``, ``"driver.json"``…) or None."""
         found = self._json(rel)
         return found if isinstance(found, dict) else None
+
+    def saved_summary(self) -> dict[str, Any] | None:
+        """summary.json when present and valid against summary.schema.json, else None (with
+        a warning when it exists): callers then compute the summary from the raw files."""
+        doc = self._json("summary.json")
+        if doc is None:
+            return None
+        problems = schema_errors(doc, "summary") if isinstance(doc, dict) else \
+            [f"it is a {type(doc).__name__}, not an object"]
+        if problems:
+            self._warn(f"summary.json does not match its schema {problems[0]}; recomputed "
+                       "from the raw files")
+            return None
+        return doc
 
     def profile_status(self) -> dict[str, Any] | None:
         """profile/status.json, or None when the profiler did not run."""
@@ -200,13 +313,15 @@ class RunDir:
         if start is None:
             base = self.series_index().get("start_time") or timeline.get("load_start")
             warmup = (self.meta.get("load") or {}).get("warmup_s") or 0.0
-            start = base + warmup if base is not None else None
+            start = float(base) + warmup if _number(base) else None
         if start is None:
             first = [iv["t"] for iv in self.intervals() if not iv.get("warmup")]
             start = min(first) if first else -math.inf
         # The driver's own load_end is exact; the orchestrator's comes after the driver exits.
-        driver_end = ((self.read_json("load.json") or {}).get("timeline") or {}).get("load_end")
-        end = driver_end if isinstance(driver_end, (int, float)) else timeline.get("load_end")
+        driver_timeline = (self.read_json("load.json") or {}).get("timeline")
+        driver_end = driver_timeline.get("load_end") if isinstance(driver_timeline, dict) \
+            else None
+        end = driver_end if _number(driver_end) else timeline.get("load_end")
         return float(start), (float(end) if end is not None else None)
 
     def in_window(self, t: float) -> bool:
@@ -235,10 +350,9 @@ class RunDir:
     def _read_hlog(self, file: str) -> list[HlogInterval]:
         if file not in self._lines:
             rel = f"latency/{file}"
-            try:
-                raw = (self.path / rel).read_text(encoding="utf-8", errors="replace")
-            except OSError as exc:
-                self._warn(f"{rel} cannot be read ({exc}); series ignored")
+            raw = self._read_text(rel, MAX_LOG_BYTES)
+            if raw is None:
+                self._warn(f"{rel} is missing or unreadable; series ignored")
                 raw = ""
             self._lines[file], warnings = parse_hlog(raw, rel, self._template())
             for w in warnings:
@@ -306,8 +420,7 @@ class RunDir:
     def intervals(self) -> list[dict[str, Any]]:
         """intervals.jsonl, one dict per complete line, in file order."""
         if self._intervals is None:
-            path = self.path / "intervals.jsonl"
-            raw = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+            raw = self._read_text("intervals.jsonl", MAX_LOG_BYTES) or ""
             self._intervals, warnings = parse_jsonl(raw, "intervals.jsonl")
             for w in warnings:
                 self._warn(w)
@@ -341,10 +454,15 @@ class RunDir:
 
     def resources(self) -> list[ResourceSample]:
         """resources.csv as typed rows; malformed rows are skipped with a warning."""
-        path = self.path / "resources.csv"
-        if not path.is_file():
+        raw = self._read_text("resources.csv", MAX_LOG_BYTES)
+        if raw is None:
             return []
-        rows, warnings = parse_resources_csv(path.read_text(encoding="utf-8", errors="replace"))
+        rows, warnings = parse_resources_csv(raw)
         for w in warnings:
             self._warn(w)
         return rows
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)

@@ -184,9 +184,7 @@ def _throughput_row(run: RunDir, o: Objective, target: float) -> SloRow:
 
 
 def _self_check_errors(run: RunDir) -> list[str]:
-    summary = run.read_json("summary.json")
-    if summary is None or "self_check" not in summary:
-        summary = summarize(run, write=False)
+    summary = run.saved_summary() or summarize(run, write=False)
     return [f"{c['check']}: {c['detail']}" for c in summary.get("self_check", [])
             if not c.get("ok") and c.get("severity") == "error"]
 
