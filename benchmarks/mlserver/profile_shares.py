@@ -19,6 +19,8 @@ and prints, per view:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import json
 import re
 import sys
@@ -107,8 +109,47 @@ def stage_split(stacks: list[Stack], map_name: str) -> dict[str, Any]:
     return {"map": smap.name, "source": smap.source, "samples": total,
             "shares": {k: v / total for k, v in counts.items()} if total else {},
             "waiting": {k: detail[k]["waiting"] for k in detail},
+            "busy_shares": _busy_shares(detail),
             "other_top_self": detail.get("other", {}).get("top_self", []),
+            "top_self": {k: detail[k]["top_self"][:5] for k in detail},
             "by_role": by_role}
+
+
+def _busy_shares(detail: dict[str, Any]) -> dict[str, float]:
+    """Per stage, the share of the samples whose leaf is not a wait (a blocking call)."""
+    busy = {k: v["samples"] - v["waiting"] for k, v in detail.items()}
+    total = sum(busy.values())
+    return {k: b / total for k, b in busy.items()} if total else {}
+
+
+def process_check(run: Path, stacks: list[Stack]) -> list[dict[str, Any]]:
+    """Per sampled process: on-CPU samples / (rate x window), the CPU that py-spy's on-CPU
+    view implies, next to psutil's mean CPU over the same window (resources.csv)."""
+    try:
+        status = json.loads((run / "profile" / "status.json").read_text())
+    except (OSError, ValueError):
+        return []
+    window = status.get("window") or {}
+    rate = status.get("rate_hz")
+    if not window or not rate:
+        return []
+    seconds = window["end"] - window["start"]
+    per_pid: Counter[str] = Counter()
+    roles: dict[str, str] = {}
+    for s in stacks:
+        per_pid[_pid(s)] += s.count
+        roles[_pid(s)] = role(s)
+    cpu: dict[str, list[float]] = defaultdict(list)
+    with contextlib.suppress(OSError):
+        with (run / "resources.csv").open(newline="") as f:
+            for row in csv.DictReader(f):
+                if window["start"] <= float(row["t"]) <= window["end"]:
+                    with contextlib.suppress(ValueError):
+                        cpu[row["pid"]].append(float(row["cpu_percent"]))
+    return [{"pid": pid, "role": roles[pid], "samples": n,
+             "implied_cpu_pct": round(100 * n / (rate * seconds), 1),
+             "psutil_cpu_pct": round(sum(cpu[pid]) / len(cpu[pid]), 1) if cpu[pid] else None}
+            for pid, n in per_pid.most_common()]
 
 
 def analyse(run: Path, maps: list[str], top: int) -> dict[str, Any]:
@@ -130,6 +171,7 @@ def analyse(run: Path, maps: list[str], top: int) -> dict[str, Any]:
                       for r, g in sorted(roles.items(), key=lambda kv: -sum(
                           s.count for s in kv[1]))},
             "packages": package_shares(stacks),
+            "process_check": process_check(run, stacks) if view == "oncpu" else [],
             "stages": {m: stage_split(stacks, m) for m in maps},
         }
     return out
@@ -153,6 +195,10 @@ def print_report(doc: dict[str, Any], top: int) -> None:
         for r, info in v["roles"].items():
             print(f"{r} | {' '.join(info['pids'])} | {info['samples']} | "
                   f"{_pct(info['samples'] / v['samples'])}")
+        for row in v["process_check"]:
+            print(f"  on-CPU check pid {row['pid']} ({row['role']}): {row['samples']} samples "
+                  f"= {row['implied_cpu_pct']} % of a core at the profile rate; psutil: "
+                  f"{row['psutil_cpu_pct']} %")
         print("\npackages (all processes): self share (leaf frame) / total share (on the stack)")
         pk = v["packages"]
         for name, share in list(pk["self"].items())[:top]:
@@ -169,8 +215,14 @@ def print_report(doc: dict[str, Any], top: int) -> None:
             waiting = {k: w for k, w in split["waiting"].items() if w}
             if waiting:
                 print(f"  waiting samples per stage: {waiting}")
+                print("  without the waiting samples: " + ", ".join(
+                    f"{k} {_pct(b)}" for k, b in split["busy_shares"].items()))
             for r, shares_r in split["by_role"].items():
                 print(f"  [{r}] " + ", ".join(f"{k} {_pct(s)}" for k, s in shares_r.items()))
+            for stage, tops in split["top_self"].items():
+                if tops and stage != "other":
+                    print(f"  {stage} top self: " + "; ".join(
+                        f"{t['function'].split(' (')[0]} {t['samples']}" for t in tops))
             if split["other_top_self"]:
                 print("  'other' top self: " + "; ".join(
                     f"{t['function'].split(' (')[0]} {t['samples']}"
