@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.collectors.stacks import parse_collapsed
-from harness.collectors.stagemap import OTHER, StageMap, load_stage_map
+from harness.run.collectors.stagemap import OTHER, StageMap, load_stage_map
+from harness.rundir.stacks import parse_collapsed
 
 SP = "/venv-mlserver/lib/python3.11/site-packages"
 PY = "/usr/lib/python3.11"

@@ -11,7 +11,7 @@ and prints, per view:
   site-packages top-level names, ``mlserver/<subpackage>``, or ``stdlib:<module>``;
 - the stage split with each stage map given (default: the bundled reference_service map,
   which the run used, and harness/stagemaps/mlserver.json), recomputed offline with
-  harness.collectors.stagemap.build_stages: "other" before and after, per role too.
+  harness.run.collectors.stagemap.build_stages: "other" before and after, per role too.
 
     .venv/bin/python benchmarks/mlserver/profile_shares.py runs/RUN [--top 25] [--json OUT]
 """
@@ -31,8 +31,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from harness.collectors.stacks import Frame, Stack, read_collapsed  # noqa: E402
-from harness.collectors.stagemap import build_stages, load_stage_map  # noqa: E402
+from harness.run.collectors.stagemap import build_stages, load_stage_map  # noqa: E402
+from harness.rundir.stacks import Frame, Stack, read_collapsed  # noqa: E402
 
 DEFAULT_MAPS = ("reference_service", str(REPO / "harness" / "stagemaps" / "mlserver.json"))
 _SITE = re.compile(r"/(?:site|dist)-packages/([^/]+)(?:/([^/]+))?")
