@@ -146,59 +146,101 @@ class Service:
         assert time.monotonic() - t0 < 20
 
 
-class Launcher:
+# Every service the tests use, by name. The module starts the ones its selected tests name
+# (marker ``fastsvc``) all at once and waits for all before the first test measures
+# anything: a start is ~2 CPU-s of imports (sklearn alone ~1 s), and overlapped on 2
+# cores the dozen of them take about half the wall time they take one after another.
+SERVICES: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "sqlite-2": {"store": "sqlite", "workers": 2},
+    "slow-store": {"faults": {"store_delay_ms": 100}},
+    "sleep-in-handler": {"faults": {"blocking_ms": 100}},
+    "sync-sqlite-on-loop": {"store": "sqlite",
+                            "faults": {"blocking_store": True, "store_delay_ms": 100}},
+    "sync-redis-on-loop": {"faults": {"blocking_store": True, "store_delay_ms": 100}},
+    "v2-and-nulls": {"store": "sqlite", "faults": {
+        "default_version": "v2", "null_feature": "prep_minutes_p90_7d", "null_fraction": 0.5}},
+    "slow-serialization": {"faults": {"response_pad_floats": 10_000, "python_encoder": True}},
+    "otel-2": {"workers": 2, "env": {"FASTSVC_OTEL": "1", "OTEL_TRACES_EXPORTER": "console",
+                                     "OTEL_BSP_SCHEDULE_DELAY": "200",
+                                     "PYTHONUNBUFFERED": "1"}},
+}
+
+
+def uses(*names: str) -> pytest.MarkDecorator:
+    assert all(n in SERVICES for n in names), names
+    return pytest.mark.fastsvc(*names)
+
+
+class Fleet:
+    """Services by name: ``fleet["slow-store"]`` is that service, ready."""
+
     def __init__(self, tmp: Path, artifacts: Path) -> None:
         self.tmp = tmp
         self.artifacts = artifacts
-        self.started: list[Service] = []
+        self.services: dict[str, Service] = {}
+        self.ready: set[str] = set()
 
-    def __call__(self, *, workers: int = 1, store: str = "redis",
-                 faults: dict[str, Any] | None = None, env: dict[str, str] | None = None
-                 ) -> Service:
-        port = free_port()
-        argv = [*SERVE, "--port", str(port), "--workers", str(workers), "--store", store,
-                "--artifacts", str(self.artifacts)]
-        if faults:
-            path = self.tmp / f"faults-{port}.json"
-            path.write_text(json.dumps(faults))
+    def start(self, name: str) -> Service:
+        spec = SERVICES[name]
+        port, workers = free_port(), spec.get("workers", 1)
+        argv = [*SERVE, "--port", str(port), "--workers", str(workers),
+                "--store", spec.get("store", "redis"), "--artifacts", str(self.artifacts)]
+        if spec.get("faults"):
+            path = self.tmp / f"faults-{name}.json"
+            path.write_text(json.dumps(spec["faults"]))
             argv += ["--faults", str(path)]
-        log_path = self.tmp / f"fastsvc-{port}.log"
-        child_env = {k: v for k, v in os.environ.items()
-                     if not k.startswith(("FASTSVC_", "OTEL_", "PROMETHEUS_MULTIPROC"))}
+        log_path = self.tmp / f"{name}.log"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("FASTSVC_", "OTEL_", "PROMETHEUS_MULTIPROC"))}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**child_env, **(env or {})}, start_new_session=True)
-        svc = Service(port, proc, log_path, workers)
-        self.started.append(svc)
-        # Ready = every worker ran its lifespan startup and the launcher saw /healthz
-        # answer (a single uvicorn worker listens only after its startup).
-        t0 = time.monotonic()
-        while svc.log().count("fastsvc worker ready") < workers or (
+                                    env={**env, **spec.get("env", {})}, start_new_session=True)
+        self.services[name] = Service(port, proc, log_path, workers)
+        return self.services[name]
+
+    def wait(self, name: str, timeout_s: float = 120.0) -> Service:
+        """Ready = every worker ran its lifespan startup and the launcher saw /healthz
+        answer (a single uvicorn worker listens only after its startup)."""
+        svc = self.services[name]
+        deadline = time.monotonic() + timeout_s
+        while svc.log().count("fastsvc worker ready") < svc.workers or (
                 "fastsvc: ready at" not in svc.log()):
-            if proc.poll() is not None or time.monotonic() - t0 > 90:
-                raise AssertionError(f"service did not start (rc {proc.poll()}):\n{svc.log()}")
+            if svc.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not start (rc {svc.proc.poll()}):\n"
+                                     f"{svc.log()}")
             time.sleep(0.05)
-        print(f"started {argv[3:]} in {time.monotonic() - t0:.1f} s")
+        self.ready.add(name)
         return svc
 
+    def __getitem__(self, name: str) -> Service:
+        if name not in self.services:  # a test without its marker: start it now
+            self.start(name)
+        for pending in [n for n in self.services if n not in self.ready]:
+            self.wait(pending)
+        return self.services[name]
+
     def close(self) -> None:
-        for svc in self.started:
+        for svc in self.services.values():
             svc.stop()
 
 
 @pytest.fixture(scope="module")
-def launch(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path_factory.mktemp("fastsvc"), artifacts)
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          artifacts: Path) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path_factory.mktemp("fastsvc"), artifacts)
+    wanted = {name for item in request.session.items if item.module is request.module
+              for mark in item.iter_markers("fastsvc") for name in mark.args}
+    t0 = time.monotonic()
     try:
-        yield launcher
+        for name in sorted(wanted):
+            fleet.start(name)
+        for name in sorted(wanted):
+            fleet.wait(name)
+        print(f"{len(wanted)} services ready in {time.monotonic() - t0:.1f} s")
+        yield fleet
     finally:
-        launcher.close()
-
-
-@pytest.fixture(scope="module")
-def baseline(launch: Launcher) -> Service:
-    """The healthy service every fault is measured against: Redis, one worker."""
-    return launch()
+        fleet.close()
 
 
 def instance(restaurant_id: int) -> dict[str, Any]:
@@ -250,10 +292,11 @@ def csv_nulls(artifacts: Path, feature: str, ids: range) -> int:
 # --- healthy service ------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("store", "workers"), [("redis", 1), ("sqlite", 2)])
-def test_predictions_models_and_metrics(launch: Launcher, baseline: Service, artifacts: Path,
-                                        store: str, workers: int) -> None:
-    svc = baseline if (store, workers) == ("redis", 1) else launch(store=store, workers=workers)
+@pytest.mark.parametrize("name", [pytest.param("baseline", marks=uses("baseline")),
+                                  pytest.param("sqlite-2", marks=uses("sqlite-2"))])
+def test_predictions_models_and_metrics(fleet: Fleet, artifacts: Path, name: str) -> None:
+    """Redis with one worker, SQLite with two (metrics summed over the workers' files)."""
+    svc = fleet[name]
     conn = svc.conn()
     before = post(conn, "/metrics", None)[2].decode()
     body = batch(1, 40)
@@ -316,14 +359,17 @@ def test_predictions_models_and_metrics(launch: Launcher, baseline: Service, art
 # --- faults, each against its absence ------------------------------------------------------
 
 @pytest.mark.slow
-def test_slow_store_adds_its_delay(launch: Launcher, baseline: Service) -> None:
+@uses("baseline", "slow-store")
+def test_slow_store_adds_its_delay(fleet: Fleet) -> None:
     """100 ms awaited before every fetch: the median must grow by >= 50 ms."""
-    slow = launch(faults={"store_delay_ms": 100})
+    baseline, slow = fleet["baseline"], fleet["slow-store"]
     body = batch(1, 5)
     base_s, slow_s = interleaved_medians([(baseline, body), (slow, body)], n=9)
+    pair = concurrent_pair_median(slow, body)
+    print(f"slow store: median {base_s * 1e3:.1f} -> {slow_s * 1e3:.1f} ms, "
+          f"concurrent pair {pair * 1e3:.1f} ms")
     assert slow_s - base_s >= 0.050, (base_s, slow_s)
     # Awaited, so the loop is free meanwhile: two concurrent requests overlap.
-    pair = concurrent_pair_median(slow, body)
     assert pair < 1.5 * 0.100, pair
     slow.assert_clean_stop(signal.SIGINT, group=True)  # a terminal's Ctrl-C
 
@@ -355,32 +401,29 @@ def concurrent_pair_median(svc: Service, body: dict[str, Any], rounds: int = 5) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("store", "faults"), [
-    ("redis", {"blocking_ms": 100}),
-    ("sqlite", {"blocking_store": True, "store_delay_ms": 100}),
-    ("redis", {"blocking_store": True, "store_delay_ms": 100}),
-], ids=["sleep-in-handler", "sync-sqlite-on-loop", "sync-redis-on-loop"])
-def test_blocking_call_blocks_the_event_loop(launch: Launcher, store: str,
-                                             faults: dict[str, Any]) -> None:
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=uses(n), id=n)
+    for n in ("sleep-in-handler", "sync-sqlite-on-loop", "sync-redis-on-loop")])
+def test_blocking_call_blocks_the_event_loop(fleet: Fleet, name: str) -> None:
     """100 ms of blocking per request on one worker: two concurrent requests cannot overlap,
     so the pair takes >= 200 ms (physically; 180 ms asserted for timer slop), where the
     awaited delay of the same size lets the pair finish in ~100 ms (checked above)."""
-    svc = launch(store=store, faults=faults)
+    svc = fleet[name]
     body = batch(1, 5)
     status, _, payload, _ = post(svc.conn(), "/predict", body)
     assert status == 200 and len(json.loads(payload)["predictions"]) == 5
     pair = concurrent_pair_median(svc, body)
+    print(f"{name}: concurrent pair {pair * 1e3:.1f} ms")
     assert pair >= 1.8 * 0.100, pair
     svc.assert_clean_stop()
 
 
 @pytest.mark.slow
-def test_heavier_default_model_and_nulled_feature(launch: Launcher, artifacts: Path) -> None:
-    """Two faults that do not touch each other's measure, on one 2-worker SQLite service:
-    v2 rolled out as the default, and prep_minutes_p90_7d nulled upstream for half of the
-    restaurants."""
-    svc = launch(store="sqlite", workers=2, faults={
-        "default_version": "v2", "null_feature": "prep_minutes_p90_7d", "null_fraction": 0.5})
+@uses("v2-and-nulls")
+def test_heavier_default_model_and_nulled_feature(fleet: Fleet, artifacts: Path) -> None:
+    """Two faults that do not touch each other's measure, on one SQLite service: v2 rolled
+    out as the default, and prep_minutes_p90_7d nulled upstream for half of the restaurants."""
+    svc = fleet["v2-and-nulls"]
     conn = svc.conn()
     status, _, payload, _ = post(conn, "/v1/models", None)
     assert json.loads(payload)["models"][0]["default_version"] == "v2"
@@ -392,6 +435,8 @@ def test_heavier_default_model_and_nulled_feature(launch: Launcher, artifacts: P
     assert extra > 0.001, cost  # v2 really is the heavier model
     default_s, v1_s = interleaved_medians(
         [(svc, body), (svc, {**body, "model_version": "v1"})], n=15)
+    print(f"default v2: median {v1_s * 1e3:.1f} (v1) -> {default_s * 1e3:.1f} ms, "
+          f"v2's extra predict time here {extra * 1e3:.1f} ms")
     assert default_s - v1_s >= 0.5 * extra, (default_s, v1_s, cost)
 
     # Nulls: every requested row counted once, about half with the feature null (the
@@ -410,6 +455,7 @@ def test_heavier_default_model_and_nulled_feature(launch: Launcher, artifacts: P
                           feature="prep_minutes_p90_7d")
              - metric_value(before, "fastsvc_null_features_total",
                             feature="prep_minutes_p90_7d"))
+    print(f"nulled feature: {nulls:.0f} of {rows:.0f} rows null")
     assert rows == 400
     assert abs(nulls - 200) <= 60, nulls
     # The other columns are untouched: rating's nulls are exactly the CSV's.
@@ -438,11 +484,12 @@ def predict_seconds(artifacts: Path, version: str, body: dict[str, Any]) -> floa
 
 
 @pytest.mark.slow
-def test_slow_serialization(launch: Launcher, baseline: Service) -> None:
+@uses("baseline", "slow-serialization")
+def test_slow_serialization(fleet: Fleet) -> None:
     """10,000 padding floats through FastAPI's pure-python encoder: the median grows by at
     least half of what encoding that response costs here, on one thread."""
-    pad = 10_000
-    svc = launch(faults={"response_pad_floats": pad, "python_encoder": True})
+    pad = SERVICES["slow-serialization"]["faults"]["response_pad_floats"]
+    baseline, svc = fleet["baseline"], fleet["slow-serialization"]
     body = batch(1, 5)
     status, headers, payload, _ = post(svc.conn(), "/predict", body)
     answer = json.loads(payload)
@@ -450,6 +497,8 @@ def test_slow_serialization(launch: Launcher, baseline: Service) -> None:
     assert len(payload) > pad * 5 and "server-timing" not in headers
     encode = encode_seconds(answer, pad)
     base_s, slow_s = interleaved_medians([(baseline, body), (svc, body)], n=11)
+    print(f"slow serialization: median {base_s * 1e3:.1f} -> {slow_s * 1e3:.1f} ms, "
+          f"encoding here {encode * 1e3:.1f} ms, {len(payload)} bytes")
     assert slow_s - base_s >= 0.5 * encode, (base_s, slow_s, encode)
     svc.assert_clean_stop()
 
@@ -491,13 +540,13 @@ def console_spans(log: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_otel_spans_join_the_callers_trace(launch: Launcher) -> None:
+@uses("otel-2")
+def test_otel_spans_join_the_callers_trace(fleet: Fleet) -> None:
     """FASTSVC_OTEL=1 with the console exporter, 2 workers: each request's server span has
     the trace id and parent of the traceparent it was sent, with the Redis client span and
     the handler's own spans inside it; spans queued at SIGTERM are flushed, and the stop
     is clean."""
-    svc = launch(workers=2, env={"FASTSVC_OTEL": "1", "OTEL_TRACES_EXPORTER": "console",
-                                 "OTEL_BSP_SCHEDULE_DELAY": "200", "PYTHONUNBUFFERED": "1"})
+    svc = fleet["otel-2"]
     assert svc.log().count("OpenTelemetry on") == 2
     pids = {int(p) for p in re.findall(r"fastsvc worker ready: pid (\d+)", svc.log())}
     sent = {}

@@ -13,18 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ENTITY = "restaurant_id"
-# Order matters: it is the column order of the model's input matrix (store, then request).
-STORE_FEATURES: tuple[str, ...] = (
-    "prep_minutes_p50_7d",
-    "prep_minutes_p90_7d",
-    "orders_last_hour",
-    "couriers_nearby",
-    "rating",
-    "zone_congestion",
-)
-REQUEST_FEATURES: tuple[str, ...] = ("distance_km", "basket_items", "hour_of_day", "day_of_week")
-MODEL_FEATURES: tuple[str, ...] = STORE_FEATURES + REQUEST_FEATURES
 # New restaurants have no rating yet: a few nulls are normal and the model learned them.
 RATING_NULL_RATE = 0.04
 RUSH_HOURS = frozenset({11, 12, 13, 18, 19, 20, 21})
@@ -35,7 +23,7 @@ class Restaurants:
     """Entity features, one row per restaurant; ``ids[i]`` owns ``features[i]``."""
 
     ids: np.ndarray  # int64, 1..n
-    features: np.ndarray  # float64 (n, len(STORE_FEATURES)); NaN = null
+    features: np.ndarray  # float64 (n, 6): features.STORE_FEATURES in order; NaN = null
     popularity: np.ndarray  # float64, sums to 1: how often each restaurant is ordered from
 
 
@@ -63,7 +51,7 @@ def make_restaurants(n: int, rng: np.random.Generator) -> Restaurants:
 
 
 def make_requests(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Request-side features, shape (n, len(REQUEST_FEATURES))."""
+    """Request-side features (features.REQUEST_FEATURES), shape (n, 4)."""
     distance = np.clip(rng.gamma(2.0, 1.6, n), 0.2, 20.0)
     basket = 1.0 + rng.poisson(2.0, n)
     hour = rng.integers(0, 24, n).astype(np.float64)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from examples.fastapi_service.dataset import STORE_FEATURES
+from examples.fastapi_service.features import STORE_FEATURES
 
 FILE_ENV = "FASTSVC_FAULTS_FILE"
 ENV_PREFIX = "FASTSVC_FAULT_"

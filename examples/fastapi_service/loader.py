@@ -25,9 +25,11 @@ from pathlib import Path
 import redis
 
 from examples.fastapi_service import faults as faults_mod
-from examples.fastapi_service.model import ArtifactError, read_manifest
+from examples.fastapi_service.artifacts import ArtifactError, read_manifest
+from examples.fastapi_service.features import REDIS_KEY_PREFIX as KEY_PREFIX
+from examples.fastapi_service.features import REDIS_META_KEY as META_KEY
+from examples.fastapi_service.features import SQLITE_TABLE as TABLE
 from examples.fastapi_service.settings import DEFAULT_ARTIFACTS
-from examples.fastapi_service.store import KEY_PREFIX, META_KEY, TABLE
 
 CHUNK = 2000
 

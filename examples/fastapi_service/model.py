@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,24 +9,7 @@ from typing import Any
 import joblib
 import numpy as np
 
-MANIFEST = "manifest.json"
-
-
-class ArtifactError(RuntimeError):
-    """The artifacts directory is missing, incomplete or does not match its manifest."""
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise ArtifactError(f"no {MANIFEST} in {directory}; train first: "
-                            f"python -m examples.fastapi_service.train --out {directory}")
-    manifest: dict[str, Any] = json.loads(path.read_text())
-    return manifest
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from examples.fastapi_service.artifacts import ArtifactError, read_manifest, sha256
 
 
 @dataclass(frozen=True)
@@ -58,7 +39,7 @@ def load(directory: Path, default_version: str | None = None) -> ModelSet:
     models = {}
     for version, entry in manifest["versions"].items():
         path = directory / entry["file"]
-        if not path.is_file() or _sha256(path) != entry["sha256"]:
+        if not path.is_file() or sha256(path) != entry["sha256"]:
             raise ArtifactError(f"{path} is missing or does not match the manifest's sha256")
         models[version] = joblib.load(path)
     default = default_version or manifest["default_version"]

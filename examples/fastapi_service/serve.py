@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import http.client
 import os
 import shutil
 import signal
@@ -23,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from types import FrameType
 
@@ -31,7 +31,7 @@ import redis
 
 from examples.fastapi_service import faults as faults_mod
 from examples.fastapi_service import loader, redis_proc
-from examples.fastapi_service.model import ArtifactError, read_manifest
+from examples.fastapi_service.artifacts import ArtifactError, read_manifest
 from examples.fastapi_service.settings import DEFAULT_ARTIFACTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,8 +88,13 @@ class Launcher:
         self.term_sent = False
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self.signal, self.signal_at = signum, time.monotonic()
-        if self.uvicorn is None:
+        # Only a note: raising here could land between a child's start and the line that
+        # records it, and that child would go unstopped.
+        if self.signal is None:
+            self.signal, self.signal_at = signum, time.monotonic()
+
+    def _check_stop(self) -> None:
+        if self.signal is not None:
             raise _Interrupted
 
     def _prepare_store(self, tmp: Path) -> dict[str, str]:
@@ -103,6 +108,7 @@ class Launcher:
             if not url:
                 self.redis = redis_proc.start(tmp / "redis", preexec_fn=_die_with_parent)
                 url = self.redis.url
+                self._check_stop()
             report = loader.load_redis(url, a.artifacts, self.config)
             env = {"FASTSVC_STORE": "redis", "FASTSVC_REDIS_URL": url}
         nulled = (f", {report.nulled} with {self.config.null_feature} nulled"
@@ -135,13 +141,16 @@ class Launcher:
         return cmd if a.access_log else [*cmd, "--no-access-log"]
 
     def _ready(self) -> bool:
-        host = "127.0.0.1" if self.args.host in ("0.0.0.0", "") else self.args.host
+        # http.client, not urllib: urllib would send a local probe to an http_proxy.
+        host = "127.0.0.1" if self.args.host in ("0.0.0.0", "::", "") else self.args.host
+        conn = http.client.HTTPConnection(host, self.args.port, timeout=0.5)
         try:
-            with urllib.request.urlopen(f"http://{host}:{self.args.port}/healthz",
-                                        timeout=0.5) as resp:
-                return bool(resp.status == 200)
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status == 200
         except OSError:
             return False
+        finally:
+            conn.close()
 
     def _supervise(self) -> int:
         """Wait for uvicorn; relay stop signals; give up on a start that never gets ready."""
@@ -165,7 +174,9 @@ class Launcher:
                     self._stop_uvicorn()
                     return 1
             time.sleep(0.1)
-        return 0 if self.signal is not None else rc
+        if self.signal is not None:
+            return 0
+        return rc if rc >= 0 else 128 - rc  # killed by a signal: the shell's convention
 
     def _stop_uvicorn(self) -> None:
         proc = self.uvicorn
@@ -191,14 +202,12 @@ class Launcher:
         tmp = Path(tempfile.mkdtemp(prefix="fastsvc-"))
         try:
             env = self._environment(tmp, self._prepare_store(tmp))
+            self._check_stop()
             self.uvicorn = subprocess.Popen(self._command(), env=env, preexec_fn=_die_with_parent)
-            if self.signal is not None:  # arrived between the store and Popen
-                self.uvicorn.send_signal(signal.SIGTERM)
-                self.term_sent = True
             return self._supervise()
         except _Interrupted:
             return 0
-        except (loader.ArtifactError, redis_proc.RedisStartError, redis.RedisError,
+        except (ArtifactError, redis_proc.RedisStartError, redis.RedisError,
                 OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

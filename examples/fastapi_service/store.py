@@ -1,14 +1,10 @@
 """The online feature store clients: Redis (``redis.asyncio``, the default) and SQLite.
 
-Layout (written by loader.py):
-- Redis: one hash per restaurant, ``fastsvc:restaurant:<id>``, one field per feature; a
-  null feature is an absent field. ``fastsvc:meta`` says how many were loaded.
-- SQLite: table ``restaurant_features`` keyed by ``restaurant_id``; NULL is null.
-
-Both return the features of a batch as a float matrix (NaN = null) in one round trip.
-The SQLite client is synchronous, so the healthy path runs it in a thread
-(``asyncio.to_thread``); the ``blocking_store`` fault calls the sync clients on the
-event loop instead, the way it happens when someone reuses a sync client in ``async def``.
+The layout (features.py) is written by loader.py. Both return the features of a batch
+as a float matrix (NaN = null) in one round trip. The SQLite client is synchronous, so
+the healthy path runs it in a thread (``asyncio.to_thread``); the ``blocking_store`` fault
+calls the sync clients on the event loop instead, the way it happens when someone reuses
+a sync client in ``async def``.
 """
 
 from __future__ import annotations
@@ -26,10 +22,9 @@ import redis
 import redis.asyncio as aredis
 
 from examples.fastapi_service.faults import FaultConfig
-
-KEY_PREFIX = "fastsvc:restaurant:"
-META_KEY = "fastsvc:meta"
-TABLE = "restaurant_features"
+from examples.fastapi_service.features import REDIS_KEY_PREFIX as KEY_PREFIX
+from examples.fastapi_service.features import REDIS_META_KEY as META_KEY
+from examples.fastapi_service.features import SQLITE_TABLE as TABLE
 
 
 class StoreUnavailable(RuntimeError):
