@@ -43,7 +43,12 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 class FaultConfigError(ValueError):
-    """A fault setting that is unknown, of the wrong type or out of range."""
+    """A fault setting that is unknown, of the wrong type or out of range; ``field`` names
+    it (None when the error is about the file itself)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -62,18 +67,18 @@ class FaultConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= MAX_DELAY_MS:
                 raise FaultConfigError(
-                    f"{name} must be between 0 and {MAX_DELAY_MS:g} ms (got {value!r})")
+                    f"{name} must be between 0 and {MAX_DELAY_MS:g} ms (got {value!r})", name)
         if not 0 <= self.response_pad_floats <= MAX_PAD_FLOATS:
             raise FaultConfigError(f"response_pad_floats must be between 0 and "
-                                   f"{MAX_PAD_FLOATS} (got {self.response_pad_floats!r})")
+                                   f"{MAX_PAD_FLOATS} (got {self.response_pad_floats!r})",
+                                   "response_pad_floats")
         if self.null_feature is not None and self.null_feature not in STORE_FEATURES:
             raise FaultConfigError(f"null_feature must be one of {', '.join(STORE_FEATURES)} "
-                                   f"(got {self.null_feature!r})")
+                                   f"(got {self.null_feature!r})", "null_feature")
         if not 0.0 < self.null_fraction <= 1.0:
             raise FaultConfigError(
-                f"null_fraction must be > 0 and <= 1 (got {self.null_fraction!r})")
-        if self.default_version is not None and not self.default_version:
-            raise FaultConfigError("default_version must be a version name (got '')")
+                f"null_fraction must be > 0 and <= 1 (got {self.null_fraction!r})",
+                "null_fraction")
 
     def active(self) -> list[str]:
         """The fields that differ from the healthy default, as ``name=value``."""
@@ -86,7 +91,7 @@ class FaultConfig:
         """``default_version`` must be one the artifacts have (known only once loaded)."""
         if self.default_version is not None and self.default_version not in versions:
             raise FaultConfigError(f"default_version must be one of {', '.join(versions)} "
-                                   f"(got {self.default_version!r})")
+                                   f"(got {self.default_version!r})", "default_version")
 
 
 def _number(name: str, value: Any) -> float:
@@ -130,21 +135,26 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
-def from_mapping(raw: Mapping[str, Any], source: str = "faults") -> FaultConfig:
-    """A checked FaultConfig from field -> value; ``source`` prefixes every error."""
+def from_mapping(raw: Mapping[str, Any], source: str = "faults",
+                 origins: Mapping[str, str] | None = None) -> FaultConfig:
+    """A checked FaultConfig from field -> value (strings are parsed). Every error starts
+    with where the offending value came from: ``origins[field]`` or else ``source``."""
+    origins = origins or {}
     values: dict[str, Any] = {}
     for key, value in raw.items():
+        where = origins.get(key, source)
         if key not in _PARSERS:
-            raise FaultConfigError(f"{source}: unknown fault field {key!r} "
-                                   f"(known: {', '.join(_PARSERS)})")
+            raise FaultConfigError(f"{where}: unknown fault field {key!r} "
+                                   f"(known: {', '.join(_PARSERS)})", key)
         try:
             values[key] = _PARSERS[key](key, value)
         except FaultConfigError as exc:
-            raise FaultConfigError(f"{source}: {exc}") from None
+            raise FaultConfigError(f"{where}: {exc}", key) from None
     try:
         return FaultConfig(**values)
     except FaultConfigError as exc:
-        raise FaultConfigError(f"{source}: {exc}") from None
+        raise FaultConfigError(f"{origins.get(exc.field or '', source)}: {exc}",
+                               exc.field) from None
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -168,10 +178,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> FaultConfig:
     """The file named by FASTSVC_FAULTS_FILE, then FASTSVC_FAULT_* variables over it."""
     env = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
-    source = "faults"
+    origins: dict[str, str] = {}
     if env.get(FILE_ENV):
-        merged.update(read_file(Path(env[FILE_ENV])))
-        source = env[FILE_ENV]
+        path = Path(env[FILE_ENV])
+        raw = read_file(path)
+        merged.update(raw)
+        origins.update(dict.fromkeys(raw, str(path)))
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX):
             continue
@@ -179,9 +191,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> FaultConfig:
         if key not in _PARSERS:
             raise FaultConfigError(f"{var}: unknown fault (known: "
                                    f"{', '.join(ENV_PREFIX + k.upper() for k in _PARSERS)})")
-        try:
-            merged[key] = _PARSERS[key](key, value)
-        except FaultConfigError as exc:
-            raise FaultConfigError(f"{var}: {exc}") from None
-        source = "fault settings" if source == "faults" else source + " + environment"
-    return from_mapping(merged, source)
+        merged[key] = value
+        origins[key] = var
+    return from_mapping(merged, "faults", origins)
