@@ -391,6 +391,17 @@ def test_otel_spans_join_the_callers_trace(fleet: Fleet) -> None:
 
 # --- configuration errors and the fault settings -------------------------------------------
 
+@pytest.fixture
+def manifest_only(tmp_path: Path) -> Path:
+    """An artifacts directory with just a manifest: the launcher reads the versions from it
+    before anything else, and these tests stop before anything else."""
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps(
+        {"manifest_version": 1, "versions": {"v1": {}, "v2": {}}, "default_version": "v1"}))
+    return out
+
+
 @pytest.mark.parametrize(("faults", "env", "words"), [
     ({"store_delay_ms": -5}, {},
      "faults.json: store_delay_ms must be between 0 and 10000 ms (got -5.0)"),
@@ -398,10 +409,10 @@ def test_otel_spans_join_the_callers_trace(fleet: Fleet) -> None:
     (None, {"FASTSVC_FAULT_BLOCKING_MS": "soon"},
      "FASTSVC_FAULT_BLOCKING_MS: blocking_ms must be a number (got 'soon')"),
 ], ids=["file-range", "file-unknown-version", "env-not-a-number"])
-def test_bad_fault_config_is_one_clear_line(tmp_path: Path, artifacts: Path,
+def test_bad_fault_config_is_one_clear_line(tmp_path: Path, manifest_only: Path,
                                             faults: dict[str, Any] | None,
                                             env: dict[str, str], words: str) -> None:
-    argv = [*SERVE, "--port", str(free_port()), "--artifacts", str(artifacts)]
+    argv = [*SERVE, "--port", str(free_port()), "--artifacts", str(manifest_only)]
     if faults is not None:
         (tmp_path / "faults.json").write_text(json.dumps(faults))
         argv += ["--faults", str(tmp_path / "faults.json")]
@@ -414,12 +425,12 @@ def test_bad_fault_config_is_one_clear_line(tmp_path: Path, artifacts: Path,
     assert list(scratch.iterdir()) == []  # stopped before making anything
 
 
-def test_bad_fault_config_under_plain_uvicorn(artifacts: Path) -> None:
+def test_bad_fault_config_under_plain_uvicorn(manifest_only: Path) -> None:
     """Without the launcher, the worker exits at import with the same one line."""
     r = subprocess.run(
         [sys.executable, "-m", "uvicorn", "examples.fastapi_service.app:app", "--port",
          str(free_port())], cwd=REPO, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "FASTSVC_ARTIFACTS": str(artifacts),
+        env={**os.environ, "FASTSVC_ARTIFACTS": str(manifest_only),
              "FASTSVC_FAULT_BLOCKING_MS": "-1"})
     assert r.returncode == 1
     assert ("fastsvc: FASTSVC_FAULT_BLOCKING_MS: blocking_ms must be between 0 and 10000 ms "

@@ -9,7 +9,8 @@ exit code 2), make a private temporary directory, start a private redis-server u
 uvicorn as a child and wait. SIGTERM or SIGINT stops uvicorn (which stops its workers),
 then redis-server, then removes the directory: nothing is left behind. The launcher stays
 the parent instead of exec'ing uvicorn because someone has to clean up after it.
-Children get a parent-death signal, so even a SIGKILLed launcher leaves no orphans.
+Children get a parent-death signal, so even a SIGKILLed launcher leaves no orphan
+processes (only its temporary directory).
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ class Launcher:
     def _environment(self, tmp: Path, store_env: dict[str, str]) -> dict[str, str]:
         a = self.args
         env = {**os.environ, **store_env, "FASTSVC_ARTIFACTS": str(a.artifacts)}
-        # The service's small-batch predictions gain nothing from OpenMP threads, and N
-        # workers x N threads on N cores contend (v2's median predict went 2.2 -> 11 ms).
+        # The service's small-batch predictions gain nothing from OpenMP threads, and on a
+        # busy 2-core machine they lose a lot (v2, 8 rows: median 5-8 ms with one thread,
+        # 19-62 ms with one per core).
         env.setdefault("OMP_NUM_THREADS", "1")
         if a.faults:
             env[faults_mod.FILE_ENV] = str(a.faults.resolve())
