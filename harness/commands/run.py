@@ -7,9 +7,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.commands import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from harness.run import RunOptions, RunResult
 
 NAME = "run"
 
@@ -125,7 +128,7 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
     return result.exit_code
 
 
-def run_options(args: argparse.Namespace, argv: list[str]) -> Any:
+def run_options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
     """RunOptions from the parsed arguments; ValueError names the bad one."""
     from harness.run import RunOptions
     from harness.run.collectors import registry
@@ -150,7 +153,7 @@ def run_options(args: argparse.Namespace, argv: list[str]) -> Any:
         command_line=tuple(["harness", *argv]))
 
 
-def _print_result(result: Any, as_json: bool) -> None:
+def _print_result(result: RunResult, as_json: bool) -> None:
     from harness.analysis.summary import format_summary
 
     if result.summary is not None:

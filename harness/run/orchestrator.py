@@ -138,6 +138,8 @@ class _Session:
                  emit: Callable[[Event], None]) -> None:
         self.options, self.run_dir, self.meta, self.emit = options, run_dir, meta, emit
         self.served: ServedTarget | None = None
+        self.url = ""
+        self.service_pid: int | None = None
         self.driver: DriverProcess | None = None
         self.collectors: RunCollectors | None = None
         self.load: dict[str, Any] | None = None
