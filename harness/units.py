@@ -1,27 +1,39 @@
-"""Parsing of the small units users type on the command line (durations, tags)."""
+"""Parsing of the small units users type on the command line (durations, tags).
+
+One duration grammar for the whole harness: ``--duration``, ``--warmup``, ``--interval``,
+``--request-timeout``, ``harness capacity --step`` and the durations inside a load shape
+(``--rate-shape ramp:over=500ms``) all go through :func:`parse_duration`.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+__all__ = ["DURATION_UNITS", "parse_duration", "parse_tags", "parse_versions"]
+
+#: unit -> seconds; no unit means seconds
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 
 
 def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
-    """Seconds from ``"90"``, ``"90s"``, ``"1.5m"``, ``"2h"`` or ``"500ms"``."""
-    if isinstance(text, (int, float)):
+    """Seconds from ``"90"``, ``"90s"``, ``"1.5m"``, ``"2h"``, ``"500ms"``, ``".5s"`` or a number.
+
+    The grammar: a decimal number (no sign, no exponent), optional spaces, an optional
+    unit ``ms``, ``s``, ``m`` or ``h`` (none: seconds). A number given as such must be
+    finite and >= 0. ``what`` names the value in the error: ``"warmup must be ..."``.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
-    else:
-        match = _DURATION.match(text)
-        if not match:
-            raise ValueError(
-                f"{what} must be a number with an optional unit ms, s, m or h (got {text!r})"
-            )
-        value = float(match.group(1)) * _FACTORS[match.group(2)]
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0 (got {text!r})")
-    return value
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{what} must be a finite number of seconds >= 0 (got {text!r})")
+        return value
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{what} must be a number with an optional unit ms, s, m or h; "
+                         f"a duration must look like 500ms, 30s, 1.5m, 2h or 90 (got {text!r})")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
 
 
 _TAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")

@@ -28,7 +28,7 @@ SCENARIO = REPO / "tests" / "locustfiles" / "fraud_simple.py"
 
 
 def _template(tmp_path: Path, **kw: object) -> RunOptions:
-    return RunOptions(scenario=SCENARIO, serve="reference", rate=1.0, profile=False,
+    return RunOptions(scenario=SCENARIO, serve="reference", rate=1.0, collectors={"profile": None},
                       out=tmp_path, **kw)  # type: ignore[arg-type]
 
 

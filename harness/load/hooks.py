@@ -206,6 +206,12 @@ class RequestHook:
         for bb in bundles:
             (bb.client or bb.make("client")).record(corrected)
             (bb.unc or bb.make("client_uncorrected")).record(unc)
+        self._record_stages(bundles, response, unc)
+
+    def _record_stages(self, bundles: list[_Bundle], response: Any, unc: int) -> None:
+        """The Server-Timing stages of a successful request, and its residual: client
+        latency (uncorrected) minus the service's total (``app``, else the stages' sum)."""
+        counts = self.rec.counts
         headers = getattr(response, "headers", None)
         header = headers.get("Server-Timing") if headers is not None else None
         if not header:

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from harness.run.faultfile import load_fault_file
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -57,17 +59,13 @@ class ServeOptions:
         if self.faults is not None:
             if not Path(self.faults).is_file():
                 raise ValueError(f"fault config file not found (got {self.faults!r})")
-            from reference_service.faults import load_file
-
-            load_file(self.faults)  # FaultConfigError (a ValueError) names the rule and value
+            load_fault_file(self.faults)  # FaultFileError (a ValueError) names the rule, value
 
     def fault_config(self) -> dict[str, object] | None:
         """The injected faults as configured (what diagnosis and reports show)."""
         if self.faults is None:
             return None
-        from reference_service.faults import load_file
-
-        return load_file(self.faults)
+        return load_fault_file(self.faults)
 
     def describe(self) -> dict[str, object]:
         return {
