@@ -32,24 +32,21 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.rundir.hlog import HlogFiles, SeriesKey
+from harness.rundir.hlog import (
+    HIGHEST_US,
+    LOWEST_US,
+    SIGNIFICANT_FIGURES,
+    HlogFiles,
+    SeriesKey,
+    new_histogram,
+)
 
 __all__ = [
     "HIGHEST_US", "LOWEST_US", "SIGNIFICANT_FIGURES", "METRICS",
     "IntervalCounts", "LatencyRecorder", "Series", "SeriesKey", "new_histogram",
 ]
 
-LOWEST_US = 1
-HIGHEST_US = 3_600_000_000
-SIGNIFICANT_FIGURES = 3
 METRICS = ("client", "client_uncorrected", "client_failed", "stage", "residual", "lateness")
-
-
-def new_histogram() -> HdrHistogram:
-    """An empty histogram with the run directory's fixed range and precision."""
-    # Allocating is ~20x cheaper than HdrHistogram.reset() in hdrh 0.10, so intervals
-    # get fresh histograms instead of resetting old ones.
-    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
 
 
 def release(hists: Any) -> None:

@@ -24,8 +24,15 @@ from jsonschema.exceptions import best_match
 
 from harness import stats
 from harness.rundir.atomic import write_text_atomic
-from harness.rundir.files import ResourceSample, parse_jsonl, parse_resources_csv
+from harness.rundir.files import ResourceSample, parse_jsonl, parse_resources_csv, rebuild_load
 from harness.rundir.hlog import HlogInterval, parse_hlog
+from harness.rundir.trust import (
+    MAX_JSON_BYTES,
+    MAX_LOG_BYTES,
+    drop_invalid,
+    read_bounded,
+    series_entry_problem,
+)
 
 __all__ = ["SCHEMA_VERSION", "IntervalPoint", "ResourceSample", "RunDir", "RunDirError",
            "create_run_dir", "load_schema", "schema_errors",
@@ -37,57 +44,10 @@ STATUSES = ("running", "complete", "degraded", "incomplete", "failed")
 _SCHEMAS = Path(__file__).resolve().parent / "schemas"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 _EPS_S = 1e-3  # interval starts are written with µs precision; allow float noise
-# Bounds on what is read from a run directory (it may come from elsewhere: a colleague, a
-# CI artifact): a JSON file, a line-oriented file (.hlog, .jsonl, .csv).
-MAX_JSON_BYTES = 64 * 2**20
-MAX_LOG_BYTES = 1 * 2**30
-_SAFE_FILE = re.compile(r"[^/\\\x00-\x1f]{1,255}")  # a name, not a path
 
 
 class RunDirError(Exception):
     """A run directory that cannot be read (missing/corrupt run.json, newer schema)."""
-
-
-def _drop_invalid(doc: dict[str, Any], name: str) -> list[str]:
-    """Remove the values of ``doc`` that violate schema ``name`` (a wrong type, a bad enum
-    value...) so the readers meet a missing field, which they handle, instead of a field of
-    the wrong shape; the list says what was dropped. Required-but-missing fields stay missing.
-    """
-    dropped = []
-    for error in Draft202012Validator(load_schema(name)).iter_errors(doc):
-        path = list(error.absolute_path)
-        if not path:
-            continue
-        parent: Any = doc
-        for key in path[:-1]:
-            parent = parent[key] if isinstance(parent, (dict, list)) else None
-        last = path[-1]
-        if isinstance(parent, dict) and last in parent:
-            del parent[last]
-        elif isinstance(parent, list) and isinstance(last, int) and last < len(parent):
-            parent[last] = None
-        else:
-            continue
-        dropped.append(f"/{'/'.join(str(p) for p in path)} ({error.message[:80]})")
-    return dropped
-
-
-def _series_entry_problem(entry: Any) -> str | None:
-    """Why an entry of latency/series.json cannot be used (None when it can): its file must
-    be a plain file name inside latency/, its fields of the documented types."""
-    if not isinstance(entry, dict):
-        return f"not an object ({str(entry)[:60]})"
-    file = entry.get("file")
-    if not isinstance(file, str) or not _SAFE_FILE.fullmatch(file) or file in (".", ".."):
-        return f"file must be a plain file name inside latency/ (got {str(file)[:80]!r})"
-    if not isinstance(entry.get("metric"), str) or not isinstance(entry.get("name"), str):
-        return f"metric and name must be strings ({file})"
-    for key in ("stage", "tag"):
-        if entry.get(key) is not None and not isinstance(entry.get(key), str):
-            return f"{key} must be a string or null ({file})"
-    if not isinstance(entry.get("out_of_range", 0), int):
-        return f"out_of_range must be an integer ({file})"
-    return None
 
 
 @cache
@@ -184,7 +144,7 @@ class RunDir:
                 f"{SUPPORTED_MAJOR}.x: upgrade the harness")
         for problem in schema_errors(meta, "run")[:3]:
             self.warnings.append(f"run.json does not match its schema {problem}")
-        dropped = _drop_invalid(meta, "run")
+        dropped = drop_invalid(meta, load_schema("run"))
         if dropped:
             self.warnings.append("run.json: fields of the wrong shape ignored: "
                                  + "; ".join(dropped[:5]))
@@ -196,32 +156,7 @@ class RunDir:
 
     # -- small files --------------------------------------------------------------
     def _read_text(self, rel: str, limit: int) -> str | None:
-        """A regular file inside the run directory, at most ``limit`` bytes; None (with a
-        warning when it exists but is refused) otherwise. Symbolic links that lead out of
-        the run directory, devices and FIFOs are refused: the directory is not trusted."""
-        path = self.path / rel
-        try:
-            real, root = path.resolve(), self.path.resolve()
-        except (OSError, RuntimeError) as exc:
-            self._warn(f"{rel} cannot be resolved ({exc}); ignored")
-            return None
-        if not path.exists():
-            return None
-        if root not in real.parents:
-            self._warn(f"{rel} leads outside the run directory (to {real}); ignored")
-            return None
-        if not real.is_file():
-            self._warn(f"{rel} is not a regular file; ignored")
-            return None
-        try:
-            size = real.stat().st_size
-            if size > limit:
-                self._warn(f"{rel} is {size} bytes, over the {limit}-byte limit; ignored")
-                return None
-            return real.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            self._warn(f"{rel} cannot be read ({exc.strerror or exc}); ignored")
-            return None
+        return read_bounded(self.path, rel, limit, self._warn)
 
     def _json(self, rel: str) -> Any | None:
         raw = self._read_text(rel, MAX_JSON_BYTES)
@@ -264,7 +199,7 @@ class RunDir:
                 index.update(lowest_us=1, highest_us=3_600_000_000, significant_figures=3)
             usable = []
             for entry in index["series"]:
-                problem = _series_entry_problem(entry)
+                problem = series_entry_problem(entry)
                 if problem:
                     self._warn(f"latency/series.json: series ignored: {problem}")
                 else:
@@ -432,25 +367,8 @@ class RunDir:
         if isinstance(load, dict):
             return {**load, "source": "load.json"}
         self._warn("load.json is missing or unreadable: totals rebuilt from intervals.jsonl")
-        settings = self.meta.get("load") or {}
         measured = [iv for iv in self.intervals() if self.in_window(iv["t"])]
-        _, _, seconds = self.measured_span()
-        totals: dict[str, Any] = {}
-        for key in ("requests", "failures", "scheduled", "started", "late"):
-            values = [iv[key] for iv in measured if isinstance(iv.get(key), (int, float))]
-            totals[key] = int(sum(values)) if values else None
-        totals["achieved_rps"] = (totals["requests"] / seconds
-                                  if totals["requests"] is not None and seconds > 0 else None)
-        errors: dict[str, int] = {}
-        for iv in measured:
-            for key, n in (iv.get("errors") or {}).items():
-                errors[key] = errors.get(key, 0) + int(n)
-        return {"model": settings.get("model"), "arrival": settings.get("arrival"),
-                "target_rps": settings.get("rate"), "users": settings.get("users"),
-                "duration_s": settings.get("duration_s"), "warmup_s": settings.get("warmup_s"),
-                "measured": totals, "errors": errors, "workers": settings.get("workers"),
-                "stopped_early": True, "stop_reason": "the load driver did not finish",
-                "source": "intervals.jsonl"}
+        return rebuild_load(self.meta.get("load") or {}, measured, self.measured_span()[2])
 
     def resources(self) -> list[ResourceSample]:
         """resources.csv as typed rows; malformed rows are skipped with a warning."""
