@@ -69,6 +69,7 @@ class DriverConfig:
     local_workers: int | None = None  # of ``workers``, started here (default: all)
     locust_args: tuple[str, ...] = ()  # the locustfile's own command-line options
     rate_shape: str | None = None  # open model: the rate follows this shape (scenarios/shapes.py)
+    trace_sample: float | None = None  # --traces: traceparent on every request, this share sampled
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -116,7 +117,7 @@ class DriverConfig:
             stop_grace_s=_number(d, "stop_grace_s", 2.0, minimum=0, strict=False),
             request_timeout_s=_number(d, "request_timeout_s", 10.0, minimum=0, strict=True),
             local_workers=_local_workers(d, workers), locust_args=_locust_args(d),
-            rate_shape=_rate_shape(d, model),
+            rate_shape=_rate_shape(d, model), trace_sample=_trace_sample(d),
             unknown_keys=tuple(sorted(set(d) - {f.name for f in fields(cls)})),
         )
 
@@ -206,3 +207,12 @@ def load_config(path: Path | str) -> DriverConfig:
     except ValueError as exc:
         raise ConfigError(f"driver config must be valid JSON (got {str(path)!r}: {exc})") from None
     return DriverConfig.from_dict(raw)
+
+
+def _trace_sample(d: dict[str, Any]) -> float | None:
+    value = d.get("trace_sample")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"trace_sample must be a fraction in (0, 1] (got {value!r})")
+    return float(value)

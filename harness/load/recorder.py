@@ -166,6 +166,8 @@ class LatencyRecorder:
         self.on_interval = on_interval
         self.interval_hook = interval_hook
         self.users = users
+        #: the trace context of --traces (harness.load.tracecontext), set by the run loop
+        self.traces: Any = None
         self.files = HlogFiles(Path(out_dir), self.load_start, self.interval_s) if out_dir else None
         self._series: dict[SeriesKey, Series] = {}
         self.k = 0  # index of the current interval

@@ -35,6 +35,7 @@ from harness.load.config import DriverConfig, rate_function
 from harness.load.hooks import RequestHook
 from harness.load.pacing import ArrivalSchedule, OpenModelPacer
 from harness.load.recorder import LatencyRecorder
+from harness.load.tracecontext import TraceContext
 from harness.rundir.atomic import write_text_atomic
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_START", "SHAPE_ENDED", "Emitter", "Plan", "Role",
@@ -107,6 +108,8 @@ class Plan:
     late_threshold_us: int
     rate_shape: str | None = None
     rate_scale: float = 1.0
+    trace_sample: float | None = None
+    trace_dir: str | None = None  # where traces/requests-<pid>.jsonl goes (the run directory)
 
     @property
     def open_model(self) -> bool:
@@ -122,7 +125,8 @@ class Plan:
                    load_start=load_start, measure_start=measure_start,
                    load_end=measure_start + config.duration_s, interval_s=config.interval_s,
                    tag_keys=tuple(config.tag_keys), late_threshold_us=config.late_threshold_us,
-                   rate_shape=config.rate_shape, rate_scale=1.0 / of)
+                   rate_shape=config.rate_shape, rate_scale=1.0 / of,
+                   trace_sample=config.trace_sample, trace_dir=config.run_dir)
 
     def to_message(self, index: int, workers: int) -> dict[str, Any]:
         return {"index": index, "workers": workers, "model": self.model,
@@ -130,7 +134,8 @@ class Plan:
                 "rate_shape": self.rate_shape, "rate_scale": self.rate_scale,
                 "load_start": self.load_start, "measure_start": self.measure_start,
                 "load_end": self.load_end, "interval_s": self.interval_s,
-                "tag_keys": list(self.tag_keys), "late_threshold_us": self.late_threshold_us}
+                "tag_keys": list(self.tag_keys), "late_threshold_us": self.late_threshold_us,
+                "trace_sample": self.trace_sample, "trace_dir": self.trace_dir}
 
     @classmethod
     def from_message(cls, c: dict[str, Any]) -> Plan:
@@ -138,7 +143,8 @@ class Plan:
                    load_start=c["load_start"], measure_start=c["measure_start"],
                    load_end=c["load_end"], interval_s=c["interval_s"],
                    tag_keys=tuple(c["tag_keys"]), late_threshold_us=c["late_threshold_us"],
-                   rate_shape=c.get("rate_shape"), rate_scale=c.get("rate_scale", 1.0))
+                   rate_shape=c.get("rate_shape"), rate_scale=c.get("rate_scale", 1.0),
+                   trace_sample=c.get("trace_sample"), trace_dir=c.get("trace_dir"))
 
     def timeline(self) -> dict[str, float]:
         return {"load_start": self.load_start, "measure_start": self.measure_start,
@@ -160,7 +166,13 @@ def install_recording(env: Environment, classes: list[Any], plan: Plan,
                                late_threshold_us=plan.late_threshold_us)
         pacer.wrap_user_classes(classes)
         rec.interval_hook = pacer.interval_counts
-    RequestHook(rec, tag_keys=plan.tag_keys, open_model=plan.open_model).install(env.events)
+    traces = None
+    if plan.trace_sample is not None:
+        out = Path(plan.trace_dir) if plan.trace_dir and Path(plan.trace_dir).is_dir() else None
+        traces = TraceContext(out, plan.trace_sample, seed=plan.seed)
+    rec.traces = traces
+    RequestHook(rec, tag_keys=plan.tag_keys, open_model=plan.open_model,
+                traces=traces).install(env.events)
     return pacer
 
 
@@ -187,6 +199,8 @@ def stop_users(env: Environment, rec: LatencyRecorder, pacer: OpenModelPacer | N
     assert env.runner is not None
     env.runner.stop()
     rec.finish(time.time())
+    if rec.traces is not None:
+        rec.traces.flush()
     return window
 
 
@@ -307,6 +321,7 @@ def load_summary(
         "out_of_range": sum(s.out_of_range for s in rec.all_series()),
         "workers": max(1, config.workers), "stopped_early": stopped_early,
         "stop_reason": stop_reason, "timeline": {**timeline, "load_end": end},
+        **({"traces": rec.traces.report()} if rec.traces is not None else {}),
     }
 
 

@@ -147,17 +147,28 @@ class _Session:
         self._died: str | None = None
 
     def start_target(self) -> None:
+        """Start the ``target`` collectors (they may configure the service and the driver),
+        then start the reference service or check the external target."""
+        options = self.options
+        self.collectors = collectors = RunCollectors(
+            options.collectors, run_dir=self.run_dir, service_pid=None, target_url=None,
+            workers=options.workers)
+        now = time.time()
+        collectors.start("target", loadgen_pid=None, measure_start=now + options.warmup_s,
+                         measure_end=now + options.warmup_s + options.duration_s)
+        for line in collectors.announce():
+            self.emit({"type": "status", "message": line})
         self.served, self.url, self.service_pid = _start_target(
-            self.options, self.run_dir, self.meta, self.emit)
+            options, self.run_dir, self.meta, self.emit, collectors.target_env())
+        collectors.service_pid, collectors.target_url = self.service_pid, self.url
 
     def drive(self, interrupt: _Interrupt) -> None:
         """Start the driver and the collectors, follow the driver's events to its end."""
         options = self.options
-        self.collectors = RunCollectors(options.collectors, run_dir=self.run_dir,
-                                        service_pid=self.service_pid, target_url=self.url,
-                                        workers=options.workers)
-        self.driver = driver = DriverProcess(self.run_dir,
-                                             driver_config(options, self.run_dir, self.url))
+        assert self.collectors is not None
+        config = {**driver_config(options, self.run_dir, self.url),
+                  **self.collectors.driver_config()}
+        self.driver = driver = DriverProcess(self.run_dir, config)
         interrupt.driver = driver.process
         planned_end = time.time() + options.warmup_s + options.duration_s
         self.collectors.start("process", loadgen_pid=driver.pid,
@@ -221,7 +232,8 @@ class _Session:
 
 
 def _start_target(
-    options: RunOptions, run_dir: Path, meta: dict[str, Any], emit: Callable[[Event], None]
+    options: RunOptions, run_dir: Path, meta: dict[str, Any], emit: Callable[[Event], None],
+    env: dict[str, str],
 ) -> tuple[ServedTarget | None, str, int | None]:
     if options.serve == "reference":
         emit({"type": "status", "message": "starting the reference service under gunicorn"})
@@ -229,7 +241,7 @@ def _start_target(
         if options.record_traffic:
             # The service records what it received into the run directory (replay format).
             serve_options = replace(serve_options, record_traffic=str(run_dir / "traffic"))
-        served = serve_reference(serve_options, run_dir / "service.log")
+        served = serve_reference(serve_options, run_dir / "service.log", env)
         meta["target"] = {
             "url": served.url,
             "served_by_harness": True,

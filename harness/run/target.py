@@ -247,8 +247,10 @@ class ServedTarget:
         self.log.close()
 
 
-def serve_reference(options: ServeOptions, log_path: Path) -> ServedTarget:
-    """Start the reference service under gunicorn on 127.0.0.1 and wait for /readyz."""
+def serve_reference(options: ServeOptions, log_path: Path,
+                    env: dict[str, str] | None = None) -> ServedTarget:
+    """Start the reference service under gunicorn on 127.0.0.1 and wait for /readyz;
+    ``env``: variables the run's collectors need in the service (an OTLP endpoint)."""
     from reference_service import launch  # the service package is optional for external targets
 
     port = options.port or free_port()
@@ -273,11 +275,10 @@ def serve_reference(options: ServeOptions, log_path: Path) -> ServedTarget:
         record_traffic=options.record_traffic,
     )
     log = open(log_path, "ab")  # noqa: SIM115 - closed by ServedTarget.stop
-    env = {**os.environ, **extra_env}
     started = time.monotonic()
-    proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **extra_env, **(env or {})},
+                            start_new_session=True)
     target = ServedTarget(
         url=f"http://127.0.0.1:{port}", process=proc, options=options, log=log, redis=redis,
         env=extra_env,

@@ -23,10 +23,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["AT", "Collector", "CollectorContext", "CollectorSpec", "RunsProcesses"]
+__all__ = ["AT", "Collector", "CollectorContext", "CollectorSpec", "ConfiguresRun",
+           "RunsProcesses"]
 
-#: when a collector starts: with the load driver process, or at its ``started`` event
-AT = ("process", "load")
+#: when a collector starts: before the target (so a service the harness starts can be
+#: configured for it), with the load driver process, or at the driver's ``started`` event
+AT = ("target", "process", "load")
 
 
 def _check_pid(label: str, pid: object) -> None:
@@ -127,6 +129,23 @@ class Collector(Protocol):
 
         Idempotent: later calls return the same dict. Never raises.
         """
+        ...
+
+
+@runtime_checkable
+class ConfiguresRun(Protocol):
+    """A collector started at ``"target"`` that the rest of the run must know about: the
+    environment a service the harness starts needs (an exporter's endpoint), keys for the
+    load driver's config (driver.json), and lines for the user (where to point a service
+    the harness does not start)."""
+
+    def target_env(self) -> dict[str, str]:
+        ...
+
+    def driver_config(self) -> dict[str, Any]:
+        ...
+
+    def announce(self) -> list[str]:
         ...
 
 

@@ -1,8 +1,10 @@
 """Starting and stopping the collectors of one run, as the orchestrator does it.
 
 The orchestrator knows no collector by name: it hands :class:`RunCollectors` the resolved
-options (``RunOptions.collectors``), calls :meth:`RunCollectors.start` with ``"process"``
-once the load driver process exists and with ``"load"`` at its ``started`` event, and
+options (``RunOptions.collectors``), calls :meth:`RunCollectors.start` with ``"target"``
+before it starts or checks the target (the collectors there may configure the service and
+the driver: :meth:`target_env`, :meth:`driver_config`), with ``"process"`` once the load
+driver process exists and with ``"load"`` at its ``started`` event, and
 :meth:`RunCollectors.stop` after the load (before it stops the service). Stop goes in
 reverse start order; each collector's status is returned for run.json
 ``collectors.<name>``. A collector that fails to start, raises in ``stop()`` or does not
@@ -25,6 +27,7 @@ from harness.run.collectors.base import (
     Collector,
     CollectorContext,
     CollectorSpec,
+    ConfiguresRun,
     RunsProcesses,
 )
 
@@ -73,6 +76,27 @@ class RunCollectors:
             self._running = [*self._running, (spec, collector)]
             started.append(spec.name)
         return started
+
+    def _configuring(self) -> list[ConfiguresRun]:
+        return [c for _spec, c in self._running if isinstance(c, ConfiguresRun)]
+
+    def target_env(self) -> dict[str, str]:
+        """Environment variables a service the harness starts needs for the collectors."""
+        env: dict[str, str] = {}
+        for c in self._configuring():
+            env.update(c.target_env())
+        return env
+
+    def driver_config(self) -> dict[str, Any]:
+        """Keys the running collectors add to driver.json."""
+        extra: dict[str, Any] = {}
+        for c in self._configuring():
+            extra.update(c.driver_config())
+        return extra
+
+    def announce(self) -> list[str]:
+        """What the user should know before the load (where to point a service)."""
+        return [line for c in self._configuring() for line in c.announce()]
 
     def pids(self) -> list[int]:
         """Pids of the processes the running collectors run themselves (py-spy)."""

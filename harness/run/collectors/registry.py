@@ -19,12 +19,14 @@ from typing import Any
 
 from harness.run.collectors import profile, prometheus, resources
 from harness.run.collectors.base import CollectorSpec
+from harness.run.collectors.traces import collector as traces
 
 __all__ = ["BUILTIN", "add_flags", "get", "options_from_args", "register", "registered",
            "resolve", "unregister"]
 
 #: the collectors of every run, in start order
-BUILTIN: tuple[CollectorSpec[Any], ...] = (resources.SPEC, profile.SPEC, prometheus.SPEC)
+BUILTIN: tuple[CollectorSpec[Any], ...] = (traces.SPEC, resources.SPEC, profile.SPEC,
+                                           prometheus.SPEC)
 
 _REGISTRY: dict[str, CollectorSpec[Any]] = {}
 

@@ -85,7 +85,9 @@ class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
         self.receiver = receiver
 
     def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the gRPC name
+        cpu = time.thread_time()
         self.receiver.accept(request, request.ByteSize(), raw=None)
+        self.receiver.cpu_s += time.thread_time() - cpu
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -104,6 +106,13 @@ class _HttpHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        cpu = time.thread_time()
+        try:
+            self._post()
+        finally:
+            self.receiver.cpu_s += time.thread_time() - cpu
+
+    def _post(self) -> None:
         if self.path.split("?")[0].rstrip("/") != "/v1/traces":
             self._answer(404, b'{"error": "only /v1/traces is served"}')
             return
@@ -147,6 +156,8 @@ class OtlpReceiver:
         self.max_body = max_body
         self.forward_url = _forward_endpoint(forward_url) if forward_url else None
         self.forwarded = self.forward_failed = self.forward_dropped = 0
+        #: CPU seconds spent reading, decoding and storing payloads (the handler threads')
+        self.cpu_s = 0.0
         self._grpc: Any = None
         self._http: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
@@ -266,8 +277,11 @@ class OtlpReceiver:
                 self.forward_failed += 1
 
     def status(self) -> dict[str, Any]:
+        counts = self.store.counts()
         out = {"grpc_endpoint": self.grpc_endpoint, "http_endpoint": self.http_endpoint,
-               **self.store.counts()}
+               **counts, "cpu_s": round(self.cpu_s, 4),
+               "cpu_us_per_span": round(1e6 * self.cpu_s / counts["spans"], 2)
+               if counts["spans"] else None}
         if self.forward_url:
             out["forward"] = {"url": self.forward_url, "forwarded": self.forwarded,
                               "failed": self.forward_failed, "dropped": self.forward_dropped}
