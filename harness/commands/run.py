@@ -186,6 +186,8 @@ class _Progress:
             self._line(f"run directory: {event['path']}")
         elif kind == "status" and self.tty:
             self._line(str(event.get("message")))
+        elif kind == "announce":  # what the user must act on (an endpoint): tty or not
+            self._line(str(event.get("message")))
         elif kind == "started":
             self.start = float(event["load_start"])
         elif kind == "interval" and self.tty and self.start is not None:

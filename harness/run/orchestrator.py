@@ -157,7 +157,7 @@ class _Session:
         collectors.start("target", loadgen_pid=None, measure_start=now + options.warmup_s,
                          measure_end=now + options.warmup_s + options.duration_s)
         for line in collectors.announce():
-            self.emit({"type": "status", "message": line})
+            self.emit({"type": "announce", "message": line})
         self.served, self.url, self.service_pid = _start_target(
             options, self.run_dir, self.meta, self.emit, collectors.target_env())
         collectors.service_pid, collectors.target_url = self.service_pid, self.url
