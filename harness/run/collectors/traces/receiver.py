@@ -124,6 +124,12 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if not 0 <= length <= self.receiver.max_body:
             self.receiver.store.malformed()
             self.close_connection = True
+            if length <= 4 * self.receiver.max_body:
+                # Read what the client is sending (bounded) so it gets the 413 instead of a
+                # connection reset mid-send; beyond that the connection is simply closed.
+                left = length
+                while left > 0 and (chunk := self.rfile.read(min(65536, left))):
+                    left -= len(chunk)
             self._answer(413, b'{"error": "body too large"}')
             return
         body = self.rfile.read(length)
