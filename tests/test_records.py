@@ -3,13 +3,14 @@ load.json round-trip exactly, match their JSON Schemas, and old or partial files
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from test_rundir import T0, RunBuilder
 from test_summary import closed_run, open_run
 
-from harness.analysis.summary import summarize
+from harness.analysis.summary import format_summary, summarize, summarize_record
 from harness.rundir import RunDir, schema_errors
 from harness.rundir.records import (
     Breakdown,
@@ -90,6 +91,9 @@ def test_summarize_output_round_trips_exactly(tmp_path, build) -> None:
     s = Summary.from_dict(d)
     assert s.to_dict() == d
     assert Summary.from_dict(s.to_dict()) == s
+    record = summarize_record(rd)
+    assert dataclasses.replace(record, generated_at=s.generated_at) == s
+    assert format_summary(record) == format_summary(d)
 
 
 def test_an_old_summary_without_the_later_keys_reads() -> None:
