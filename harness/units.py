@@ -63,3 +63,27 @@ def parse_versions(items: list[str] | None) -> dict[str, str]:
             raise ValueError(f"--model-version must be MODEL=VERSION (got {item!r})")
         versions[name] = version
     return versions
+
+
+def fmt_ms(us: float | None, digits: int = 3, *, unit: bool = False, signed: bool = False,
+           missing: str = "-") -> str:
+    """Microseconds as milliseconds for people: ``fmt_ms(1204) == "1.204"``.
+
+    ``unit`` appends ``" ms"``, ``signed`` always shows the sign (``"+1.204"``), and a
+    missing value (None) is ``missing`` (``"-"``), never ``"None"``. Every µs -> ms text
+    of the analysis and the report goes through here, so a table and a finding agree.
+    """
+    if us is None:
+        return missing
+    text = f"{us / 1000.0:+.{digits}f}" if signed else f"{us / 1000.0:.{digits}f}"
+    return text + " ms" if unit else text
+
+
+def fmt_pct(share: float, digits: int = 1) -> str:
+    """A share in 0..1 as a percentage for people: ``fmt_pct(0.259) == "25.9 %"``."""
+    return f"{100.0 * share:.{digits}f} %"
+
+
+def fmt_ms_unit(us: float | None, digits: int = 3) -> str:
+    """``fmt_ms`` with its unit, for findings and evidence: ``fmt_ms_unit(1204) == "1.204 ms"``."""
+    return fmt_ms(us, digits, unit=True)
