@@ -59,6 +59,9 @@ def _add_load_flags(load: argparse._ArgumentGroup) -> None:
     load.add_argument("--interval", default="1s", help="histogram interval (default 1s)")
     load.add_argument("--request-timeout", default="10s",
                       help="a request unanswered this long fails as a timeout (default 10s)")
+    load.add_argument("--service-total", metavar="NAME",
+                      help="the Server-Timing entry that is the service's own total (default: "
+                           "inferred from the values: the entry that covers the others)")
 
 
 def _add_serve_flags(srv: argparse._ArgumentGroup) -> None:
@@ -147,6 +150,7 @@ def run_options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
         warmup_s=parse_duration(args.warmup, what="warmup"),
         interval_s=parse_duration(args.interval, what="interval"),
         request_timeout_s=parse_duration(args.request_timeout, what="request timeout"),
+        service_total=args.service_total,
         workers=args.workers, collectors=registry.options_from_args(args), out=args.out,
         tags=parse_tags(args.tag), user_classes=tuple(args.user_classes), seed=args.seed,
         record_traffic=args.record_traffic, locust_args=tuple(args.passthrough),

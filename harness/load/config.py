@@ -70,6 +70,7 @@ class DriverConfig:
     locust_args: tuple[str, ...] = ()  # the locustfile's own command-line options
     rate_shape: str | None = None  # open model: the rate follows this shape (scenarios/shapes.py)
     trace_sample: float | None = None  # --traces: traceparent on every request, this share sampled
+    service_total: str | None = None  # --service-total: this Server-Timing entry is the total
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -118,6 +119,7 @@ class DriverConfig:
             request_timeout_s=_number(d, "request_timeout_s", 10.0, minimum=0, strict=True),
             local_workers=_local_workers(d, workers), locust_args=_locust_args(d),
             rate_shape=_rate_shape(d, model), trace_sample=_trace_sample(d),
+            service_total=_service_total(d),
             unknown_keys=tuple(sorted(set(d) - {f.name for f in fields(cls)})),
         )
 
@@ -216,3 +218,12 @@ def _trace_sample(d: dict[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ConfigError(f"trace_sample must be a fraction in (0, 1] (got {value!r})")
     return float(value)
+
+
+def _service_total(d: dict[str, Any]) -> str | None:
+    value = d.get("service_total")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 100 or value.strip() != value:
+        raise ConfigError(f"service_total must be a Server-Timing entry name (got {value!r})")
+    return value

@@ -123,7 +123,15 @@ class MasterRole:
                 for k in WINDOW_KEYS}
 
     def report(self) -> dict[str, Any]:
-        return {"workers": len(self.workers), "workers_reported": len(self.finals)}
+        out: dict[str, Any] = {"workers": len(self.workers), "workers_reported": len(self.finals)}
+        totals = [f["service_total"] for f in self.finals.values() if f.get("service_total")]
+        if totals:
+            names = {t.get("name") for t in totals}
+            out["service_total"] = dict(totals[0]) if len(names) == 1 else {
+                "name": None, "how": f"the workers decided differently: {sorted(map(str, names))}"
+                                    "; the residual of each worker used its own decision",
+                "evidence": {}, "total_missing": sum(t.get("total_missing", 0) for t in totals)}
+        return out
 
 
 def _listen(env: Environment, config: DriverConfig) -> MasterRunner:
@@ -247,8 +255,10 @@ class WorkerRole:
         end = self.master_end if self.master_end is not None else end
         window = stop_users(self.env, self.rec, self.pacer, end)
         self.stopped = True
-        self.runner.send_message("harness_final", {"report": self.rec.take_encoded(),
-                                                   "window": window})
+        total = self.rec.service_total
+        self.runner.send_message("harness_final", {
+            "report": self.rec.take_encoded(), "window": window,
+            "service_total": total.report() if total is not None else None})
         return window
 
     def report(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from gevent import GreenletExit
 from harness.load.pacing import LATENESS_ATTR
 from harness.load.recorder import LatencyRecorder, Series
 from harness.load.servertiming import ServerTimingError, parse_server_timing
+from harness.load.servicetotal import ServiceTotal
 from harness.load.tracecontext import TraceContext
 
 __all__ = ["RequestHook", "count_unanswered", "error_type"]
@@ -140,11 +141,13 @@ class RequestHook:
         tag_keys: list[str] | tuple[str, ...] = ("input_class",),
         open_model: bool = False,
         traces: TraceContext | None = None,
+        service_total: ServiceTotal | None = None,
     ) -> None:
         self.rec = recorder
         self.tag_keys = tuple(tag_keys)
         self.open_model = open_model
         self.traces = traces
+        self.total = service_total or ServiceTotal()
         self._bundles: dict[tuple[str, str, str | None], _Bundle] = {}
 
     def install(self, events: Any) -> None:
@@ -233,8 +236,9 @@ class RequestHook:
     def _record_stages(self, bundles: list[_Bundle], response: Any, unc: int
                        ) -> dict[str, float] | None:
         """The Server-Timing stages of a successful request, and its residual: client
-        latency (uncorrected) minus the service's total (``app``, else the stages' sum).
-        Returns the stages (ms) as the service sent them, or None."""
+        latency (uncorrected) minus the service's total (the entry that covers the others,
+        harness/load/servicetotal.py; else the stages' sum). Returns the stages (ms) as the
+        service sent them, or None."""
         counts = self.rec.counts
         headers = getattr(response, "headers", None)
         header = headers.get("Server-Timing") if headers is not None else None
@@ -249,15 +253,18 @@ class RequestHook:
         if not stages:
             counts.server_timing_missing += 1
             return None
-        stage_us = [(stage, int(ms * 1000.0 + 0.5)) for stage, ms in stages.items()]
-        total = int(stages["app"] * 1000.0 + 0.5) if "app" in stages else sum(
-            v for _, v in stage_us)
-        residual = unc - total
-        if residual < 0:
-            counts.negative_residuals += 1
-            residual = 0
+        stage_us = {stage: int(ms * 1000.0 + 0.5) for stage, ms in stages.items()}
         for bb in bundles:
-            for stage, value in stage_us:
+            for stage, value in stage_us.items():
                 bb.stage(stage).record(value)
-            (bb.residual or bb.make("residual")).record(residual)
+
+        def residual(total: int) -> None:
+            value = unc - total
+            if value < 0:
+                self.rec.counts.negative_residuals += 1
+                value = 0
+            for bb in bundles:
+                (bb.residual or bb.make("residual")).record(value)
+
+        self.total.residual(stage_us, unc, residual)
         return stages

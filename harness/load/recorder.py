@@ -168,6 +168,8 @@ class LatencyRecorder:
         self.users = users
         #: the trace context of --traces (harness.load.tracecontext), set by the run loop
         self.traces: Any = None
+        #: which Server-Timing entry is the service's total (harness.load.servicetotal)
+        self.service_total: Any = None
         self.files = HlogFiles(Path(out_dir), self.load_start, self.interval_s) if out_dir else None
         self._series: dict[SeriesKey, Series] = {}
         self.k = 0  # index of the current interval

@@ -35,6 +35,7 @@ from harness.load.config import DriverConfig, rate_function
 from harness.load.hooks import RequestHook
 from harness.load.pacing import ArrivalSchedule, OpenModelPacer
 from harness.load.recorder import LatencyRecorder
+from harness.load.servicetotal import ServiceTotal
 from harness.load.tracecontext import TraceContext
 from harness.rundir.atomic import write_text_atomic
 
@@ -110,6 +111,7 @@ class Plan:
     rate_scale: float = 1.0
     trace_sample: float | None = None
     trace_dir: str | None = None  # where traces/requests-<pid>.jsonl goes (the run directory)
+    service_total: str | None = None
 
     @property
     def open_model(self) -> bool:
@@ -126,7 +128,8 @@ class Plan:
                    load_end=measure_start + config.duration_s, interval_s=config.interval_s,
                    tag_keys=tuple(config.tag_keys), late_threshold_us=config.late_threshold_us,
                    rate_shape=config.rate_shape, rate_scale=1.0 / of,
-                   trace_sample=config.trace_sample, trace_dir=config.run_dir)
+                   trace_sample=config.trace_sample, trace_dir=config.run_dir,
+                   service_total=config.service_total)
 
     def to_message(self, index: int, workers: int) -> dict[str, Any]:
         return {"index": index, "workers": workers, "model": self.model,
@@ -135,7 +138,8 @@ class Plan:
                 "load_start": self.load_start, "measure_start": self.measure_start,
                 "load_end": self.load_end, "interval_s": self.interval_s,
                 "tag_keys": list(self.tag_keys), "late_threshold_us": self.late_threshold_us,
-                "trace_sample": self.trace_sample, "trace_dir": self.trace_dir}
+                "trace_sample": self.trace_sample, "trace_dir": self.trace_dir,
+                "service_total": self.service_total}
 
     @classmethod
     def from_message(cls, c: dict[str, Any]) -> Plan:
@@ -144,7 +148,8 @@ class Plan:
                    load_end=c["load_end"], interval_s=c["interval_s"],
                    tag_keys=tuple(c["tag_keys"]), late_threshold_us=c["late_threshold_us"],
                    rate_shape=c.get("rate_shape"), rate_scale=c.get("rate_scale", 1.0),
-                   trace_sample=c.get("trace_sample"), trace_dir=c.get("trace_dir"))
+                   trace_sample=c.get("trace_sample"), trace_dir=c.get("trace_dir"),
+                   service_total=c.get("service_total"))
 
     def timeline(self) -> dict[str, float]:
         return {"load_start": self.load_start, "measure_start": self.measure_start,
@@ -171,8 +176,9 @@ def install_recording(env: Environment, classes: list[Any], plan: Plan,
         out = Path(plan.trace_dir) if plan.trace_dir and Path(plan.trace_dir).is_dir() else None
         traces = TraceContext(out, plan.trace_sample, seed=plan.seed)
     rec.traces = traces
+    rec.service_total = ServiceTotal(plan.service_total)
     RequestHook(rec, tag_keys=plan.tag_keys, open_model=plan.open_model,
-                traces=traces).install(env.events)
+                traces=traces, service_total=rec.service_total).install(env.events)
     return pacer
 
 
@@ -198,6 +204,8 @@ def stop_users(env: Environment, rec: LatencyRecorder, pacer: OpenModelPacer | N
     window = pacer.window(end) if pacer else None
     assert env.runner is not None
     env.runner.stop()
+    if rec.service_total is not None:
+        rec.service_total.flush()  # residuals still waiting for the decision, recorded now
     rec.finish(time.time())
     if rec.traces is not None:
         rec.traces.flush()
@@ -322,6 +330,8 @@ def load_summary(
         "workers": max(1, config.workers), "stopped_early": stopped_early,
         "stop_reason": stop_reason, "timeline": {**timeline, "load_end": end},
         **({"traces": rec.traces.report()} if rec.traces is not None else {}),
+        **({"service_total": rec.service_total.report()}
+           if rec.service_total is not None else {}),
     }
 
 

@@ -152,12 +152,12 @@ def breakdown_figure(summary: Summary) -> go.Figure | None:
     block = summary.stages.get("*")
     if block is None or not (block.stages or block.residual):
         return None
-    nested = block.service_total == "app"
+    nested = block.nested
     # (label, share, p99 µs) per bar segment
     parts = [(st.stage or "", st.share, st.p99_us) for st in block.stages
-             if not (nested and st.stage == "app")]
+             if not (nested and st.stage == block.service_total)]
     if nested and block.app_unattributed_share is not None:
-        parts.append(("app (no stage)", block.app_unattributed_share, None))
+        parts.append((f"{block.service_total} (no stage)", block.app_unattributed_share, None))
     if block.residual:
         parts.append(("residual (queue, network)", block.residual.share, block.residual.p99_us))
     mean_ms = (block.client_uncorrected_mean_us or 0) / 1000

@@ -45,6 +45,7 @@ def driver_config(options: RunOptions, run_dir: Path, url: str) -> dict[str, Any
         "user_classes": list(options.user_classes),
         "late_threshold_us": options.late_threshold_us,
         "request_timeout_s": options.request_timeout_s,
+        "service_total": options.service_total,
         "master_host": "127.0.0.1",
         "master_port": 0,
         "expect_workers_timeout_s": 30,

@@ -8,6 +8,7 @@ collectors' options are a mapping of collector name to that collector's own opti
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ class RunOptions:
     seed: int = 1
     late_threshold_us: int = 1000
     request_timeout_s: float = 10.0
+    service_total: str | None = None  # the Server-Timing entry that is the service's total
     locust_args: tuple[str, ...] = ()
     record_traffic: bool = False
     command_line: tuple[str, ...] = ()
@@ -126,6 +128,10 @@ class RunOptions:
         if not (0 < self.request_timeout_s <= 3600 and math.isfinite(self.request_timeout_s)):
             raise ValueError(f"request timeout must be > 0 and <= 3600 s "
                              f"(got {self.request_timeout_s})")
+        if self.service_total is not None and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}",
+                                                               self.service_total):
+            raise ValueError(f"--service-total must be a Server-Timing entry name (a token) "
+                             f"(got {self.service_total!r})")
 
     @property
     def model(self) -> str:

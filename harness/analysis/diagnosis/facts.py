@@ -231,8 +231,8 @@ def _stages(f: Facts, rd: RunDir, s: Summary, breakdown: Breakdown | None,
         st = _stage(name, breakdown.stage(name) if breakdown else None)
         if st is None:
             continue
-        if name == "app":
-            f.app = st
+        if breakdown is not None and name == breakdown.service_total:
+            f.app = st  # the service's own total, whatever the service calls it
         else:
             f.stages[name] = st
         f.histograms[f"stage:{name}"] = rd.histogram("stage", stage=name)
@@ -282,9 +282,16 @@ def _tail(f: Facts, rd: RunDir, start: float | None) -> None:
         f.interval_machine = trends.interval_machine(rd, list(spans), f.cpu_count)
 
 
-def _tag_service_p99(rd: RunDir, tag: str) -> int | None:
-    hist = rd.histogram("stage", "*", stage="app", tag=tag)
+def _tag_service_p99(rd: RunDir, tag: str, total: str | None) -> int | None:
+    if total in (None, "sum"):
+        return None
+    hist = rd.histogram("stage", "*", stage=total, tag=tag)
     return stats.percentiles(hist, [99.0])[99.0] if hist.get_total_count() else None
+
+
+def _total_name(s: Summary) -> str | None:
+    overall = s.stages.get("*")
+    return overall.service_total if overall is not None else None
 
 
 def extract_facts(rd: RunDir, per_name: bool = False) -> Facts:
@@ -308,7 +315,7 @@ def extract_facts(rd: RunDir, per_name: bool = False) -> Facts:
         block = row.latency.client
         f.tags.append(TagFacts(row.tag, row.key, row.value, int(row.count), row.count / total,
                                float(row.fail_pct or 0.0), block.p50_us, block.p99_us,
-                               _tag_service_p99(rd, row.tag)))
+                               _tag_service_p99(rd, row.tag, _total_name(s))))
     f.profile = _profile(rd)
     _tail(f, rd, s.window.start)
     f.model_versions = trends.model_versions(meta)

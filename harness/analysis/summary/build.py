@@ -78,7 +78,24 @@ def _block(hist: HdrHistogram) -> LatencyBlock:
     return LatencyBlock(**_block_fields(hist))
 
 
-def _breakdown(rd: RunDir, name: str, series: list[SeriesEntry]) -> Breakdown | None:
+def _total_stage(rd: RunDir, load: LoadReport, name: str) -> tuple[str | None, str | None]:
+    """(stage name, how) of the service's total for request ``name`` ("*": all of them):
+    the trace-derived server span when traces gave the stages, else the Server-Timing entry
+    the load driver decided on (harness/load/servicetotal.py), else, for runs made before
+    that decision was recorded, ``app`` when sent."""
+    marked = {s.get("stage") for s in rd.series() if s.get("total") is True
+              and s.get("metric") == "stage" and (name == "*" or s.get("name") == name)}
+    if len(marked) == 1:
+        return marked.pop(), "the server span of each request's trace (--traces)"
+    decided = load.extra.get("service_total")
+    if isinstance(decided, dict):
+        chosen = decided.get("name")
+        return (chosen if isinstance(chosen, str) else None), str(decided.get("how") or "")
+    return "app", None
+
+
+def _breakdown(rd: RunDir, name: str, series: list[SeriesEntry], load: LoadReport
+               ) -> Breakdown | None:
     """Where the time of successful requests went, as shares of total client time.
 
     Shares are of summed time (mean x count), so a stage that only some requests
@@ -107,15 +124,17 @@ def _breakdown(rd: RunDir, name: str, series: list[SeriesEntry]) -> Breakdown | 
     if residual_hist.get_total_count():
         block = _block_fields(residual_hist)
         residual = StageRow(**block, share=round(block["mean_us"] * block["count"] / total, 4))
-    inner = sum(v for k, v in sums.items() if k != "app")
+    top, how = _total_stage(rd, load, name)
+    top = top if top in sums else None
+    inner = sum(v for k, v in sums.items() if k != top)
     client_mean = round(stats.mean(client), 3) if client.get_total_count() else None
     uncorrected_mean = round(total / sent.get_total_count(), 3)
     return Breakdown(
-        client_mean, uncorrected_mean, "app" if "app" in sums else ("sum" if sums else None),
-        tuple(rows), residual,
-        # time inside "app" that no named stage accounts for (framework, locks, GC)
-        round((sums["app"] - inner) / total, 4) if "app" in sums and inner else None,
-        None if client_mean is None else round(client_mean - uncorrected_mean, 3))
+        client_mean, uncorrected_mean, top or ("sum" if sums else None), tuple(rows), residual,
+        # time inside the total that no named stage accounts for (framework, locks, GC)
+        round((sums[top] - inner) / total, 4) if top is not None and inner else None,
+        None if client_mean is None else round(client_mean - uncorrected_mean, 3),
+        how if top is not None else None)
 
 
 def _load_block(rd: RunDir, load: LoadReport, achieved: float | None, open_model: bool
@@ -162,8 +181,8 @@ def _build(rd: RunDir) -> Summary:
     start, end, seconds = rd.measured_span()
     series = [SeriesEntry.from_dict(s) for s in rd.series()]
     requests, tags = _rows(rd, load, series, open_model, seconds)
-    breakdowns = {name: _breakdown(rd, name, series) for name in ["*", *(r.name for r in
-                                                                          requests[:-1])]}
+    breakdowns = {name: _breakdown(rd, name, series, load)
+                  for name in ["*", *(r.name for r in requests[:-1])]}
     finite = math.isfinite(start)
     summary = Summary(
         schema_version=SCHEMA_VERSION, run_id=str(meta.get("run_id") or rd.path.name),

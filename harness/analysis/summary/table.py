@@ -72,20 +72,22 @@ def _stage_lines(b: Breakdown | None) -> list[str]:
         return []
     lines = ["", "stage breakdown (all requests; mean ms, p99 ms, share of the mean client "
                  f"time {_cell(b.client_uncorrected_mean_us)} ms)"]
-    nested = b.service_total == "app"  # the other stages are parts of app
-    ordered = sorted(b.stages, key=lambda st: st.stage != "app")
+    nested, top = b.nested, b.service_total  # the other stages are parts of the total
+    ordered = sorted(b.stages, key=lambda st: st.stage != top)
     entries: list[tuple[str, StageRow]] = [(st.stage or "", st) for st in ordered]
     if b.residual is not None:
         entries.append(("residual", b.residual))
     for name, st in entries:
-        inner = nested and name not in ("app", "residual")
+        inner = nested and name not in (top, "residual")
         label = ("  " if inner else "") + name + (" (service total)"
-                                                  if nested and name == "app" else "")
+                                                  if nested and name == top else "")
         lines.append(f"  {label[:28]:<28} {_cell(st.mean_us):>10} "
                      f"{_cell(st.p99_us, st.is_low('p99')):>10} {100 * st.share:>6.1f} %")
         if inner and st is ordered[-1] and b.app_unattributed_share is not None:
-            lines.append(f"  {'  (app, no stage)':<28} {'':>10} {'':>10} "
+            lines.append(f"  {f'  ({top}, no stage)':<28} {'':>10} {'':>10} "
                          f"{100 * b.app_unattributed_share:>6.1f} %")
+    if nested and b.service_total_how:
+        lines.append(f"  service total {top!r}: {b.service_total_how}")
     return lines
 
 

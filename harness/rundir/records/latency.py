@@ -175,13 +175,21 @@ class Breakdown:
 
     client_mean_us: float | None
     client_uncorrected_mean_us: float
-    #: ``"app"`` (the service sends its total), ``"sum"`` (only stages) or None
+    #: the stage that is the service's own total (``"app"``, ``"total"``, ``"server"`` for
+    #: trace-derived stages...), ``"sum"`` (stages only, their sum) or None (no stage)
     service_total: str | None
     stages: tuple[StageRow, ...]
     residual: StageRow | None
     app_unattributed_share: float | None
     #: corrected minus uncorrected mean client time (None without a corrected mean)
     schedule_delay_us: float | None = None
+    #: how the total was found (inferred from the values, given, the traces' server span)
+    service_total_how: str | None = None
+
+    @property
+    def nested(self) -> bool:
+        """The stages are parts of a total stage (rather than siblings to be summed)."""
+        return self.service_total not in (None, "sum")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -196,7 +204,8 @@ class Breakdown:
                 "stages": [s.to_dict() for s in self.stages],
                 "residual": self.residual.to_dict() if self.residual else None,
                 "app_unattributed_share": self.app_unattributed_share,
-                **present(schedule_delay_us=self.schedule_delay_us)}
+                **present(schedule_delay_us=self.schedule_delay_us,
+                          service_total_how=self.service_total_how)}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "stages") -> Breakdown:
@@ -205,4 +214,5 @@ class Breakdown:
                    float(need(d, "client_uncorrected_mean_us", where)),
                    d.get("service_total"), items(d, "stages", where, StageRow.from_dict),
                    opt(d, "residual", where, StageRow.from_dict),
-                   d.get("app_unattributed_share"), d.get("schedule_delay_us"))
+                   d.get("app_unattributed_share"), d.get("schedule_delay_us"),
+                   d.get("service_total_how"))

@@ -166,7 +166,7 @@ class TracesCollector:
             "join": counts.to_dict(), "traces_without_request": foreign,
             "receiver": self.receiver.status(), "series": written,
             "join_cpu_s": round(time.thread_time() - join_cpu, 3),
-            "agreement": _agreement(joined),
+            "agreement": _agreement(joined, _decided_total(self._ctx.run_dir)),
         }
         write_json_atomic(self._ctx.run_dir / "traces" / "status.json", status)
         self._status = status
@@ -184,7 +184,17 @@ def _no_join_reason(records: list[RequestRecord], counts: JoinCounts,
             "no span under the client's): does the service continue the incoming traceparent?")
 
 
-def _agreement(joined: list[Joined]) -> dict[str, Any] | None:
+def _decided_total(run_dir: Path) -> str | None:
+    """The Server-Timing entry the load driver took for the service's total (load.json)."""
+    try:
+        decided = json.loads((run_dir / "load.json").read_text()).get("service_total") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    name = decided.get("name") if isinstance(decided, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _agreement(joined: list[Joined], total_name: str | None) -> dict[str, Any] | None:
     """For requests that also carried Server-Timing: how far the trace-derived service time
     and stages are from it (µs), the cross-check of the two sources."""
     diffs: dict[str, list[float]] = {}
@@ -192,7 +202,7 @@ def _agreement(joined: list[Joined]) -> dict[str, Any] | None:
         st = dict(j.request.server_timing)
         if not st:
             continue
-        total = st.get("app")
+        total = st.get(total_name) if total_name else None
         if total is not None:
             diffs.setdefault("service", []).append(abs(j.server_us - total * 1000))
         for stage, us in j.stages_us.items():
