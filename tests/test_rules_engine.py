@@ -108,6 +108,7 @@ def test_the_books_hold_the_rules_in_the_documented_order() -> None:
     ids = {name: [r.id for r in book(name).rules] for name in BOOKS}
     assert ids["self_check"] == [
         "measured_data", "run_complete", "loadgen_cpu", "achieved_rate", "late_dropped",
+        "loadgen_late",
         "samples", "out_of_range", "negative_residuals", "transport_errors", "unanswered",
         "server_timing", "profiler", "cpu_contention", "run_files"]
     assert ids["single"] == [

@@ -22,6 +22,7 @@ from harness.analysis.rules.thresholds import (
     LATE_WARNING,
     LOADGEN_SATURATED_PCT,
     LOADGEN_SATURATED_SHARE,
+    LOOP_LATE_SHARE,
     NEGATIVE_RESIDUAL_ERROR,
     PROFILE_ERRORS,
     PROFILE_LAG_S,
@@ -135,24 +136,55 @@ def achieved_rate(c: CheckContext) -> CheckEntry | None:
 
 @rule("self_check", "late_dropped", layer="measurement")
 def late_dropped(c: CheckContext) -> CheckEntry | None:
-    """Open model: requests started late or never started."""
+    """Open model: requests started late or never started.
+
+    A start that is late because no user was free (the service slower than the pool
+    covers) is what coordinated-omission correction is for: the corrected latency is the
+    truth, so it is a warning. Requests that never started are load not applied: an error
+    above 1 %. Runs from before the cause was recorded judge all lateness together."""
     if c.summary.model != "open":
         return None
     lb = c.summary.load
     late, dropped = _share(lb.late, lb.started), _share(lb.dropped, lb.scheduled)
-    # Late starts are charged to the service by the corrected latency; that matters
-    # when the delay is a visible part of it, not when a few starts slip by 1 ms.
     both = c.summary.stages.get("*")
     delay = _share(both.schedule_delay_us, both.client_mean_us) if both else 0.0
-    severity = "error" if dropped > DROPPED_ERROR or delay > SCHEDULE_DELAY_SHARE else "warning"
+    split = lb.lateness_loop is not None
+    pool_late = (lb.late or 0) - (lb.late_loop or 0) if split else (lb.late or 0)
+    severity = "error" if dropped > DROPPED_ERROR or (
+        not split and delay > SCHEDULE_DELAY_SHARE) else "warning"
     p99 = lb.lateness.p99_us if lb.lateness else None
+    cause = (f"; {pool_late} of them because no user was free (the service was slower than "
+             f"the pool of {lb.users} users covers: the corrected latency counts that wait), "
+             f"{lb.late_loop or 0} by the load generator's own loop; " if split else ", ")
     return check(
         "late_dropped", late <= LATE_WARNING and not lb.dropped, severity,
         f"{lb.late or 0} of {lb.started or 0} requests started late "
-        f"({100 * late:.2f} %; p99 lateness {fmt_ms(p99)} ms), "
+        f"({100 * late:.2f} %; p99 lateness {fmt_ms(p99)} ms){cause}"
         f"{lb.dropped or 0} of {lb.scheduled or 0} never started "
         f"({100 * dropped:.2f} %); late starts are {100 * delay:.1f} % of the mean "
         "corrected latency")
+
+
+@rule("self_check", "loadgen_late", layer="measurement")
+def loadgen_late(c: CheckContext) -> CheckEntry | None:
+    """Open model: the lateness the load generator's own loop added (it woke late for a
+    start while a user was free): the harness's, not the service's, in the corrected
+    latency. An error when it is a visible part of that latency."""
+    lb = c.summary.load
+    loop = lb.lateness_loop
+    if c.summary.model != "open" or loop is None:
+        return None
+    both = c.summary.stages.get("*")
+    share = _share(loop.mean_us, both.client_mean_us) if both else 0.0
+    late = _share(lb.late_loop, lb.started)
+    severity = "error" if share > LOOP_LATE_SHARE else "warning"
+    return check(
+        "loadgen_late", share <= LOOP_LATE_SHARE and late <= LATE_WARNING, severity,
+        f"the load generator's own loop started {lb.late_loop or 0} of {lb.started or 0} "
+        f"requests late ({100 * late:.2f} %; its lateness p50 {fmt_ms(loop.p50_us)} ms, "
+        f"p99 {fmt_ms(loop.p99_us)} ms, mean {fmt_ms(loop.mean_us)} ms = "
+        f"{100 * share:.1f} % of the mean corrected latency; limit "
+        f"{100 * LOOP_LATE_SHARE:.0f} %)")
 
 
 @rule("self_check", "samples", layer="measurement")

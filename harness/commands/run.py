@@ -49,8 +49,9 @@ def _add_load_flags(load: argparse._ArgumentGroup) -> None:
     load.add_argument("--arrival", choices=["poisson", "constant"], default="poisson",
                       help="open model: inter-arrival times (default: poisson)")
     load.add_argument("--duration", default="60s", help="measured time, e.g. 60s, 5m (default 60s)")
-    load.add_argument("--warmup", default="0s", help="load before measuring, kept in the time "
-                      "series but not in the results (default 0s)")
+    load.add_argument("--warmup", default="2s", help="load before measuring, kept in the time "
+                      "series but not in the results: users spawning, connections opening, "
+                      "caches filling (default 2s)")
     load.add_argument("--workers", type=int, default=0,
                       help="Locust worker processes (0: load from one process)")
     load.add_argument("--user-class", action="append", default=[], dest="user_classes",

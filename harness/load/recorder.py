@@ -46,7 +46,8 @@ __all__ = [
     "IntervalCounts", "LatencyRecorder", "Series", "SeriesKey", "new_histogram",
 ]
 
-METRICS = ("client", "client_uncorrected", "client_failed", "stage", "residual", "lateness")
+METRICS = ("client", "client_uncorrected", "client_failed", "stage", "residual", "lateness",
+           "lateness_loop")
 
 
 def release(hists: Any) -> None:
@@ -70,10 +71,10 @@ class IntervalCounts:
 
     __slots__ = ("requests", "failures", "by_name", "errors", "negative_residuals",
                  "server_timing_missing", "server_timing_malformed",
-                 "scheduled", "started", "late", "unanswered", "unanswered_long")
+                 "scheduled", "started", "late", "late_loop", "unanswered", "unanswered_long")
     _INTS = ("requests", "failures", "negative_residuals", "server_timing_missing",
-             "server_timing_malformed", "scheduled", "started", "late", "unanswered",
-             "unanswered_long")
+             "server_timing_malformed", "scheduled", "started", "late", "late_loop",
+             "unanswered", "unanswered_long")
     requests: int
     failures: int
     negative_residuals: int
@@ -82,6 +83,8 @@ class IntervalCounts:
     scheduled: int
     started: int
     late: int
+    #: of the late starts, those the load generator's own loop made late (a user was free)
+    late_loop: int
     #: requests sent but never answered: their user was stopped while waiting
     unanswered: int
     #: of those, requests that had waited at least UNANSWERED_LONG_S when stopped

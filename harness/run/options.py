@@ -56,7 +56,7 @@ class RunOptions:
     rate_shape: str | None = None
     arrival: str = "poisson"
     duration_s: float = 60.0
-    warmup_s: float = 0.0
+    warmup_s: float = 2.0  # start-up (users, connections, caches) out of the numbers
     interval_s: float = 1.0
     workers: int = 0
     collectors: Mapping[str, Any] = field(default_factory=dict)

@@ -58,6 +58,11 @@ SCHEDULE_DELAY_SHARE = _t(
 LATE_WARNING = _t(
     "LATE_WARNING", 0.01, "share of started requests",
     "more than 1 % of starts after the late threshold: the schedule was not kept")
+LOOP_LATE_SHARE = _t(
+    "LOOP_LATE_SHARE", 0.10, "share of the mean corrected latency",
+    "the load generator's own lateness (its loop woke late: busy, short of CPU, a timer's "
+    "~1 ms resolution) is added to the corrected latency by the harness itself; above 10 % "
+    "of it the corrected numbers are the harness's as much as the service's")
 DROPPED_ERROR = _t(
     "DROPPED_ERROR", 0.01, "share of scheduled requests",
     "requests that never started are load that was not applied; above 1 % the rate is wrong")

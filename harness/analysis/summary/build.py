@@ -140,16 +140,23 @@ def _breakdown(rd: RunDir, name: str, series: list[SeriesEntry], load: LoadRepor
 def _load_block(rd: RunDir, load: LoadReport, achieved: float | None, open_model: bool
                 ) -> LoadBlock:
     m = load.measured
-    lateness = None
+    lateness = loop = None
     if open_model:
-        late = stats.describe(rd.histogram("lateness"), (50, 99))
-        lateness = Lateness(late.percentiles_us.get(50), late.percentiles_us.get(99),
-                            late.max_us)
+        lateness = _lateness(rd.histogram("lateness"))
+        hist = rd.histogram("lateness_loop")
+        loop = _lateness(hist, mean=True) if hist.get_total_count() else None  # older: none
     return LoadBlock(source=load.source, target_rps=load.target_rps,
                      nominal_rps=load.nominal_rps, achieved_rps=achieved, users=load.users,
                      workers=load.workers, scheduled=m.scheduled, started=m.started,
                      late=m.late, dropped=m.dropped, stopped_early=load.stopped_early,
-                     stop_reason=load.stop_reason, lateness=lateness)
+                     stop_reason=load.stop_reason, lateness=lateness,
+                     late_loop=m.late_loop if loop is not None else None, lateness_loop=loop)
+
+
+def _lateness(hist: HdrHistogram, mean: bool = False) -> Lateness:
+    d = stats.describe(hist, (50, 99))
+    return Lateness(d.percentiles_us.get(50), d.percentiles_us.get(99), d.max_us,
+                    None if d.mean_us is None or not mean else round(d.mean_us, 3))
 
 
 def _rows(rd: RunDir, load: LoadReport, series: list[SeriesEntry], open_model: bool,
@@ -188,7 +195,8 @@ def _build(rd: RunDir) -> Summary:
         schema_version=SCHEMA_VERSION, run_id=str(meta.get("run_id") or rd.path.name),
         status=meta.get("status"), generated_at=round(time.time(), 3), model=model,
         window=Window(start if finite else None, end if finite else None, round(seconds, 3),
-                      (meta.get("load") or {}).get("duration_s")),
+                      (meta.get("load") or {}).get("duration_s"),
+                      (meta.get("load") or {}).get("warmup_s")),
         percentiles=PERCENTILES, confidence=CONFIDENCE,
         min_samples={stats.percentile_key(p): stats.min_samples_for_percentile(p, CONFIDENCE)
                      for p in PERCENTILES},

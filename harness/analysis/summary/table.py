@@ -35,8 +35,11 @@ def _header(s: Summary) -> list[str]:
     if lb.target_rps:
         nominal = lb.nominal_rps or lb.target_rps
         target = f", target {nominal:g} req/s (scheduled {lb.target_rps:g})"
+    warmup = s.window.warmup_s
+    after = f" after a {warmup:g} s warm-up" if warmup else (
+        " (no warm-up: start-up is in the numbers)" if warmup == 0 else "")
     return [f"run {s.run_id}  status {s.status}  model {s.model}{target}  measured "
-            f"{s.window.duration_s:.1f} s", "",
+            f"{s.window.duration_s:.1f} s{after}", "",
             f"{'request':<28} {'count':>8} {'req/s':>9} {'fail%':>6} "
             + " ".join(f"{h:>10}" for h in ("p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
                                              "max ms"))]

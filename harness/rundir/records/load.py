@@ -15,7 +15,8 @@ from harness.rundir.records.base import as_map, present
 
 __all__ = ["LoadReport", "Measured"]
 
-_MEASURED_OPTIONAL = ("scheduled", "started", "late", "dropped", "late_threshold_us")
+_MEASURED_OPTIONAL = ("scheduled", "started", "late", "dropped", "late_threshold_us",
+                      "late_loop")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Measured:
     late: int | None = None
     dropped: int | None = None
     late_threshold_us: int | None = None
+    #: of the late starts, those the load generator's own loop made late
+    late_loop: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "failures": self.failures,

@@ -162,15 +162,20 @@ class Window:
     end: float | None
     duration_s: float
     planned_duration_s: float | None = None
+    #: the load before the window, kept out of the results (None: not recorded)
+    warmup_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        if d["warmup_s"] is None:
+            del d["warmup_s"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "window") -> Window:
         d = as_map(d, where)
         return cls(d.get("start"), d.get("end"), float(need(d, "duration_s", where)),
-                   d.get("planned_duration_s"))
+                   d.get("planned_duration_s"), d.get("warmup_s"))
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,7 @@ class Lateness:
     p50_us: int | None
     p99_us: int | None
     max_us: int | None
+    mean_us: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,14 +206,20 @@ class LoadBlock:
     stopped_early: bool | None
     stop_reason: str | None = None
     lateness: Lateness | None = None
+    #: the load generator's own share of the late starts (harness/load/pacing.py)
+    late_loop: int | None = None
+    lateness_loop: Lateness | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        late = self.lateness
+        late, loop = self.lateness, self.lateness_loop
         return {k: getattr(self, k) for k in (
             "source", "target_rps", "nominal_rps", "achieved_rps", "users", "workers",
             "scheduled", "started", "late", "dropped", "stopped_early", "stop_reason")} | (
             {"lateness_p50_us": late.p50_us, "lateness_p99_us": late.p99_us,
-             "lateness_max_us": late.max_us} if late is not None else {})
+             "lateness_max_us": late.max_us} if late is not None else {}) | (
+            {"late_loop": self.late_loop, "lateness_loop_p50_us": loop.p50_us,
+             "lateness_loop_p99_us": loop.p99_us, "lateness_loop_max_us": loop.max_us,
+             "lateness_loop_mean_us": loop.mean_us} if loop is not None else {})
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "load") -> LoadBlock:
@@ -221,7 +233,10 @@ class LoadBlock:
                    started=d.get("started"), late=d.get("late"), dropped=d.get("dropped"),
                    stopped_early=d.get("stopped_early"), stop_reason=d.get("stop_reason"),
                    lateness=Lateness(*(d.get(k) for k in keys))
-                   if any(k in d for k in keys) else None)
+                   if any(k in d for k in keys) else None, late_loop=d.get("late_loop"),
+                   lateness_loop=Lateness(*(d.get(f"lateness_loop_{k}_us")
+                                            for k in ("p50", "p99", "max", "mean")))
+                   if "lateness_loop_p50_us" in d else None)
 
 
 @dataclass(frozen=True)
