@@ -71,6 +71,7 @@ class DriverConfig:
     rate_shape: str | None = None  # open model: the rate follows this shape (scenarios/shapes.py)
     trace_sample: float | None = None  # --traces: traceparent on every request, this share sampled
     service_total: str | None = None  # --service-total: this Server-Timing entry is the total
+    calibrate_requests: int = 200  # requests to the local echo before the load (0: none)
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -120,6 +121,8 @@ class DriverConfig:
             local_workers=_local_workers(d, workers), locust_args=_locust_args(d),
             rate_shape=_rate_shape(d, model), trace_sample=_trace_sample(d),
             service_total=_service_total(d),
+            calibrate_requests=_number(d, "calibrate_requests", 200, minimum=0, strict=False,
+                                       integer=True),
             unknown_keys=tuple(sorted(set(d) - {f.name for f in fields(cls)})),
         )
 

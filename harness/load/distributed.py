@@ -30,6 +30,7 @@ from locust import User
 from locust.env import Environment
 from locust.runners import MasterRunner
 
+from harness.load.calibrate import calibrate
 from harness.load.config import ConfigError, DriverConfig
 from harness.load.locustfile import (
     apply_request_timeout,
@@ -124,6 +125,11 @@ class MasterRole:
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {"workers": len(self.workers), "workers_reported": len(self.finals)}
+        overheads = [f["client_overhead"] for f in self.finals.values()
+                     if isinstance(f.get("client_overhead"), dict)
+                     and f["client_overhead"].get("p50_us") is not None]
+        if overheads:  # the slowest worker's client path: the residual's largest share
+            out["client_overhead"] = max(overheads, key=lambda o: o["p50_us"])
         totals = [f["service_total"] for f in self.finals.values() if f.get("service_total")]
         if totals:
             names = {t.get("name") for t in totals}
@@ -209,6 +215,7 @@ class WorkerRole:
         self.parent_pid = parent_pid
         self.rec: LatencyRecorder | None = None
         self.pacer: OpenModelPacer | None = None
+        self.overhead: dict[str, Any] | None = None  # the client path's own time
         self.master_end: float | None = None
         self.stopped = False
 
@@ -258,7 +265,8 @@ class WorkerRole:
         total = self.rec.service_total
         self.runner.send_message("harness_final", {
             "report": self.rec.take_encoded(), "window": window,
-            "service_total": total.report() if total is not None else None})
+            "service_total": total.report() if total is not None else None,
+            "client_overhead": self.overhead})
         return window
 
     def report(self) -> dict[str, Any]:
@@ -302,6 +310,7 @@ def run_worker(args: argparse.Namespace) -> int:
     runner.register_message("harness_config", role.on_config)
     runner.register_message("harness_stop", role.on_stop, concurrent=True)
     env.events.report_to_master.add_listener(role.on_report)
+    role.overhead = calibrate(classes)  # before it tells the master it is ready
     runner.send_message("harness_ready")
     reason = wait_for_end(role, stop, deadline=None)
     role.finish(time.time())

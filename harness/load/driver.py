@@ -24,6 +24,7 @@ from locust import User
 from locust.env import Environment
 
 from harness.load import distributed
+from harness.load.calibrate import calibrate
 from harness.load.config import ConfigError, DriverConfig, load_config
 from harness.load.locustfile import (
     LocustfileError,
@@ -86,10 +87,12 @@ def run_local(config: DriverConfig, classes: list[type[User]], shape: Any,
     env = make_environment(config, classes, shape)
     runner = env.create_local_runner()
     fire_init(env)
+    overhead = calibrate(classes, config.calibrate_requests)  # before the load's clock starts
     plan = Plan.starting_at(time.time(), config)
     rec = LatencyRecorder(plan.load_start, config.interval_s, measure_start=plan.measure_start,
                           out_dir=Path(config.run_dir), open_model=config.open_model,
                           on_interval=emit.interval, users=lambda: runner.user_count)
+    rec.client_overhead = overhead
     pacer = install_recording(env, classes, plan, rec)
     run_users(env, LocalRole(env, config, plan, rec, pacer), config, plan, rec, emit, stop,
               {"workers": 0})

@@ -173,6 +173,8 @@ class LatencyRecorder:
         self.traces: Any = None
         #: which Server-Timing entry is the service's total (harness.load.servicetotal)
         self.service_total: Any = None
+        #: the client path's own time per request (harness.load.calibrate), or None
+        self.client_overhead: dict[str, Any] | None = None
         self.files = HlogFiles(Path(out_dir), self.load_start, self.interval_s) if out_dir else None
         self._series: dict[SeriesKey, Series] = {}
         self.k = 0  # index of the current interval

@@ -332,6 +332,7 @@ def load_summary(
         **({"traces": rec.traces.report()} if rec.traces is not None else {}),
         **({"service_total": rec.service_total.report()}
            if rec.service_total is not None else {}),
+        **({"client_overhead": rec.client_overhead} if rec.client_overhead else {}),
     }
 
 

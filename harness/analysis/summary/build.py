@@ -124,6 +124,7 @@ def _breakdown(rd: RunDir, name: str, series: list[SeriesEntry], load: LoadRepor
     if residual_hist.get_total_count():
         block = _block_fields(residual_hist)
         residual = StageRow(**block, share=round(block["mean_us"] * block["count"] / total, 4))
+    split = _residual_split(residual, load)
     top, how = _total_stage(rd, load, name)
     top = top if top in sums else None
     inner = sum(v for k, v in sums.items() if k != top)
@@ -134,7 +135,21 @@ def _breakdown(rd: RunDir, name: str, series: list[SeriesEntry], load: LoadRepor
         # time inside the total that no named stage accounts for (framework, locks, GC)
         round((sums[top] - inner) / total, 4) if top is not None and inner else None,
         None if client_mean is None else round(client_mean - uncorrected_mean, 3),
-        how if top is not None else None)
+        how if top is not None else None, split)
+
+
+def _residual_split(residual: StageRow | None, load: LoadReport) -> dict[str, float] | None:
+    """The residual as the load generator's own time (the calibration's mean, at most the
+    residual's mean) and the rest: queueing, the network, the server's HTTP layer."""
+    overhead = load.extra.get("client_overhead")
+    own = overhead.get("mean_us") if isinstance(overhead, dict) else None
+    if residual is None or not isinstance(own, (int, float)) or not residual.mean_us:
+        return None
+    part = min(float(own), residual.mean_us) / residual.mean_us
+    return {"loadgen_us": round(residual.mean_us * part, 3),
+            "loadgen_share": round(residual.share * part, 4),
+            "rest_us": round(residual.mean_us * (1 - part), 3),
+            "rest_share": round(residual.share * (1 - part), 4)}
 
 
 def _load_block(rd: RunDir, load: LoadReport, achieved: float | None, open_model: bool

@@ -89,6 +89,14 @@ def _stage_lines(b: Breakdown | None) -> list[str]:
         if inner and st is ordered[-1] and b.app_unattributed_share is not None:
             lines.append(f"  {f'  ({top}, no stage)':<28} {'':>10} {'':>10} "
                          f"{100 * b.app_unattributed_share:>6.1f} %")
+    split = b.residual_split
+    if split is not None:
+        for label, key in (("load generator's own", "loadgen"),
+                           ("queueing, network, server", "rest")):
+            lines.append(f"    {label[:26]:<26} {_cell(split[f'{key}_us']):>10} {'':>10} "
+                         f"{100 * split[f'{key}_share']:>6.1f} %")
+        lines.append("    (the load generator's own time: calibrated against a local echo at "
+                     "the run's start)")
     if nested and b.service_total_how:
         lines.append(f"  service total {top!r}: {b.service_total_how}")
     return lines

@@ -185,6 +185,10 @@ class Breakdown:
     schedule_delay_us: float | None = None
     #: how the total was found (inferred from the values, given, the traces' server span)
     service_total_how: str | None = None
+    #: the residual split: the load generator's own time per request (calibrated against a
+    #: local echo at the run's start, harness/load/calibrate.py) and the rest (queueing,
+    #: network, the server's HTTP layer), each as mean µs and share of the client time
+    residual_split: dict[str, float] | None = None
 
     @property
     def nested(self) -> bool:
@@ -205,7 +209,8 @@ class Breakdown:
                 "residual": self.residual.to_dict() if self.residual else None,
                 "app_unattributed_share": self.app_unattributed_share,
                 **present(schedule_delay_us=self.schedule_delay_us,
-                          service_total_how=self.service_total_how)}
+                          service_total_how=self.service_total_how,
+                          residual_split=self.residual_split)}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "stages") -> Breakdown:
@@ -215,4 +220,4 @@ class Breakdown:
                    d.get("service_total"), items(d, "stages", where, StageRow.from_dict),
                    opt(d, "residual", where, StageRow.from_dict),
                    d.get("app_unattributed_share"), d.get("schedule_delay_us"),
-                   d.get("service_total_how"))
+                   d.get("service_total_how"), d.get("residual_split"))
