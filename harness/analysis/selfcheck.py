@@ -13,6 +13,7 @@ Rules: docs/run-directory.md; thresholds and their reasons: ``harness.analysis.r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from harness import stats
 from harness.analysis.rules import book, rule
@@ -29,6 +30,7 @@ from harness.analysis.rules.thresholds import (
     RATE_SHORTFALL,
     RUN_COMPLETE_SHARE,
     SCHEDULE_DELAY_SHARE,
+    TRACES_JOINED_SHARE,
     TRANSPORT_ERROR_SHARE,
 )
 from harness.rundir import RunDir
@@ -54,16 +56,19 @@ class CheckContext:
     #: run.json's reason for a missing profile (collectors.profile.reason)
     profile_reason: str | None = None
     warnings: tuple[str, ...] = ()
+    #: traces/status.json of a run with --traces (the join's counts), else None
+    traces: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, rd: RunDir, summary: Summary, load: LoadReport) -> CheckContext:
         series = tuple(SeriesEntry.from_dict(s) for s in rd.series())
         raw = rd.profile_status()
         collectors = rd.meta.get("collectors") or {}
+        traces = rd.read_json("traces/status.json")
         return cls(summary, load, rd.meta.get("status"), series,
                    None if raw is None else ProfileStatus.from_dict(raw),
                    (collectors.get("profile") or {}).get("reason"),
-                   tuple(rd.warnings))  # last: reading the files above may add warnings
+                   tuple(rd.warnings), traces)  # warnings last: reading the files may add some
 
     @property
     def requests_all(self) -> int:
@@ -273,9 +278,35 @@ def server_timing(c: CheckContext) -> CheckEntry:
     detail = f"Server-Timing missing on {missing} and malformed on {malformed} of " \
              f"{c.requests_all} requests"
     if not has_stages:
-        detail += "; no stage was reported: no stage breakdown, only client latency"
-    return check("server_timing", missing == 0 and malformed == 0 and has_stages, "warning",
-                 detail)
+        detail += ("; no stage was reported: no stage breakdown, only client latency (to add "
+                   "one: Server-Timing from the service, or --traces for its OpenTelemetry "
+                   "spans)")
+    traced = c.traces is not None and has_stages and malformed == 0
+    if traced:
+        detail += "; the stages come from the service's traces (--traces)"
+    return check("server_timing", traced or (missing == 0 and malformed == 0 and has_stages),
+                 "warning", detail)
+
+
+@rule("self_check", "traces", layer="measurement")
+def traces(c: CheckContext) -> CheckEntry | None:
+    """With --traces: how many requests carry trace stages; a warning when more than 1 %
+    of the traced requests could not be joined to a server span (stages from the rest
+    describe a sample, not every request)."""
+    t = c.traces
+    if t is None:
+        return None
+    join: dict[str, Any] = t["join"] if isinstance(t.get("join"), dict) else {}
+    records = int(t.get("request_records") or 0)
+    joined = int(join.get("joined") or 0)
+    share = joined / records if records else 0.0
+    detail = (f"{joined} of {records} traced requests joined to a server span "
+              f"({100 * share:.1f} %); {join.get('without_trace', 0)} without any span, "
+              f"{join.get('without_server_span', 0)} without a span under the client's; "
+              f"{t.get('traces_without_request', 0)} traces without a request")
+    if t.get("reason"):
+        detail += f"; {t['reason']}"
+    return check("traces", records > 0 and share >= TRACES_JOINED_SHARE, "warning", detail)
 
 
 @rule("self_check", "profiler", layer="measurement")

@@ -32,6 +32,7 @@ def finish_run(
 ) -> RunResult:
     """Summarize the run directory, decide the status, write run.json and summary.json."""
     summary: dict[str, Any] | None = None
+    write_run_json(run_dir, meta)  # the collectors' statuses, which the self-check reads
     try:
         summary = summarize(run_dir, write=False)
     except Exception as exc:  # the measurements stay on disk even if summarizing fails

@@ -63,6 +63,10 @@ LOOP_LATE_SHARE = _t(
     "the load generator's own lateness (its loop woke late: busy, short of CPU, a timer's "
     "~1 ms resolution) is added to the corrected latency by the harness itself; above 10 % "
     "of it the corrected numbers are the harness's as much as the service's")
+TRACES_JOINED_SHARE = _t(
+    "TRACES_JOINED_SHARE", 0.99, "share of traced requests",
+    "exporters drop spans under pressure and services may not continue every context: "
+    "below 99 % joined, the trace-derived stages describe a sample of the requests")
 DROPPED_ERROR = _t(
     "DROPPED_ERROR", 0.01, "share of scheduled requests",
     "requests that never started are load that was not applied; above 1 % the rate is wrong")
