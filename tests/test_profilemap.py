@@ -166,3 +166,71 @@ def test_detect_rules_are_checked_like_the_others() -> None:
     (miss,) = stacks("f (/srv/other/a.py:1) 1\n")
     assert smap.detects(hit) and not smap.detects(miss)
     assert smap.classify(miss) == ("x", False) and OTHER in smap.stages
+
+
+# -- end to end: harness run against the FastAPI example service --------------------------
+@pytest.mark.slow
+def test_a_fastapi_service_gets_the_generic_map_or_the_one_given(tmp_path: Path) -> None:
+    """A target the harness did not start: the bundled map that explains its profile is
+    chosen and named in the summary ("other" < 15 %), --stage-map overrides it with a
+    bundled name, and --metrics-url and --tag reach the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import free_port
+
+    repo = Path(__file__).resolve().parent.parent
+    artifacts = tmp_path / "artifacts"
+    subprocess.run([sys.executable, "-m", "examples.fastapi_service.train", "--out",
+                    str(artifacts), "--entities", "3000", "--orders", "6000"],
+                   cwd=repo, check=True, capture_output=True, timeout=180)
+    port = free_port()
+    log = (tmp_path / "service.log").open("wb")
+    service = subprocess.Popen(
+        [sys.executable, "-m", "examples.fastapi_service.serve", "--port", str(port),
+         "--workers", "1", "--store", "sqlite", "--artifacts", str(artifacts)],
+        cwd=repo, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "FASTSVC_ENTITIES": "3000"}
+
+    def harness(*extra: str) -> tuple[str, dict, dict]:
+        out = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "run", "examples/fastapi_service/locustfile.py",
+             "--target", url, "--users", "4", "--duration", "5s", "--warmup", "1s",
+             "--out", str(tmp_path / "runs"), *extra],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=180)
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("run directory: ")]
+        assert line, out.stdout + out.stderr
+        run = Path(line[-1].split()[2])
+        return (out.stdout, json.loads((run / "profile" / "status.json").read_text()),
+                json.loads((run / "run.json").read_text()))
+
+    try:
+        deadline = time.monotonic() + 120
+        while "fastsvc: ready at" not in (tmp_path / "service.log").read_text():
+            assert service.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "service.log").read_text()
+            time.sleep(0.2)
+        auto_out, auto, meta = harness("--tag", "workers=1")
+        given_out, given, _ = harness("--stage-map", "mlserver", "--metrics-url",
+                                      url + "/metrics")
+    finally:
+        os.killpg(service.pid, signal.SIGTERM)
+        service.wait(30)
+        log.close()
+    smap = auto["stage_map"]
+    assert (smap["name"], smap["chosen"]) == ("python_web", "auto"), smap
+    assert smap["other_share"] < 0.15
+    assert smap["candidates"]["reference_service"]["other_share"] > smap["other_share"]
+    assert smap["candidates"]["mlserver"]["eligible"] is False
+    assert "stage map python_web (auto)" in auto_out
+    assert auto["oncpu_check"]["verdict"] in ("ok", "runnable_counted"), auto["oncpu_check"]
+    assert "profile_cpu:" in auto_out
+    assert meta["target"]["models"]["delivery_eta"]["default_version"] == "v1"
+    assert meta["load"]["tags"] == {"workers": "1"}
+    assert (given["stage_map"]["name"], given["stage_map"]["chosen"]) == ("mlserver", "given")
+    assert "stage map mlserver (given)" in given_out
+    assert "✓ metrics: scraped 2 times at " + url + "/metrics" in given_out
