@@ -308,7 +308,8 @@ def _add_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--profile-blocking", action="store_true",
                        help="py-spy's blocking mode: it stops the service at every sample "
                             "(default: --nonblocking; blocking counts idle threads of "
-                            "multi-threaded servers as running)")
+                            "multi-threaded servers as running; with --profile-wall both "
+                            "views run non-blocking anyway)")
     group.add_argument("--stage-map", metavar="NAME|FILE",
                        help="a bundled map's name (" + ", ".join(bundled_names()) + ") or a "
                             "JSON map file (default: the served service's map, else the "
