@@ -18,8 +18,9 @@ What it does, in order:
 5. with ``--serve-only``: prints the URL and serves until Ctrl-C; otherwise, per
    ``--parallel-workers`` value, with the project's venv:
    ``harness run benchmarks/mlserver/locustfile.py --target URL --users 8 --duration 30s
-   --warmup 5s`` (closed model) then ``harness diagnose RUN``, printing both and the run
-   directory, and at the end one line per configuration from the run directories.
+   --warmup 5s --metrics-url METRICS_URL`` (closed model) then ``harness diagnose RUN``,
+   printing both and the run directory, and at the end one line per configuration from
+   the run directories.
 
 MLServer's ``parallel_workers`` (server-wide, settings.json; MLServer's default 1): with
 N >= 1, the main process (uvicorn + FastAPI for REST, grpc.aio for gRPC, the metrics
@@ -360,7 +361,9 @@ def run_harness(harness: Path, server: MLServer, args: argparse.Namespace) -> di
     cmd = [str(harness), "run", _rel(LOCUSTFILE), "--target", server.url,
            "--users", str(args.users), "--duration", args.duration, "--warmup", args.warmup,
            "--out", str(args.out), "--tag", "target=mlserver",
-           "--tag", f"parallel_workers={server.parallel_workers}"]
+           "--tag", f"parallel_workers={server.parallel_workers}",
+           # MLServer serves its metrics on a port of their own (404 at its HTTP port)
+           "--metrics-url", f"http://127.0.0.1:{server.ports['metrics']}/metrics"]
     if args.profile_wall:
         cmd.append("--profile-wall")
     cmd += args.harness_args
@@ -531,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\nMLServer serves model '{MODEL_NAME}' at {srv.url}  "
                       f"(POST {srv.url}/v2/models/{MODEL_NAME}/infer)\n"
                       f"  .venv/bin/harness run {_rel(LOCUSTFILE)} --target {srv.url} "
-                      f"--users 8 --duration 30s --warmup 5s\n"
+                      f"--users 8 --duration 30s --warmup 5s "
+                      f"--metrics-url http://127.0.0.1:{srv.ports['metrics']}/metrics\n"
                       "Ctrl-C stops it.", flush=True)
                 with contextlib.suppress(KeyboardInterrupt):
                     while srv.process.poll() is None:

@@ -4,6 +4,7 @@ separate run with a known CPU burn injected into inference)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from synthetic_runs import make_run
 from harness import stats
 from harness.analysis.compare import compare, format_comparison
 from harness.analysis.slo import check, parse_slo
-from harness.rundir import RunDir
+from harness.rundir import RunDir, write_run_json
 from harness.stats.compare import quantile_diff, verdict_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,6 +96,44 @@ def test_not_comparable_runs_are_refused_unless_forced(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "not comparable" in refused.stderr
     forced = subprocess.run([*cmd, "--force"], capture_output=True, text=True, timeout=60)
     assert forced.returncode == 0 and "no significant difference" in forced.stdout
+
+
+def _with_target(run: RunDir, target: dict) -> RunDir:
+    meta = json.loads((run.path / "run.json").read_text())
+    write_run_json(run.path, {**meta, "target": target})
+    return RunDir(run.path)
+
+
+def test_differing_tags_service_options_and_models_are_listed(tmp_path: Path) -> None:
+    """A 1-worker and a 2-worker run of an external service, told apart by --tag: the
+    notes list the tags that differ, not only the port."""
+    values = {("client", "predict", None): np.full(300, 3000)}
+    a = make_run(tmp_path / "a", values, load={"tags": {"workers": "1", "svc": "fastapi"}})
+    b = make_run(tmp_path / "b", values, load={"tags": {"workers": "2", "svc": "fastapi",
+                                                        "note": "after the fix"}})
+    models = {"eta": {"versions": ["v1", "v2"], "default_version": "v1"}}
+    a = _with_target(a, {"url": "http://127.0.0.1:8001", "served_by_harness": False,
+                         "models": models})
+    b = _with_target(b, {"url": "http://127.0.0.1:8002", "served_by_harness": False,
+                         "models": {"eta": {**models["eta"], "default_version": "v2"}}})
+    c = compare(a, b)
+    assert c.comparable
+    assert c.notes == [
+        "tag note differs: A None, B 'after the fix'",
+        "tag workers differs: A '1', B '2'",
+        "target differs: A 'http://127.0.0.1:8001', B 'http://127.0.0.1:8002'",
+        "model eta differs: A {'versions': ['v1', 'v2'], 'default_version': 'v1'}, "
+        "B {'versions': ['v1', 'v2'], 'default_version': 'v2'}"]
+    assert "  tag workers differs: A '1', B '2'" in format_comparison(c)
+    # two served runs: their service options, and no target line for the port
+    served = {"url": "http://127.0.0.1:1", "served_by_harness": True,
+              "service_options": {"workers": 1, "store": "sqlite"}}
+    a = _with_target(a, served)
+    b = _with_target(b, {**served, "url": "http://127.0.0.1:2",
+                         "service_options": {"workers": 2, "store": "sqlite"}})
+    notes = compare(a, b).notes
+    assert "service option workers differs: A 1, B 2" in notes
+    assert not any(n.startswith(("target", "model")) for n in notes)
 
 
 # -- end to end on real runs ----------------------------------------------------------------

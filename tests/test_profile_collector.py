@@ -138,6 +138,15 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
     assert status["cpu_s"] == pytest.approx(sum(rows[pid]["cpu_s"] for pid in workers), abs=0.01)
     on_disk = json.loads((pdir / "status.json").read_text())
     assert {k: v for k, v in on_disk.items() if k != "by_view"} == status
+    # the map given is the map used; every bundled map's coverage is beside it
+    assert status["stage_map"]["name"] == "test_app" and status["stage_map"]["chosen"] == "given"
+    assert {"test_app", "python_web", "reference_service"} <= set(status["stage_map"]["candidates"])
+    # single-threaded sync workers: the on-CPU samples are CPU (and, on a busy machine, the
+    # wait for a CPU), never waiting threads
+    check = status["oncpu_check"]
+    assert check["verdict"] in ("ok", "runnable_counted"), check
+    assert set(check["processes"]) == {str(pid) for pid in workers}
+    assert status["cost"]["blocking"] is False and status["cost"]["pyspy_core_pct"] > 0
     # py-spy's own count = the stacks + its --nonblocking reads that found no stack
     wall_counts = on_disk["by_view"]["wall"]
     assert wall_counts["samples"] == wall_counts["collapsed_samples"] + wall_counts["empty_samples"]

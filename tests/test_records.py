@@ -22,13 +22,17 @@ from harness.rundir.records import (
     LoadgenResources,
     LoadReport,
     Measured,
+    OncpuCheck,
     ProcessCPU,
+    ProfilerCost,
     ProfileStatus,
     ProfileView,
     RequestRow,
     Resources,
+    ScrapeStatus,
     SeriesEntry,
     ServiceResources,
+    StageMapChoice,
     StageRow,
     Summary,
     SystemResources,
@@ -196,3 +200,26 @@ def test_series_entries_and_profile_status() -> None:
     assert ProfileStatus.from_dict({}).ok is False
     with pytest.raises(ValueError, match="profile/status.json: window must be an object"):
         ProfileStatus.from_dict({"ok": True, "window": [1, 2]})
+    # an older file: the stage map as its path, no check, no cost, no mode
+    old = ProfileStatus.from_dict({"ok": True, "stage_map": "/x/reference_service.json"})
+    assert old.stage_map == StageMapChoice("/x/reference_service.json")
+    assert (old.oncpu_check, old.cost, old.nonblocking) == (None, None, None)
+    new = ProfileStatus.from_dict({
+        "ok": True, "nonblocking": True,
+        "stage_map": {"name": "mlserver", "chosen": "auto", "other_share": 0.001,
+                      "candidates": {}},
+        "oncpu_check": {"verdict": "idle_counted", "detail": "d", "sampled_s": 9.0,
+                        "cpu_s": 1.0, "runq_s": 2.0, "ratio": 9.0, "processes": {}},
+        "cost": {"blocking": False, "pyspy_cpu_s": 0.4, "pyspy_core_pct": 4.0,
+                 "service_cpu_share": 0.05, "paused_share": None}})
+    assert new.stage_map == StageMapChoice("mlserver", "auto", 0.001)
+    assert new.oncpu_check == OncpuCheck("idle_counted", "d", 9.0, 1.0, 2.0, 9.0)
+    assert new.cost == ProfilerCost(False, 0.4, 4.0, 0.05, None) and new.nonblocking is True
+    with pytest.raises(ValueError, match="profile/status.json.oncpu_check must be an object"):
+        ProfileStatus.from_dict({"ok": True, "oncpu_check": [1]})
+    view = ProfileView(10, {"infer": 1.0}, "python_web", "auto")
+    assert view.to_dict()["stage_map"] == {"name": "python_web", "chosen": "auto"}
+    assert ProfileView.from_dict(view.to_dict()) == view
+    assert ScrapeStatus.from_dict({"ok": False, "url": "http://h/metrics", "failure": "HTTP 404",
+                                   "scrapes": 0}) == ScrapeStatus(False, None, "http://h/metrics",
+                                                                  0, "HTTP 404")

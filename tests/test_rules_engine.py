@@ -110,7 +110,8 @@ def test_the_books_hold_the_rules_in_the_documented_order() -> None:
         "measured_data", "run_complete", "loadgen_cpu", "achieved_rate", "late_dropped",
         "loadgen_late",
         "samples", "out_of_range", "negative_residuals", "transport_errors", "unanswered",
-        "server_timing", "traces", "profiler", "cpu_contention", "run_files"]
+        "server_timing", "traces", "profiler", "profile_cpu", "cpu_contention", "metrics",
+        "run_files"]
     assert ids["single"] == [
         "loadgen_saturated", "rate_shortfall", "late_starts", "few_samples",
         "self_check_failed", "machine_contended", "machine_saturated", "saturation",

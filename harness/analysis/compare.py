@@ -106,19 +106,25 @@ def comparability(a: RunDir, b: RunDir) -> tuple[list[str], list[str]]:
         found = _differs(f"load setting {key}", la.get(key), lb.get(key))
         if found:
             notes.append(found + " (sample counts differ; intervals account for it)")
+    # --tag labels say what a run was meant to vary (workers=1 vs workers=2)
+    tags_a, tags_b = la.get("tags") or {}, lb.get("tags") or {}
+    for key in sorted(set(tags_a) | set(tags_b)):
+        notes.append(_differs(f"tag {key}", tags_a.get(key), tags_b.get(key)) or "")
     ta, tb = a.meta.get("target") or {}, b.meta.get("target") or {}
-    if ta.get("served_by_harness") and tb.get("served_by_harness"):
-        oa, ob = ta.get("service_options") or {}, tb.get("service_options") or {}
-        for key in sorted(set(oa) | set(ob)):
-            found = _differs(f"service option {key}", oa.get(key), ob.get(key))
-            if found:
-                notes.append(found)
-    elif ta.get("url") != tb.get("url"):
+    oa, ob = ta.get("service_options") or {}, tb.get("service_options") or {}
+    for key in sorted(set(oa) | set(ob)):
+        notes.append(_differs(f"service option {key}", oa.get(key), ob.get(key)) or "")
+    if not (ta.get("served_by_harness") and tb.get("served_by_harness")):
         notes.append(_differs("target", ta.get("url"), tb.get("url")) or "")
-    va, vb = ta.get("model_versions"), tb.get("model_versions")
-    if va != vb and (va or vb):
+    # run.json keeps them as target.models (older runs: model_versions)
+    va = ta.get("models", ta.get("model_versions"))
+    vb = tb.get("models", tb.get("model_versions"))
+    if isinstance(va, dict) and isinstance(vb, dict):
+        for name in sorted(set(va) | set(vb)):
+            notes.append(_differs(f"model {name}", va.get(name), vb.get(name)) or "")
+    elif va != vb and (va or vb):
         notes.append(f"model versions differ: A {va!r}, B {vb!r}")
-    return problems, notes
+    return problems, [n for n in notes if n]
 
 
 def _stages(run: RunDir, name: str) -> set[str]:

@@ -26,7 +26,9 @@ from harness.analysis.rules.thresholds import (
     LOOP_LATE_SHARE,
     NEGATIVE_RESIDUAL_ERROR,
     PROFILE_ERRORS,
+    PROFILE_ERRORS_NONBLOCKING,
     PROFILE_LAG_S,
+    PROFILE_PAUSED_SHARE,
     RATE_SHORTFALL,
     RUN_COMPLETE_SHARE,
     SCHEDULE_DELAY_SHARE,
@@ -34,7 +36,15 @@ from harness.analysis.rules.thresholds import (
     TRANSPORT_ERROR_SHARE,
 )
 from harness.rundir import RunDir
-from harness.rundir.records import CheckEntry, LoadReport, ProfileStatus, SeriesEntry, Summary
+from harness.rundir.records import (
+    CheckEntry,
+    LoadReport,
+    ProfilerCost,
+    ProfileStatus,
+    ScrapeStatus,
+    SeriesEntry,
+    Summary,
+)
 from harness.units import fmt_ms
 
 __all__ = ["CheckContext", "self_check"]
@@ -56,6 +66,8 @@ class CheckContext:
     #: run.json's reason for a missing profile (collectors.profile.reason)
     profile_reason: str | None = None
     warnings: tuple[str, ...] = ()
+    #: the prometheus collector's status (None: it did not run)
+    metrics: ScrapeStatus | None = None
     #: traces/status.json of a run with --traces (the join's counts), else None
     traces: dict[str, Any] | None = None
 
@@ -64,11 +76,14 @@ class CheckContext:
         series = tuple(SeriesEntry.from_dict(s) for s in rd.series())
         raw = rd.profile_status()
         collectors = rd.meta.get("collectors") or {}
-        traces = rd.read_json("traces/status.json")
+        # the collectors' own files: run.json gets its status only after the summary
+        scraped = rd.read_json("metrics/status.json") or collectors.get("prometheus")
         return cls(summary, load, rd.meta.get("status"), series,
                    None if raw is None else ProfileStatus.from_dict(raw),
                    (collectors.get("profile") or {}).get("reason"),
-                   tuple(rd.warnings), traces)  # warnings last: reading the files may add some
+                   tuple(rd.warnings),  # after the reads above: they may add warnings
+                   None if not isinstance(scraped, dict) else ScrapeStatus.from_dict(scraped),
+                   rd.read_json("traces/status.json"))
 
     @property
     def requests_all(self) -> int:
@@ -327,8 +342,8 @@ def profiler(c: CheckContext) -> CheckEntry:
         detail += f", fell behind {behind} times (max {lag:.2f} s)"
     span = status.window_s
     if status.cpu_s is not None and span > 0:
-        detail += (f"; py-spy used {status.cpu_s:.2f} CPU-s ({100 * status.cpu_s / span:.1f} % "
-                   "of a core)")
+        detail += f"; {_cost(status.cpu_s, span, status.cost, status.nonblocking)}"
+    paused = status.cost.paused_share if status.cost is not None else None
     missed = status.missed_processes
     if missed:
         detail += (f"; {missed} process{'es' if missed > 1 else ''} not profiled (ended, or "
@@ -338,9 +353,37 @@ def profiler(c: CheckContext) -> CheckEntry:
     elif status.failed_processes:
         detail += f"; {status.note or 'some processes have no profile'}"
     # a few sampling errors are normal (a frame read mid-update); many mean a bad profile
-    ok = status.errors <= PROFILE_ERRORS * max(status.samples, 1) and lag <= PROFILE_LAG_S \
-        and not status.target_exited and not status.failed_processes
+    errors = PROFILE_ERRORS_NONBLOCKING if status.nonblocking else PROFILE_ERRORS
+    ok = status.errors <= errors * max(status.samples, 1) and lag <= PROFILE_LAG_S \
+        and not status.target_exited and not status.failed_processes \
+        and (paused or 0.0) <= PROFILE_PAUSED_SHARE
     return check("profiler", ok, "warning", detail)
+
+
+def _cost(cpu_s: float, span: float, cost: ProfilerCost | None, nonblocking: bool | None) -> str:
+    mode = "" if nonblocking is None else " (non-blocking)" if nonblocking else " (blocking)"
+    text = f"py-spy{mode} used {cpu_s:.2f} CPU-s ({100 * cpu_s / span:.1f} % of a core"
+    if cost is not None and cost.service_cpu_share is not None:
+        text += f", {100 * cost.service_cpu_share:.1f} % of the service's CPU"
+    text += ")"
+    if cost is not None and cost.paused_share is not None:
+        text += (f"; it held a sampled process stopped up to {100 * cost.paused_share:.1f} % "
+                 f"of the window (upper bound; limit {100 * PROFILE_PAUSED_SHARE:.0f} %)")
+    return text
+
+
+@rule("self_check", "profile_cpu", layer="measurement")
+def profile_cpu(c: CheckContext) -> CheckEntry | None:
+    """py-spy's on-CPU samples against the CPU the kernel measured for the same processes:
+    more samples than CPU and run-queue time means waiting threads counted as running (a
+    warning); more than CPU alone, time waiting for a CPU counted (information on a busy
+    machine, a warning in py-spy's blocking mode, whose stops make the threads runnable)."""
+    found = c.profile.oncpu_check if c.profile is not None and c.profile.ok else None
+    if found is None or found.verdict == "unknown":
+        return None
+    severity = "info" if found.verdict == "runnable_counted" and not found.blocking \
+        else "warning"
+    return check("profile_cpu", found.verdict == "ok", severity, found.detail or found.verdict)
 
 
 @rule("self_check", "cpu_contention", layer="measurement")
@@ -357,6 +400,21 @@ def cpu_contention(c: CheckContext) -> CheckEntry | None:
         f"system CPU {system:.1f} % of {res.cpu_count} cores (limit "
         f"{CONTENTION_SYSTEM_PCT:.0f} %); share of the machine: service {100 * svc:.1f} %, "
         f"load generator {100 * gen:.1f} %, other {100 * other:.1f} %")
+
+
+@rule("self_check", "metrics", layer="measurement")
+def metrics(c: CheckContext) -> CheckEntry | None:
+    """The target's Prometheus metrics were not scraped (info: no number of the run depends
+    on them, only the metrics comparison of the report and the diagnosis)."""
+    m = c.metrics
+    if m is None:
+        return None
+    if m.ok:
+        return check("metrics", True, "info", f"scraped {m.scrapes} times at {m.url}")
+    cause = m.failure or m.reason or "no reason given"
+    return check("metrics", False, "info",
+                 f"not scraped ({cause}); a service that serves them elsewhere: "
+                 "--metrics-url URL")
 
 
 @rule("self_check", "run_files", layer="measurement")

@@ -14,7 +14,6 @@ importable from here and from ``harness.run``.
 from __future__ import annotations
 
 import hashlib
-import json
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from harness.run.collectors.lifecycle import RunCollectors
 from harness.run.driverproc import DriverProcess, driver_config
 from harness.run.environment import collect_environment
 from harness.run.finishing import finish_run
+from harness.run.modelversions import model_versions as _model_versions
 from harness.run.options import (
     EXIT_DEGRADED,
     EXIT_INTERRUPTED,
@@ -263,30 +263,3 @@ def _start_target(
             "profile are not collected"
         )
     return None, url, pid
-
-
-def _model_versions(url: str) -> dict[str, Any]:
-    """The model names and versions a service reports at /v1/models, when it has that endpoint."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url + "/v1/models", timeout=3.0) as resp:
-            body = json.loads(resp.read(1_000_000))
-    except (OSError, ValueError):
-        return {}
-    models = body.get("models") if isinstance(body, dict) else None
-    if isinstance(models, dict):  # {name: {...}} (the reference service's form)
-        models = [{"name": k, **v} for k, v in models.items() if isinstance(v, dict)]
-    if not isinstance(models, list):
-        return {}
-    found = {}
-    for m in models:
-        if isinstance(m, dict) and "name" in m:
-            versions = m.get("versions")
-            found[str(m["name"])] = {
-                "versions": sorted(versions) if isinstance(versions, (dict, list)) else None,
-                "default_version": m.get("default_version"),
-            }
-    return {"models": found}
-
-

@@ -89,9 +89,21 @@ CONTENTION_SYSTEM_PCT = _t(
 PROFILE_ERRORS = _t(
     "PROFILE_ERRORS", 0.01, "share of samples",
     "a few sampling errors are normal (a frame read mid-update); many mean a bad profile")
+PROFILE_ERRORS_NONBLOCKING = _t(
+    "PROFILE_ERRORS_NONBLOCKING", 0.15, "errors / samples",
+    "py-spy --nonblocking drops a stack that changes while it reads it: 1.6-11.7 % of the "
+    "reads in 32 runs of the reference service, the FastAPI example and MLServer (BENCHMARKS.md), "
+    "with stage shares within 2 points of the blocking mode's on the reference service and "
+    "3.3 on the FastAPI one; beyond 15 % the drop may bias the shares against the code "
+    "whose stacks change fastest")
 PROFILE_LAG_S = _t(
     "PROFILE_LAG_S", 1.0, "s",
     "py-spy more than a second behind its schedule samples a different moment than it says")
+PROFILE_PAUSED_SHARE = _t(
+    "PROFILE_PAUSED_SHARE", 0.05, "share of the sampled span",
+    "py-spy in blocking mode stops the process while it reads the stacks: held stopped "
+    "for more than 5 % of the window (an upper bound from py-spy's busy time), the "
+    "service's requests were slowed by up to as much; MLServer's main process: 26 %")
 # -- the machine and the service (infrastructure layer) ---------------------------------------
 MACHINE_SYSTEM_PCT = _t(
     "MACHINE_SYSTEM_PCT", 85.0, "% of all cores (mean)",

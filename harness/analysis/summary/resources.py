@@ -95,6 +95,12 @@ def profile_shares(rd: RunDir) -> dict[str, ProfileView] | None:
     stages = rd.read_json("profile/stages.json")
     if not stages:
         return None
+    # stages.json names its map in "stage_map" (with how it was chosen) or, before that
+    # existed, only in "map"
+    choice, old = stages.get("stage_map"), stages.get("map")
+    choice = choice if isinstance(choice, dict) else {}
+    old = old if isinstance(old, dict) else {}
+    name, chosen = choice.get("name") or old.get("name"), choice.get("chosen")
     views: dict[str, ProfileView] = {}
     for view in ("oncpu", "wall"):
         counts = stages.get(view)
@@ -104,5 +110,7 @@ def profile_shares(rd: RunDir) -> dict[str, ProfileView] | None:
         if total:
             views[view] = ProfileView(total, {
                 k: round(n / total, 4) for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
-                if isinstance(n, int) and n})
+                if isinstance(n, int) and n},
+                name if isinstance(name, str) else None,
+                chosen if isinstance(chosen, str) else None)
     return views or None

@@ -128,7 +128,10 @@ def format_summary(summary: Summary | Mapping[str, Any]) -> list[str]:
     lines += rows + _stage_lines(s.stages.get("*")) + _resource_lines(s.resources)
     for view, block in (s.profile or {}).items():
         shares = " · ".join(f"{k} {100 * v:.1f} %" for k, v in block.shares.items())
-        lines.append(f"profile ({_VIEWS.get(view, view)} samples, {block.samples}): {shares}")
+        how = f"; stage map {block.stage_map}" + (f" ({block.chosen})" if block.chosen else "") \
+            if block.stage_map else ""
+        lines.append(f"profile ({_VIEWS.get(view, view)} samples, {block.samples}{how}): "
+                     f"{shares}")
     lines += ["", "self-check:"]
     for c in s.self_check:
         lines.append(f"  {'✓' if c.ok else _MARKS[c.severity]} {c.check}: {c.detail}")

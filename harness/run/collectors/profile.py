@@ -16,24 +16,32 @@ for the chain from the service's top process down, as ``--subprocesses`` writes 
 
 Views:
 
-- ``oncpu`` (default): py-spy's default mode, idle threads dropped: where CPU
-  time goes. Not ``--gil``: sklearn/numpy release the GIL while they compute,
-  and those samples are exactly the inference time we want to see.
-- ``wall`` (opt-in, ``--idle``): every thread, running or waiting: where wall
-  time goes. A second py-spy pauses the workers twice as often, so it costs
-  throughput; see benchmarks/profiler_overhead.py and docs/collectors.md.
+- ``oncpu`` (default): idle threads dropped: where CPU time goes. Not ``--gil``:
+  sklearn/numpy release the GIL while they compute, and those samples are exactly the
+  inference time we want to see.
+- ``wall`` (opt-in, ``--idle``): every thread, running or waiting: where wall time goes.
+
+py-spy runs with ``--nonblocking`` by default (it reads the process's memory without
+stopping it). Its default, blocking mode stops every thread at every sample and, on a
+server with idle threads (MLServer: uvloop, thread pools, multiprocessing queues), counts
+them as running: 368 % of a core "on-CPU" where psutil measured 20 %, and half the
+throughput (BENCHMARKS.md, "py-spy: blocking or not"). ``nonblocking: false``
+(``--profile-blocking``) brings it back. Every profile's status compares the on-CPU samples
+of each process with the CPU the kernel measured for it (profilecpu.py).
 
 The collector waits in a thread until ``measure_start``, runs py-spy until
 ``measure_end`` or ``stop()``, stops it with SIGINT (py-spy writes its output
 on SIGINT; killed after a timeout), then writes, under ``profile/``:
 ``VIEW.collapsed`` (py-spy's raw output, all processes), ``VIEW.speedscope.json``,
-``stages.json`` (see stagemap.py), ``py-spy.log`` (py-spy's own output, per process)
-and ``status.json``. When py-spy is missing or cannot attach, the run goes on and
-``status.json`` says why.
+``stages.json`` (see stagemap.py; the map is chosen by profilemap.py unless given),
+``py-spy.log`` (py-spy's own output, per process) and ``status.json``. When py-spy is
+missing or cannot attach, the run goes on and ``status.json`` says why.
 
-Modules: this one (options, the collector's lifecycle, its files), ``pyspy.py`` (py-spy
-processes and their output), ``proctree.py`` (the tree watch: which processes to sample),
-``profilestatus.py`` (status.json), ``stagemap.py`` (samples -> stages).
+Modules: this one (the collector's lifecycle, its files, its flags), ``profileoptions.py``
+(its options, checked), ``pyspy.py`` (py-spy processes and their output), ``proctree.py``
+(the tree watch: which processes to sample), ``profilestatus.py`` (status.json),
+``profilecpu.py`` (samples vs CPU, py-spy's cost), ``profilemap.py`` (which stage map),
+``stagemap.py`` (samples -> stages).
 """
 
 from __future__ import annotations
@@ -45,13 +53,24 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.run.collectors import profilestatus
+from harness.run.collectors import profilemap, profilestatus
 from harness.run.collectors.base import CollectorContext, CollectorSpec
 from harness.run.collectors.proctree import TreeWatch, cpu_seconds
+from harness.run.collectors.profilecpu import read_clock, schedstat
+from harness.run.collectors.profileoptions import (
+    DEFAULT_RATE_HZ,
+    DEFAULT_VIEWS,
+    OPTION_KEYS,
+    VIEWS,
+    ProfileOptions,
+    check_bool,
+    check_rate,
+    check_timeout,
+    check_views,
+)
 from harness.run.collectors.pyspy import (
     PySpyRun,
     find_pyspy,
@@ -60,88 +79,19 @@ from harness.run.collectors.pyspy import (
     read_output,
     spawn,
 )
-from harness.run.collectors.stagemap import StageMap, build_stages, load_stage_map
+from harness.run.collectors.stagemap import (
+    StageMap,
+    build_stages,
+    bundled_names,
+    load_stage_map,
+)
 from harness.rundir.atomic import write_text_atomic
 from harness.rundir.stacks import Stack, process_frame, to_speedscope, write_collapsed
 
 __all__ = ["DEFAULT_RATE_HZ", "SPEC", "VIEWS", "ProfileCollector", "ProfileOptions",
            "find_pyspy", "parse_pyspy_log"]
 
-VIEWS = ("oncpu", "wall")
-DEFAULT_RATE_HZ = 20  # measured: keeps the capacity cost within 5 % (docs/collectors.md)
-DEFAULT_VIEWS = ("oncpu",)
-MAX_RATE_HZ = 1000
 POLL_S = 0.5  # how often the service's process tree is re-read for new processes
-_OPTION_KEYS = {"rate_hz", "views", "wall", "pyspy", "stage_map", "nonblocking",
-                "stop_timeout_s"}
-
-
-def check_rate(rate_hz: object) -> int:
-    if isinstance(rate_hz, bool) or not isinstance(rate_hz, int):
-        raise ValueError(f"profile rate_hz must be an integer (got {rate_hz!r})")
-    if not 1 <= rate_hz <= MAX_RATE_HZ:
-        raise ValueError(f"profile rate_hz must be between 1 and {MAX_RATE_HZ} (got {rate_hz!r})")
-    return rate_hz
-
-
-def _check_bool(label: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"profile option {label} must be true or false (got {value!r})")
-    return value
-
-
-def _check_timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"profile stop_timeout_s must be > 0 (got {value!r})")
-    return float(value)
-
-
-def check_views(views: object) -> tuple[str, ...]:
-    if isinstance(views, str) or not isinstance(views, Sequence) or not views:
-        raise ValueError(
-            f"profile views must be a non-empty list from {list(VIEWS)} (got {views!r})")
-    bad = [v for v in views if v not in VIEWS]
-    if bad or len(set(views)) != len(views):
-        raise ValueError(f"profile views must be distinct names from {list(VIEWS)} (got {views!r})")
-    return tuple(views)
-
-
-@dataclass(frozen=True)
-class ProfileOptions:
-    """Options of the profile collector; None leaves the collector's default.
-
-    Attributes:
-        rate_hz: py-spy samples per second (1-1000; default 20).
-        wall: also record the wall-clock view (idle and waiting frames).
-        pyspy: path of the py-spy executable (default: beside the interpreter, then PATH).
-        stage_map: a stage map file or a bundled map's name (checked when built).
-        views: the views, from ``oncpu`` and ``wall`` (default: oncpu, plus wall with ``wall``).
-        nonblocking: run py-spy with --nonblocking (always with two views).
-        stop_timeout_s: how long py-spy may take to write its output after SIGINT.
-    """
-
-    rate_hz: int | None = None
-    wall: bool = False
-    pyspy: str | None = None
-    stage_map: str | None = None
-    views: tuple[str, ...] | None = None
-    nonblocking: bool | None = None
-    stop_timeout_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.rate_hz is not None:
-            check_rate(self.rate_hz)
-        _check_bool("wall", self.wall)
-        if self.views is not None:
-            object.__setattr__(self, "views", check_views(self.views))
-        if self.nonblocking is not None:
-            _check_bool("nonblocking", self.nonblocking)
-        if self.stop_timeout_s is not None:
-            _check_timeout(self.stop_timeout_s)
-        if self.pyspy is not None and not isinstance(self.pyspy, str):
-            raise ValueError(f"profile pyspy must be a path (got {self.pyspy!r})")
-        if self.stage_map is not None:
-            load_stage_map(self.stage_map)  # a bad map fails now, not after the run
 
 
 class ProfileCollector:
@@ -151,13 +101,15 @@ class ProfileCollector:
 
     def __init__(self, rate_hz: int = DEFAULT_RATE_HZ, views: Sequence[str] = DEFAULT_VIEWS,
                  pyspy: str | Path | None = None, stage_map: StageMap | str | Path | None = None,
-                 stop_timeout_s: float = 10.0, nonblocking: bool = False) -> None:
+                 stop_timeout_s: float = 10.0, nonblocking: bool = True) -> None:
         self.rate_hz = check_rate(rate_hz)
         self.views = check_views(views)
-        self.stop_timeout_s = _check_timeout(stop_timeout_s)
+        self.stop_timeout_s = check_timeout(stop_timeout_s)
         self.pyspy = pyspy
-        self.nonblocking = _check_bool("nonblocking", nonblocking)
-        self.stage_map = stage_map if isinstance(stage_map, StageMap) else load_stage_map(stage_map)
+        self.nonblocking = check_bool("nonblocking", nonblocking)
+        # None: chosen after the run (profilemap.resolve)
+        self.stage_map = stage_map if isinstance(stage_map, StageMap) or stage_map is None \
+            else load_stage_map(stage_map)
         self._ctx: CollectorContext | None = None
         self._dir: Path | None = None
         self._stop_event = threading.Event()
@@ -181,25 +133,25 @@ class ProfileCollector:
         """Apply options: ``rate_hz``, ``views`` or ``wall`` (bool: add the wall view),
         ``pyspy`` (path), ``stage_map`` (path or bundled map name), ``nonblocking``,
         ``stop_timeout_s``. Raises ValueError naming an unknown key or a bad value."""
-        unknown = set(options) - _OPTION_KEYS
+        unknown = set(options) - OPTION_KEYS
         if unknown:
             raise ValueError(f"unknown profile options {sorted(unknown)} "
-                             f"(allowed: {sorted(_OPTION_KEYS)})")
+                             f"(allowed: {sorted(OPTION_KEYS)})")
         if options.get("rate_hz") is not None:
             self.rate_hz = check_rate(options["rate_hz"])
         if options.get("views") is not None:
             self.views = check_views(options["views"])
         wall = options.get("wall")
-        if wall is not None and _check_bool("wall", wall) and "wall" not in self.views:
+        if wall is not None and check_bool("wall", wall) and "wall" not in self.views:
             self.views = (*self.views, "wall")
         if options.get("pyspy") is not None:
             self.pyspy = options["pyspy"]
         if options.get("stage_map") is not None:
             self.stage_map = load_stage_map(options["stage_map"])
         if options.get("nonblocking") is not None:
-            self.nonblocking = _check_bool("nonblocking", options["nonblocking"])
+            self.nonblocking = check_bool("nonblocking", options["nonblocking"])
         if options.get("stop_timeout_s") is not None:
-            self.stop_timeout_s = _check_timeout(options["stop_timeout_s"])
+            self.stop_timeout_s = check_timeout(options["stop_timeout_s"])
 
     def pids(self) -> list[int]:
         """Pids of the running py-spy processes (for the resources collector)."""
@@ -249,6 +201,11 @@ class ProfileCollector:
                 break
         self._window.append(time.time())
         self._root_alive_at_end = cpu_seconds(watch.root) is not None
+        for run in self._runs:  # the processes' CPU and py-spy's busy time, for the check
+            if run.proc is not None and run.poll() is None:
+                run.clock_end = read_clock(run.pid)
+                busy = schedstat(run.proc.pid)
+                run.busy_s = None if busy is None else sum(busy)
         self._interrupt_all()
 
     def _spawn(self, view: str, pid: int, chain: list[int]) -> None:
@@ -256,8 +213,11 @@ class ProfileCollector:
         parts = self._dir / "parts"
         command = pyspy_command(self._pyspy_path, pid, view, parts / f"{view}.{pid}.collapsed",
                                 rate_hz=self.rate_hz, nonblocking=self._nonblocking)
+        clock = read_clock(pid)
+        run = spawn(parts, view, pid, chain, command)
+        run.clock_start = clock
         # Copy-and-swap: pids() reads this list from the resources sampler thread.
-        self._runs = [*self._runs, spawn(parts, view, pid, chain, command)]
+        self._runs = [*self._runs, run]
 
     def _interrupt_all(self) -> None:
         """SIGINT every py-spy (it writes its output then); kill those that do not exit."""
@@ -301,26 +261,38 @@ class ProfileCollector:
         per_view = {view: profilestatus.view_info([r for r in self._runs if r.view == view])
                     for view in self.views} if self._runs else {}
         written = [v for v in self.views if per_view.get(v, {}).get("written")]
-        self._write_views(pdir, {v: stacks[v] for v in written})
+        stage_map, waiting = self._write_views(pdir, {v: stacks[v] for v in written})
         status = profilestatus.status(
             views=self.views, runs=self._runs, written=written, per_view=per_view,
             rows=profilestatus.process_rows(
                 self._runs, self._watch.not_sampled if self._watch else {}, cmdlines),
             window=self._window, root_alive_at_end=self._root_alive_at_end,
             reason=self._reason, rate_hz=self.rate_hz, nonblocking=self._nonblocking,
-            stage_map=self.stage_map.source)
+            stage_map=stage_map, wait_leaf_share=waiting)
         _write_json(pdir / "status.json", status)
         return {k: v for k, v in status.items() if k != "by_view"}
 
-    def _write_views(self, pdir: Path, stacks: dict[str, list[Stack]]) -> None:
-        """VIEW.collapsed, VIEW.speedscope.json and stages.json for the views written."""
+    def _write_views(self, pdir: Path, stacks: dict[str, list[Stack]]
+                     ) -> tuple[dict[str, Any], float | None]:
+        """VIEW.collapsed, VIEW.speedscope.json and stages.json for the views written; the
+        stage map's block for status.json (the map is chosen on the first view's stacks)
+        and the share of on-CPU samples whose leaf is a waiting call."""
         for view, view_stacks in stacks.items():
             write_collapsed(pdir / f"{view}.collapsed", view_stacks)
             doc = to_speedscope({view: view_stacks}, name=f"{view} profile ({self.rate_hz} Hz)")
             _write_json(pdir / f"{view}.speedscope.json", doc)
-        if stacks:
-            _write_json(pdir / "stages.json", build_stages(stacks, self.stage_map))
         shutil.rmtree(pdir / "parts", ignore_errors=True)
+        if not stacks:
+            return profilemap.unresolved(self.stage_map), None
+        ctx = self._ctx
+        choice = profilemap.resolve(self.stage_map, None if ctx is None else ctx.run_dir,
+                                    next(iter(stacks.values())))
+        stages = build_stages(stacks, choice.smap)
+        _write_json(pdir / "stages.json", {**stages, "stage_map": choice.to_dict()})
+        oncpu = stages["detail"].get("oncpu")
+        waiting = sum(s["waiting"] for s in oncpu["stages"].values()) if oncpu else 0
+        return choice.to_dict(), round(waiting / oncpu["samples"], 4) \
+            if oncpu and oncpu["samples"] else None
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -333,8 +305,15 @@ def _add_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--profile-rate", type=int, help="py-spy samples per second")
     group.add_argument("--profile-wall", action="store_true",
                        help="also record a wall-clock profile (idle and waiting frames)")
-    group.add_argument("--stage-map", type=Path,
-                       help="JSON map from functions to stages (or a bundled map's name)")
+    group.add_argument("--profile-blocking", action="store_true",
+                       help="py-spy's blocking mode: it stops the service at every sample "
+                            "(default: --nonblocking; blocking counts idle threads of "
+                            "multi-threaded servers as running; with --profile-wall both "
+                            "views run non-blocking anyway)")
+    group.add_argument("--stage-map", metavar="NAME|FILE",
+                       help="a bundled map's name (" + ", ".join(bundled_names()) + ") or a "
+                            "JSON map file (default: the served service's map, else the "
+                            "bundled map that leaves the least unexplained)")
     group.add_argument("--pyspy",
                        help="path to the py-spy executable (default: the venv's, then PATH)")
 
@@ -343,7 +322,8 @@ def _from_args(args: argparse.Namespace) -> ProfileOptions | None:
     if not args.profile:
         return None
     return ProfileOptions(rate_hz=args.profile_rate, wall=args.profile_wall, pyspy=args.pyspy,
-                          stage_map=None if args.stage_map is None else str(args.stage_map))
+                          stage_map=args.stage_map,
+                          nonblocking=False if args.profile_blocking else None)
 
 
 # At the load's start: py-spy attaches at measure_start, when the timeline is known. Its

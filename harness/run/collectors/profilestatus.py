@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.run.collectors.proctree import BUSY_SHARE, ParentLooks
+from harness.run.collectors.profilecpu import cost, oncpu_check
 from harness.run.collectors.pyspy import PySpyRun, cpu_total
 
-__all__ = ["MISSED_GONE", "MISSED_WINDOW_END", "failure_reason", "missed", "process_rows",
-           "run_failure", "status", "view_info"]
+__all__ = ["MISSED_GONE", "MISSED_WINDOW_END", "cpu_figures", "failure_reason", "missed",
+           "process_rows", "run_failure", "status", "view_info"]
 
 MISSED_GONE = "exited before py-spy attached (a short-lived process: not in the profile)"
 MISSED_WINDOW_END = "the measured window ended while py-spy was attaching"
@@ -111,10 +112,28 @@ def process_rows(runs: Sequence[PySpyRun], not_sampled: Mapping[int, ParentLooks
     return sorted(rows.values(), key=lambda r: r["pid"])
 
 
+def cpu_figures(runs: Sequence[PySpyRun], rate_hz: int, nonblocking: bool,
+                window: Sequence[float], wait_leaf_share: float | None = None
+                ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The on-CPU view's samples against the kernel's CPU per process (None without an
+    on-CPU view), and py-spy's cost (profilecpu.py)."""
+    oncpu = [r for r in runs if r.view == "oncpu"]
+    check = oncpu_check([(r.pid, (r.info or {}).get("collapsed_samples") or 0, r.clock_start,
+                          r.clock_end) for r in oncpu], rate_hz, not nonblocking,
+                        wait_leaf_share) if oncpu else None
+    paused = {str(r.pid): (r.busy_s, r.clock_end.t - r.started) for r in runs
+              if r.busy_s is not None and r.clock_end is not None}
+    span = window[1] - window[0] if len(window) == 2 else 0.0
+    return check, cost(pyspy_cpu_s=cpu_total(runs),
+                       service_cpu_s=(check or {}).get("cpu_s"), span_s=span, paused=paused,
+                       blocking=not nonblocking)
+
+
 def status(*, views: Sequence[str], runs: Sequence[PySpyRun], written: list[str],
            per_view: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
            window: list[float], root_alive_at_end: bool, reason: str | None,
-           rate_hz: int, nonblocking: bool, stage_map: str | None) -> dict[str, Any]:
+           rate_hz: int, nonblocking: bool, stage_map: dict[str, Any],
+           wait_leaf_share: float | None = None) -> dict[str, Any]:
     """profile/status.json (with ``by_view``; ``stop()`` returns it without)."""
     if reason is None and not runs and len(window) == 2:
         reason = "no process of the service was found to sample"
@@ -122,6 +141,7 @@ def status(*, views: Sequence[str], runs: Sequence[PySpyRun], written: list[str]
     exited = len(window) == 2 and not root_alive_at_end
     first = next((r for r in runs if r.view == views[0]), None)
     sampled = [r for r in rows if r["sampled"]]
+    check, spent = cpu_figures(runs, rate_hz, nonblocking, window, wait_leaf_share)
     failed = [r for r in sampled if r.get("failed")]
     out: dict[str, Any] = {
         "ok": ok,
@@ -139,6 +159,8 @@ def status(*, views: Sequence[str], runs: Sequence[PySpyRun], written: list[str]
         "target_exited": exited,
         "by_view": per_view,
         "stage_map": stage_map,
+        "oncpu_check": check,
+        "cost": spent,
         "failed_processes": len(failed),
         "missed_processes": sum(1 for r in sampled if r.get("missed")),
     }

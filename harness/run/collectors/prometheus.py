@@ -2,18 +2,24 @@
 
 Files (docs/monitoring.md): ``metrics/start.prom`` scraped at ``measure_start``,
 ``metrics/end.prom`` scraped when the load has stopped (before the service is stopped),
-optionally ``metrics/t+<seconds>.prom`` every ``every_s`` seconds in between, and
-``metrics/scrapes.json`` (``{"url", "scrapes": [{"file", "label", "t", "bytes"}]}``).
+optionally ``metrics/t+<seconds>.prom`` every ``every_s`` seconds in between,
+``metrics/scrapes.json`` (``{"url", "scrapes": [{"file", "label", "t", "bytes"}]}``) and
+``metrics/status.json`` (the status ``stop()`` returns, also in run.json).
 Each file is the text exposition exactly as served, so any Prometheus tool reads it.
 A counter or histogram over the window is ``end - start``; the readers of these files are in
 ``harness.rundir.scrapes``.
 
-A target without ``/metrics`` (404, refused, not Prometheus text) makes no files and the
-status says why; the run goes on.
+The endpoint is the target's ``/metrics`` unless ``--metrics-url URL`` (option ``url``)
+names another (MLServer serves its metrics on a port of their own: 404 at its HTTP port).
+A target without metrics there (404, refused, not Prometheus text) makes no files and the
+status says why (``reason``, and ``failure``: the first failed scrape in a few words, which
+the self-check prints as information); the run goes on. A body above
+:data:`MAX_BODY_BYTES` is refused: the target is not trusted.
 """
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 import urllib.error
@@ -26,33 +32,50 @@ from harness.run.collectors.base import CollectorContext, CollectorSpec
 from harness.rundir import write_json_atomic
 from harness.rundir.atomic import write_text_atomic
 
-__all__ = ["SPEC", "PrometheusCollector", "PrometheusOptions", "scrape"]
+__all__ = ["MAX_BODY_BYTES", "SPEC", "PrometheusCollector", "PrometheusOptions", "ScrapeError",
+           "scrape"]
 
 _OPTIONS = {"url", "every_s", "timeout_s"}
+#: a scrape larger than this is refused (a busy MLServer answers 40 kB; Prometheus's own
+#: default body_size_limit is unlimited, a target the harness does not trust is not)
+MAX_BODY_BYTES = 32 * 2**20
+
+
+class ScrapeError(ValueError):
+    """A scrape that did not return an exposition; ``failure`` says why in a few words."""
+
+    def __init__(self, message: str, failure: str) -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 def scrape(url: str, timeout_s: float = 5.0) -> str:
-    """GET ``url`` and return the exposition text; ValueError saying why when it is not one."""
+    """GET ``url`` and return the exposition text; ScrapeError saying why when it is not one."""
     req = urllib.request.Request(url, headers={"Accept": "text/plain"})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - http only
-            body = resp.read().decode("utf-8", errors="replace")
+            raw = resp.read(MAX_BODY_BYTES + 1)
     except urllib.error.HTTPError as exc:
-        raise ValueError(f"target serves no Prometheus metrics at {url} (HTTP {exc.code})") \
-            from exc
+        raise ScrapeError(f"target serves no Prometheus metrics at {url} (HTTP {exc.code})",
+                          f"HTTP {exc.code} at {url}") from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise ValueError(f"could not scrape {url}: {exc}") from exc
+        why = getattr(exc, "reason", None) or exc
+        raise ScrapeError(f"could not scrape {url}: {exc}", f"{why} at {url}") from exc
+    if len(raw) > MAX_BODY_BYTES:
+        raise ScrapeError(f"{url} answered more than {MAX_BODY_BYTES} bytes: not scraped",
+                          f"a body over {MAX_BODY_BYTES} bytes at {url}")
+    body = raw.decode("utf-8", errors="replace")
     # An empty 200 is a valid exposition: a multiprocess service that has not observed
     # anything yet has no series (every counter is still 0).
     if body.strip() and "# TYPE" not in body and "# HELP" not in body:
-        raise ValueError(f"{url} did not answer Prometheus text exposition "
-                         f"(first bytes {body[:60]!r})")
+        raise ScrapeError(f"{url} did not answer Prometheus text exposition "
+                          f"(first bytes {body[:60]!r})", f"not Prometheus text at {url}")
     return body
 
 
 @dataclass(frozen=True)
 class PrometheusOptions:
-    """Options of the Prometheus collector (no command-line flags).
+    """Options of the Prometheus collector (``harness run --metrics-url``).
 
     Attributes:
         url: the metrics endpoint; None: the target's ``/metrics``.
@@ -67,7 +90,8 @@ class PrometheusOptions:
     def __post_init__(self) -> None:
         if self.url is not None and (not isinstance(self.url, str)
                                      or not self.url.startswith(("http://", "https://"))):
-            raise ValueError(f"url must be an http(s) URL (got {self.url!r})")
+            raise ValueError(f"metrics url (--metrics-url) must be an http(s) URL "
+                             f"(got {self.url!r})")
         every_s = self.every_s
         if every_s is not None and (isinstance(every_s, bool) or not isinstance(
                 every_s, (int, float)) or not every_s >= 1):
@@ -92,6 +116,7 @@ class PrometheusCollector:
         self._thread: threading.Thread | None = None
         self._scrapes: list[dict[str, Any]] = []
         self._errors: list[str] = []
+        self._failure: str | None = None
         self._status: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
@@ -119,6 +144,7 @@ class PrometheusCollector:
             text = scrape(self.url, self.timeout_s)
         except ValueError as exc:
             self._errors.append(f"{label}: {exc}")
+            self._failure = self._failure or getattr(exc, "failure", str(exc))
             return False
         path = self._ctx.run_dir / "metrics" / f"{label}.prom"
         write_text_atomic(path, text)
@@ -151,7 +177,10 @@ class PrometheusCollector:
         ok = ended and "start" in labels
         reason = None if ok else ("; ".join(self._errors) or "the collector was not started")
         self._status = {"ok": ok, "reason": reason, "url": self.url,
-                        "scrapes": len(self._scrapes), "errors": list(self._errors)}
+                        "scrapes": len(self._scrapes), "errors": list(self._errors),
+                        "failure": None if ok else self._failure or reason}
+        if self._ctx is not None:  # the summary is made before run.json gets this status
+            write_json_atomic(self._ctx.run_dir / "metrics" / "status.json", self._status)
         return self._status
 
 
@@ -162,7 +191,18 @@ def _create(opts: PrometheusOptions, ctx: CollectorContext) -> PrometheusCollect
     return PrometheusCollector(url, opts.every_s, opts.timeout_s)
 
 
+def _add_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--metrics-url", metavar="URL",
+                       help="the service's Prometheus endpoint, scraped at the window's start "
+                            "and end (default: TARGET/metrics)")
+
+
+def _from_args(args: argparse.Namespace) -> PrometheusOptions:
+    return PrometheusOptions(url=args.metrics_url)
+
+
 # At the load's start, when measure_start is known: the "start" scrape waits for it.
 # /metrics at the window's start and end: prediction shift and missing features.
 SPEC = CollectorSpec(name="prometheus", at="load", options=PrometheusOptions, create=_create,
-                     stop_timeout_s=30.0)
+                     add_flags=_add_flags, from_args=_from_args, stop_timeout_s=30.0,
+                     title="prometheus collector (the service's /metrics)")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.run.collectors.proctree import started_at
+from harness.run.collectors.profilecpu import Clock
 from harness.rundir.stacks import Frame, Stack, empty_samples, parse_collapsed
 
 __all__ = ["PySpyRun", "cpu_total", "find_pyspy", "parse_pyspy_log", "pyspy_command",
@@ -104,6 +105,11 @@ class PySpyRun:
     info: dict[str, Any] | None = None
     text: str = ""
     cpu_s: float | None = None  # py-spy's own CPU time, from its rusage when reaped
+    #: the sampled process's CPU and run-queue seconds when py-spy started and at the end
+    clock_start: Clock | None = None
+    clock_end: Clock | None = None
+    #: py-spy's own (run s, run-queue s) at the end of the window (schedstat)
+    busy_s: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def poll(self) -> int | None:

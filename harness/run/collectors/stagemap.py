@@ -27,6 +27,10 @@ model is ``infer``, json called by Flask itself is ``serialize``. No match:
 blocking call (a lock, an event, a socket read, ``select``) is counted as
 *waiting* within its stage. Only the wall view has such samples in quantity;
 py-spy's on-CPU view drops idle threads.
+
+``detect`` rules (optional, same matchers) name frames only the map's own service has
+(``*/mlserver/*``): the automatic choice among the bundled maps (profilemap.py) considers a
+map with detect rules only for a profile in which one of them matches a frame.
 """
 
 from __future__ import annotations
@@ -43,12 +47,13 @@ from harness.run.collectors.schema import first_problem
 from harness.rundir.stacks import Frame, Stack
 
 __all__ = [
-    "DEFAULT_MAP_PATH", "DEFAULT_WAIT_RULES", "OTHER", "Rule", "StageMap", "build_stages",
-    "load_stage_map", "summarize_view",
+    "BUNDLED_DIR", "DEFAULT_MAP_PATH", "DEFAULT_WAIT_RULES", "OTHER", "Rule", "StageMap",
+    "build_stages", "bundled_names", "load_stage_map", "summarize_view",
 ]
 
 OTHER = "other"
-DEFAULT_MAP_PATH = Path(__file__).resolve().parents[2] / "stagemaps" / "reference_service.json"
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "stagemaps"
+DEFAULT_MAP_PATH = BUNDLED_DIR / "reference_service.json"
 _BUNDLED_NAME = re.compile(r"[A-Za-z0-9_-]+")
 MAX_MAP_BYTES = 4_000_000  # the bundled map is 3 kB; a map this big is not one
 _MATCHERS = ("file", "function", "file_regex", "function_regex")
@@ -136,12 +141,14 @@ class Rule:
 
 @dataclass(frozen=True)
 class StageMap:
-    """An ordered list of stage rules plus the leaf rules that mean "waiting"."""
+    """An ordered list of stage rules, the leaf rules that mean "waiting", and the frames
+    that identify the service the map is for (``detect``; may be empty)."""
 
     name: str
     rules: tuple[Rule, ...]
     wait: tuple[Rule, ...]
     source: str | None = None
+    detect: tuple[Rule, ...] = ()
 
     @classmethod
     def from_dict(cls, data: object, source: str | None = None) -> StageMap:
@@ -160,6 +167,8 @@ class StageMap:
                         for i, r in enumerate(data["rules"])),
             wait=tuple(Rule.from_checked(r, f"{where} wait[{i}]") for i, r in enumerate(wait)),
             source=source,
+            detect=tuple(Rule.from_checked(r, f"{where} detect[{i}]")
+                         for i, r in enumerate(data.get("detect", ()))),
         )
 
     @property
@@ -170,21 +179,38 @@ class StageMap:
 
     def classify(self, stack: Stack) -> tuple[str, bool]:
         """Return (stage, waiting) for one stack."""
+        stage, waiting, _by_service = self.classify_rule(stack)
+        return stage, waiting
+
+    def classify_rule(self, stack: Stack) -> tuple[str, bool, bool]:
+        """Return (stage, waiting, decided by a service rule) for one stack."""
         frames = [f for f in stack.frames if not f.is_process]
         if not frames:
-            return OTHER, False
+            return OTHER, False, False
         waiting = any(rule.matches(frames[-1]) for rule in self.wait)
         for want_fallback in (False, True):
             for frame in reversed(frames):
                 for rule in self.rules:
                     if rule.fallback == want_fallback and rule.matches(frame):
-                        return rule.stage, waiting
-        return OTHER, waiting
+                        return rule.stage, waiting, not want_fallback
+        return OTHER, waiting, False
+
+    def detects(self, stack: Stack) -> bool:
+        """True when a frame of the stack is one of the map's service's own (``detect``)."""
+        return any(rule.matches(f) for f in stack.frames for rule in self.detect)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source,
-                "rules": [r.to_dict() for r in self.rules],
-                "wait": [r.to_dict() for r in self.wait]}
+        out = {"name": self.name, "source": self.source,
+               "rules": [r.to_dict() for r in self.rules],
+               "wait": [r.to_dict() for r in self.wait]}
+        if self.detect:
+            out["detect"] = [r.to_dict() for r in self.detect]
+        return out
+
+
+def bundled_names() -> list[str]:
+    """Names of the bundled maps (harness/stagemaps/NAME.json), sorted."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.json"))
 
 
 def load_stage_map(path: Path | str | None = None) -> StageMap:
@@ -197,11 +223,10 @@ def load_stage_map(path: Path | str | None = None) -> StageMap:
     if path is None:
         target = DEFAULT_MAP_PATH
     elif isinstance(path, str) and _BUNDLED_NAME.fullmatch(path):
-        target = DEFAULT_MAP_PATH.parent / f"{path}.json"
+        target = BUNDLED_DIR / f"{path}.json"
         if not target.exists():
-            bundled = sorted(p.stem for p in DEFAULT_MAP_PATH.parent.glob("*.json"))
-            raise ValueError(f"stage map must be a JSON file or a bundled map name {bundled} "
-                             f"(got {path!r})")
+            raise ValueError(f"stage map must be a JSON file or a bundled map name "
+                             f"{bundled_names()} (got {path!r})")
     else:
         target = Path(path)
     try:

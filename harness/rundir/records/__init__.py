@@ -1,6 +1,7 @@
 """Typed records of the run directory's JSON documents: summary.json (``Summary``),
-load.json (``LoadReport``), and the parts of latency/series.json (``SeriesEntry``) and
-profile/status.json (``ProfileStatus``) the analysis reads.
+load.json (``LoadReport``), and the parts of latency/series.json (``SeriesEntry``),
+profile/status.json (``ProfileStatus``) and run.json's prometheus status (``ScrapeStatus``)
+the analysis reads.
 
 Readers of a run (the analysis, the report) use attributes of these records, not string
 keys. ``from_dict`` reads every file of schema version 1.x: keys added after 1.0 may be
@@ -14,7 +15,14 @@ Schemas: harness/rundir/schemas/summary.schema.json and load.schema.json.
 
 from __future__ import annotations
 
-from harness.rundir.records.files import ProfileStatus, SeriesEntry
+from harness.rundir.records.files import (
+    OncpuCheck,
+    ProfilerCost,
+    ProfileStatus,
+    ScrapeStatus,
+    SeriesEntry,
+    StageMapChoice,
+)
 from harness.rundir.records.latency import (
     PERCENTILE_KEYS,
     Breakdown,
@@ -42,6 +50,7 @@ from harness.rundir.records.summary import (
 
 __all__ = ["CHECK_SEVERITIES", "PERCENTILE_KEYS", "Breakdown", "CheckEntry", "Latencies",
            "LatencyBlock", "Lateness", "LoadBlock", "LoadReport", "LoadgenResources",
-           "Measured", "ProcessCPU", "ProfileStatus", "ProfileView", "RequestRow",
-           "Resources", "SeriesEntry", "ServiceResources", "StageRow", "Summary",
-           "SystemResources", "TagRow", "Window"]
+           "Measured", "OncpuCheck", "ProcessCPU", "ProfileStatus", "ProfileView",
+           "ProfilerCost", "RequestRow", "Resources", "ScrapeStatus", "SeriesEntry",
+           "ServiceResources", "StageMapChoice", "StageRow", "Summary", "SystemResources",
+           "TagRow", "Window"]

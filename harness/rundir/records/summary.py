@@ -140,18 +140,26 @@ class Resources:
 
 @dataclass(frozen=True)
 class ProfileView:
-    """One profile view (``oncpu``, ``wall``): its samples and their share per stage."""
+    """One profile view (``oncpu``, ``wall``): its samples and their share per stage, and the
+    stage map that made them (its name; ``chosen``: given, served or auto)."""
 
     samples: int
     shares: dict[str, float]
+    stage_map: str | None = None
+    chosen: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "shares": dict(self.shares)}
+        out: dict[str, Any] = {"samples": self.samples, "shares": dict(self.shares)}
+        if self.stage_map is not None:
+            out["stage_map"] = present(name=self.stage_map, chosen=self.chosen)
+        return out
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "profile") -> ProfileView:
         d = as_map(d, where)
-        return cls(int(need(d, "samples", where)), dict(as_map(need(d, "shares", where), where)))
+        smap = as_map(d.get("stage_map") or {}, f"{where}.stage_map")
+        return cls(int(need(d, "samples", where)), dict(as_map(need(d, "shares", where), where)),
+                   smap.get("name"), smap.get("chosen"))
 
 
 @dataclass(frozen=True)
