@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_rules_engine import _context
 
-from harness.analysis import selfcheck
+from harness.analysis.selfcheck import sources as selfcheck
 from harness.run.collectors import prometheus, registry
 from harness.run.collectors.base import CollectorContext
 from harness.run.collectors.prometheus import SPEC, PrometheusOptions

@@ -210,7 +210,7 @@ def test_the_self_check_warns_on_waiting_threads(verdict: str, blocking: bool, o
 
     from test_rules_engine import _context
 
-    from harness.analysis import selfcheck
+    from harness.analysis.selfcheck import sources as selfcheck
     from harness.rundir.records import ProfileStatus
 
     status = ProfileStatus.from_dict({"ok": True, "oncpu_check": {

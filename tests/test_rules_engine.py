@@ -13,10 +13,11 @@ from test_records import hand_summary
 import harness.analysis.data.findings  # noqa: F401  (registers the data book)
 import harness.analysis.diagnosis.change  # noqa: F401  (registers the change book)
 import harness.analysis.diagnosis.single  # noqa: F401  (registers the single book)
-from harness.analysis import selfcheck
 from harness.analysis.diagnosis import measurement
 from harness.analysis.diagnosis.facts import Facts
 from harness.analysis.rules import BOOKS, LAYERS, THRESHOLDS, Finding, RuleBook, book, thresholds
+from harness.analysis.selfcheck import core as selfcheck
+from harness.analysis.selfcheck import sources
 from harness.rundir.records import LoadgenResources, LoadReport, ProcessCPU
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,8 +135,9 @@ def test_every_threshold_has_its_value_unit_and_reason_once() -> None:
         assert t.name == name and t.unit and len(t.reason) > 20, name
         assert getattr(thresholds, name) == t.value, name
     # a threshold is defined in the table only: no rule module has a number of its own
-    rule_modules = ["selfcheck.py", "diagnosis/measurement.py", "diagnosis/infrastructure.py",
-                    "diagnosis/stages.py", "diagnosis/inputs.py", "diagnosis/change.py",
+    rule_modules = ["selfcheck/core.py", "selfcheck/sources.py", "diagnosis/measurement.py",
+                    "diagnosis/infrastructure.py", "diagnosis/stages.py", "diagnosis/inputs.py",
+                    "diagnosis/change.py",
                     "diagnosis/measures.py", "diagnosis/deltas.py", "data/findings.py"]
     for rel in rule_modules:
         tree = ast.parse((ROOT / "harness" / "analysis" / rel).read_text())
@@ -158,8 +160,8 @@ def test_self_check_rules_are_pure_functions_of_their_context() -> None:
         "check": "transport_errors", "ok": False, "severity": "error",
         "detail": "1 of 12 requests got no HTTP response: ReadTimeout 1"}
     assert selfcheck.unanswered(c) is None  # a load.json without the count: not checked
-    assert selfcheck.run_files(c) is None
-    assert selfcheck.run_files(dataclasses.replace(c, warnings=("x", "y"))).detail == "x; y"
+    assert sources.run_files(c) is None
+    assert sources.run_files(dataclasses.replace(c, warnings=("x", "y"))).detail == "x; y"
     assert selfcheck.achieved_rate(c).detail == \
         "achieved 2.40 req/s of 2.50 target (96.0 %; limit 95 %)"
     short = dataclasses.replace(c.summary.load, achieved_rps=2.3)
