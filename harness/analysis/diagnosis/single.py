@@ -69,7 +69,9 @@ def oncpu_ratio(f: Facts, stage: str) -> float | None:
     if p is None or st is None or not p.rate_hz or stage not in p.oncpu or f.duration_s <= 0:
         return None
     wall_s = st.mean_us * st.count / 1e6 * min(1.0, p.window_s / f.duration_s)
-    if wall_s <= 0.05:  # under a second of stage time over the run: the ratio is noise
+    # under 10 samples' worth of stage time the ratio is noise: a computing stage with 1
+    # expected sample (0.05 s at 20 Hz) read 0, "waiting", 37 % of the time
+    if wall_s * p.rate_hz < 10:
         return None
     return min(1.0, p.oncpu[stage] / p.rate_hz / wall_s)
 
