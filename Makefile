@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARTIFACTS := artifacts/manifest.json
 
-.PHONY: demo test test-fast test-stress lint venv system-deps artifacts bytecode clean bench-quick
+.PHONY: demo test test-fast test-stress lint venv system-deps artifacts fastsvc-artifacts \
+	bytecode clean bench-quick
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +23,19 @@ $(ARTIFACTS): $(VENV)/.installed
 
 artifacts: $(ARTIFACTS)
 
+# The FastAPI example service's models (examples/fastapi_service); its tests train their own.
+FASTSVC_ARTIFACTS := artifacts/fastapi_service/manifest.json
+$(FASTSVC_ARTIFACTS): $(VENV)/.installed
+	$(PY) -m examples.fastapi_service.train --out artifacts/fastapi_service
+
+fastsvc-artifacts: $(FASTSVC_ARTIFACTS)
+
 # Every harness run starts Python processes (orchestrator, load driver, service) that
 # import the project; where PYTHONDONTWRITEBYTECODE is set (CI images, this machine)
 # nothing is cached and each start compiles ~70 modules again: ~0.3 CPU-s per process.
 # compileall writes the caches anyway (up-to-date files are skipped: ~0.1 s).
 bytecode: venv
-	$(PY) -m compileall -q harness reference_service scenarios > /dev/null
+	$(PY) -m compileall -q harness reference_service scenarios examples > /dev/null
 
 demo: venv system-deps artifacts bytecode
 	$(PY) scripts/demo.py
@@ -51,7 +59,7 @@ bench-quick: venv system-deps artifacts
 	$(PY) benchmarks/loadgen_efficiency.py --duration 5 --rounds 1
 
 lint: venv
-	$(VENV)/bin/ruff check harness reference_service scenarios tests benchmarks
+	$(VENV)/bin/ruff check harness reference_service scenarios examples tests benchmarks
 	$(VENV)/bin/mypy harness
 
 clean:

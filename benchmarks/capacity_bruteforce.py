@@ -41,7 +41,7 @@ def options(out: Path) -> CapacityOptions:
     out.mkdir(parents=True, exist_ok=True)
     faults.write_text("inference_cpu: {ms: 30}\n")
     template = RunOptions(scenario=ROOT / "tests" / "locustfiles" / "fraud_simple.py",
-                          serve="reference", rate=1.0, profile=False, out=out,
+                          serve="reference", rate=1.0, collectors={"profile": None}, out=out,
                           serve_options=ServeOptions(workers=1, faults=str(faults)))
     return CapacityOptions(template=template,
                            slo=parse_slo({"objectives": [{"latency": {"p50": "1s"}}]}),

@@ -32,7 +32,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     faults.write_text("inference_cpu: {ms: 30}\n")
     template = RunOptions(scenario=REPO / "tests" / "locustfiles" / "fraud_simple.py",
-                          serve="reference", rate=1.0, profile=False, out=args.out,
+                          serve="reference", rate=1.0, collectors={"profile": None}, out=args.out,
                           serve_options=ServeOptions(workers=1, faults=str(faults)))
     opts = CapacityOptions(template=template,
                            slo=parse_slo({"objectives": [{"latency": {"p50": "1s"}}]}),

@@ -10,7 +10,7 @@ import os
 import sys
 
 from harness import __version__
-from harness.commands import command_modules
+from harness.commands import EXIT_USAGE, command_modules, user_errors
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        # Bad input: one line naming the rule and the value (the library's message).
+        print(f"harness {args.command}: {exc}", file=sys.stderr)
+        return int(getattr(exc, "code", EXIT_USAGE))
 
 
 if __name__ == "__main__":

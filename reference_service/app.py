@@ -125,7 +125,7 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> Flask:
     if not isinstance(config, ServiceConfig):
         config = ServiceConfig.from_env(**(config or {}))
     svc = _Service(config)
-    tracing.setup_from_env()  # REFSVC_TRACING: off (default), on, console
+    tracing.setup_from_env()  # REFSVC_TRACING: off (default), on, console, otlp
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["refsvc"] = svc
@@ -210,9 +210,29 @@ def _drain() -> None:
             length -= len(chunk)
 
 
+def _body(limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes. With a Content-Length, Flask enforces
+    MAX_CONTENT_LENGTH itself (413 before reading); a chunked body has no length up front
+    and Werkzeug would silently stop reading at the limit (a valid JSON followed by padding
+    would pass truncated), so it is read here to one byte past the limit: over means 413."""
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    stream = request.environ.get("wsgi.input")
+    chunks, size = [], 0
+    while stream is not None and size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
 def _predict(svc: _Service, name: str, path_version: str | None) -> Response:
     t0 = time.perf_counter_ns()
-    raw = request.get_data(cache=False)
+    raw = _body(svc.config.max_body_bytes)
     version = path_version
     body: Any = None
     try:
@@ -287,7 +307,8 @@ def _run_stages(svc: _Service, key: tuple[str, str], instances: list, t0: int) -
     m.sample_process()
     if tracing.enabled():
         tracing.record_request(name, version, len(instances), (t0, t1, t2, t3, t4),
-                               assembled.faults_fired + fired_infer + fired_ser)
+                               assembled.faults_fired + fired_infer + fired_ser,
+                               request.headers.get("traceparent"))
     hist = m.probability.labels(name, version)
     for p in proba.tolist():
         hist.observe(p)

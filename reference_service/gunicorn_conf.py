@@ -7,7 +7,8 @@ it); this file holds the hooks that make the service correct under several worke
   file (validating ``REFSVC_FAULTS``) that every worker re-reads;
 - ``child_exit`` (master): mark a dead worker's metrics files dead and fold its counters and
   histograms into one archive file per type (metrics_compact.py);
-- ``post_fork`` (worker): a read deadline per request against slow clients (slowclient.py).
+- ``post_fork`` (worker): a read deadline per request against slow clients (slowclient.py);
+- ``worker_exit`` (worker): flush the worker's OTLP spans (tracing.py, ``REFSVC_TRACING=otlp``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def post_fork(server: Any, worker: Any) -> None:
     from reference_service.slowclient import install
 
     install(worker)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    # Spans still in the batch processor's queue go out before the worker is gone.
+    from reference_service import tracing
+
+    tracing.shutdown()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 
 from reference_service.config import parse_versions
-from reference_service.launch import gunicorn_command
+from reference_service.launch import cleanup, gunicorn_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +51,28 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    os.execvpe(command[0], command, {**os.environ, **env})
-    return 0  # not reached
+    return _run(command, env)
+
+
+def _run(command: list[str], env: dict[str, str]) -> int:
+    """gunicorn as a child (not exec'd), so that its temporary run directory (metrics,
+    fault state) is removed however it ends: Ctrl-C, SIGTERM, a closed terminal (SIGHUP)."""
+    proc = subprocess.Popen(command, env={**os.environ, **env})
+    got: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        got.append(signum)
+        if proc.poll() is None:
+            # gunicorn's graceful stop; a second signal means now
+            proc.send_signal(signal.SIGTERM if len(got) == 1 else signal.SIGKILL)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        code = proc.wait()
+    finally:
+        cleanup(env)
+    return 128 + got[0] if got else code
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ class _State:
         if self.log:
             self.log.writerow(["recv_epoch", "method", "path", "status", "service_us", "stall_us",
                                "sent_header", *(f"{s}_us" for s in config.stages),
-                               f"{config.total_name}_us"])
+                               f"{config.total_name or 'app'}_us"])
             self.log_fh.flush()  # type: ignore[union-attr]
 
     def _arm(self, t0: float) -> None:
@@ -213,6 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
         stall += st.wait_stalls()
         names = [*st.config.stages, st.config.total_name]
         values = [*stage_us, app_us]
+        if not st.config.total_name:  # --total-name "": stages only, no total entry
+            names, values = names[:-1], values[:-1]
         if mode == "normal":
             header = ", ".join(
                 f"{n};dur={v / 1000:.3f}" for n, v in zip(names, values, strict=True))
@@ -223,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, b'{"ok": true}\n', header)
         service_us = round((time.perf_counter() - t_start) * 1e6)
         st.write_log([f"{recv_epoch:.6f}", self.command, url.path, status, service_us,
-                      round(stall * 1e6), mode, *values])
+                      round(stall * 1e6), mode, *stage_us, app_us])
 
     def _send(self, status: int, body: bytes, server_timing: str | None) -> None:
         self.send_response(status)
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-timing", default="normal", choices=ST_MODES)
     p.add_argument("--stages", default="alpha,beta")
     p.add_argument("--split", default=None, help="fractions per stage (default: 0.3,0.7 or equal)")
-    p.add_argument("--total-name", default="app")
+    p.add_argument("--total-name", default="app", help='"" sends the stages only')
     p.add_argument("--log", type=Path, default=None)
     a = p.parse_args(argv)
     stages = tuple(s for s in a.stages.split(",") if s)

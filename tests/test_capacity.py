@@ -37,7 +37,7 @@ SCENARIO = REPO / "tests" / "locustfiles" / "fraud_simple.py"
 
 
 def _template(tmp_path: Path, **kw: object) -> RunOptions:
-    return RunOptions(scenario=SCENARIO, serve="reference", rate=1.0, profile=False,
+    return RunOptions(scenario=SCENARIO, serve="reference", rate=1.0, collectors={"profile": None},
                       out=tmp_path, **kw)  # type: ignore[arg-type]
 
 
@@ -456,28 +456,34 @@ def test_capacity_command_exit_codes_when_it_cannot_bracket(gate_url: str,
     (["--slo", "/no/such/slo.yaml"], "/no/such/slo.yaml"),
 ])
 def test_capacity_command_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str],
-                                                       message: str) -> None:
+                                                       message: str,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    # the command's own code path, in this process (the CLI starts nothing for bad input)
+    from harness.cli import main
+
     slo = tmp_path / "slo.yaml"
     slo.write_text("objectives:\n  - latency: {p50: 1s}\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "capacity", str(SCENARIO), "--target",
-         "http://127.0.0.1:9", "--slo", str(slo), "--out", str(tmp_path / "sweeps"), *args],
-        capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert done.returncode == 2
-    assert done.stdout == "" and "Traceback" not in done.stderr
-    (line,) = done.stderr.splitlines()
+    code = main(["capacity", str(SCENARIO), "--target", "http://127.0.0.1:9", "--slo",
+                 str(slo), "--out", str(tmp_path / "sweeps"), *args])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == "" and "Traceback" not in err
+    (line,) = err.splitlines()
     assert line.startswith("harness capacity: ") and message in line, line
     assert not (tmp_path / "sweeps").exists()  # nothing was started
 
 
-def test_capacity_command_target_down_is_exit_2(tmp_path: Path) -> None:
+def test_capacity_command_target_down_is_exit_2(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
     slo = tmp_path / "slo.yaml"
     slo.write_text("objectives:\n  - latency: {p50: 1s}\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "capacity", str(SCENARIO), "--target",
-         "http://127.0.0.1:9", "--slo", str(slo), "--out", str(tmp_path / "sweeps")],
-        capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == (
+    code = main(["capacity", str(SCENARIO), "--target", "http://127.0.0.1:9", "--slo",
+                 str(slo), "--out", str(tmp_path / "sweeps")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == (
         "harness capacity: step 1 at 10 req/s could not run: target http://127.0.0.1:9 is "
         "not reachable: Connection refused")

@@ -110,7 +110,7 @@ def _run(out: Path, faults: Path | None) -> Path:
     try:
         opts = RunOptions(scenario=REPO / "tests" / "locustfiles" / "compare_three.py",
                           target=served.url, users=3, duration_s=8.0, warmup_s=2.0, out=out,
-                          profile=False)
+                          collectors={"profile": None})
         return run(opts).run_dir
     finally:
         served.stop()

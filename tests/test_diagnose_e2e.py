@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness import stats
-from harness.analysis.diagnosis.single import ONCPU_WAITING
+from harness.analysis.rules.thresholds import ONCPU_WAITING
 from harness.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -422,7 +422,8 @@ def test_the_change_finding_names_the_request_where_the_stage_grew_most():
 # -- branches: late starts, self-check, model versions, profile function growth ----------
 
 def test_requests_started_late_is_the_load_generators_lag_not_the_services():
-    from harness.analysis.diagnosis.single import DELAY_SHARE, measurement
+    from harness.analysis.diagnosis.single import single_rules as measurement
+    from harness.analysis.rules.thresholds import SCHEDULE_DELAY_SHARE as DELAY_SHARE
 
     late = "requests started late: the load generator lagged its schedule"
     # open model at its target rate, 30 % of the corrected latency spent waiting to start,
@@ -442,22 +443,22 @@ def test_requests_started_late_is_the_load_generators_lag_not_the_services():
         assert not [x for x in measurement(facts) if x.title == late]
     # short of the target rate, the shortfall is the finding instead
     short = measurement(_facts(schedule_delay_share=0.3, **{**base, "rps": 80.0}))
-    assert [x.title for x in short] == ["target rate not achieved: 80.0 of 100 req/s"]
+    assert [x.title for x in short if x.layer == "measurement"] == [
+        "target rate not achieved: 80.0 of 100 req/s"]
 
 
 def test_a_failed_self_check_that_invalidates_the_numbers_is_a_warning():
-    from harness.analysis.diagnosis.single import measurement
+    from harness.analysis.diagnosis.single import single_rules as measurement
+    from harness.rundir.records import CheckEntry
 
     checks = [
-        {"check": "run_complete", "ok": False, "severity": "error",
-         "detail": "stopped early (SIGTERM)"},
-        {"check": "negative_residuals", "ok": False, "severity": "warning",
-         "detail": "3 of 1000 requests"},  # a warning only: not a finding
-        {"check": "loadgen_cpu", "ok": False, "severity": "error",
-         "detail": "above 90 %"},  # has a rule of its own (loadgen saturation)
-        {"check": "out_of_range", "ok": True, "severity": "info", "detail": "none"},
-        {"check": "measured_data", "ok": False, "severity": "error",
-         "detail": "0 requests in a measured window of 5.0 s"},
+        CheckEntry("run_complete", False, "error", "stopped early (SIGTERM)"),
+        # a warning only: not a finding
+        CheckEntry("negative_residuals", False, "warning", "3 of 1000 requests"),
+        # has a rule of its own (loadgen saturation)
+        CheckEntry("loadgen_cpu", False, "error", "above 90 %"),
+        CheckEntry("out_of_range", True, "info", "none"),
+        CheckEntry("measured_data", False, "error", "0 requests in a measured window of 5.0 s"),
     ]
     found = [x for x in measurement(_facts(self_check=checks))
              if x.title.startswith("self-check failed")]

@@ -158,8 +158,8 @@ def test_extract_facts_by_value(tmp_path):
                       "stage:infer": 400, "stage:serialize": 600}
     assert f.by_name == {}  # only asked for with a baseline
     # self-check: the summary's, carried over
-    checks = {c["check"]: c for c in f.self_check}
-    assert checks["run_complete"]["ok"] and checks["measured_data"]["ok"]
+    checks = {c.check: c for c in f.self_check}
+    assert checks["run_complete"].ok and checks["measured_data"].ok
     # resources: 20 samples, every one inside the window
     assert f.cpu_count == 2
     assert f.workers == [WorkerFacts(101, 40.0, 40.0, 0.0), WorkerFacts(102, 20.0, 20.0, 0.0)]

@@ -547,7 +547,8 @@ def test_collapsed_parsing_and_speedscope_by_value() -> None:
 
 
 def test_a_parent_is_sampled_only_after_two_busy_looks() -> None:
-    from harness.run.collectors.profile import BUSY_SHARE, _ParentLooks
+    from harness.run.collectors.proctree import BUSY_SHARE
+    from harness.run.collectors.proctree import ParentLooks as _ParentLooks
 
     looks = _ParentLooks()
     assert looks.busy_twice(0.0, 1.0) is False  # a first look has no interval yet

@@ -202,7 +202,7 @@ def test_service_killed_mid_run_is_recorded_and_degraded(tmp_path: Path) -> None
 def test_interrupt_leaves_an_incomplete_readable_run_and_no_processes(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", str(SIMPLE), "--serve", "reference",
-         "--users", "2", "--duration", "60s", "--out", str(tmp_path)],
+         "--users", "2", "--duration", "60s", "--warmup", "0s", "--out", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:

@@ -214,7 +214,8 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not valid JSON") as info:
         load_stage_map(broken)
     assert str(broken) in str(info.value)
-    with pytest.raises(ValueError, match=r"bundled map name \['reference_service'\]"):
+    with pytest.raises(ValueError, match=r"bundled map name \['mlserver', 'python_web', "
+                                         r"'reference_service'\]"):
         load_stage_map("no_such_map")
 
 

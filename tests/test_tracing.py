@@ -101,3 +101,54 @@ def _json_objects(text: str) -> list[str]:
                 if '"trace_id"' in chunk:
                     out.append(chunk)
     return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_mode_continues_traceparent_and_equals_server_timing(reference_service,
+                                                                  protocol: str) -> None:
+    """The reference service under gunicorn exporting OTLP to the harness's receiver: per
+    request, the joined trace's server span and stages equal its Server-Timing values."""
+    import os
+    import time
+    import urllib.request
+
+    from harness.run.collectors.traces.join import JoinCounts, RequestRecord, join_request
+    from harness.run.collectors.traces.receiver import OtlpReceiver
+    from harness.run.collectors.traces.spanmap import load_span_map
+
+    receiver = OtlpReceiver().start()
+    try:
+        endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
+        svc = reference_service(env={"REFSVC_TRACING": "otlp",
+                                     "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                                     "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+                                     "OTEL_BSP_SCHEDULE_DELAY": "100"})
+        sent = []
+        for _ in range(20):
+            trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
+            req = urllib.request.Request(
+                svc.url + "/v1/models/fraud/predict", data=json.dumps(BODY).encode(),
+                headers={"Content-Type": "application/json",
+                         "traceparent": f"00-{trace_id}-{span_id}-01"}, method="POST")
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                st = _server_timing(resp.headers["Server-Timing"])
+            sent.append((RequestRecord(trace_id, span_id, "fraud", time.time(), 10**6, True), st))
+        # 4 spans per request; the batch processor sends every 100 ms (bound: 30 s on a
+        # busy machine, normally well under 1 s)
+        deadline = time.monotonic() + 30
+        while receiver.store.spans < 80 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        counts, smap = JoinCounts(), load_span_map()
+        for rec, st in sent:
+            joined = join_request(rec, receiver.store.trace(rec.trace_id), smap, counts)
+            assert joined is not None, counts.to_dict()
+            # Server-Timing has 1 µs resolution (3 decimals of ms) and the spans come from
+            # the same perf_counter marks: equal within rounding (2 µs)
+            assert abs(joined.server_us - st["app"] * 1000) <= 2
+            assert set(joined.stages_us) == {"fetch", "infer", "serialize"}
+            for stage, us in joined.stages_us.items():
+                assert abs(us - st[stage] * 1000) <= 2, (stage, us, st)
+        assert counts.joined == 20
+    finally:
+        receiver.stop()

@@ -1,7 +1,7 @@
 """Compare two runs, or two request names of one run (``harness compare``).
 
 Per request name, metric/stage and percentile: A, B, B - A and a distribution-free
-confidence interval of the difference (harness/stats_compare.py), with a verdict
+confidence interval of the difference (harness/stats/compare.py), with a verdict
 for B relative to A: faster, slower, no significant difference, insufficient data.
 
 Two runs are only comparable when they ran on the same kind of machine with the
@@ -19,7 +19,9 @@ from typing import Any
 
 from harness.analysis.slo import Slo, SloResult, check, request_names, resolve_name, retarget
 from harness.rundir import RunDir
+from harness.rundir.records import SeriesEntry
 from harness.stats.compare import quantile_diff, verdict_for
+from harness.units import fmt_ms
 
 __all__ = ["DEFAULT_PERCENTILES", "CompareRow", "Comparison", "comparability", "compare",
            "format_comparison"]
@@ -120,8 +122,8 @@ def comparability(a: RunDir, b: RunDir) -> tuple[list[str], list[str]]:
 
 
 def _stages(run: RunDir, name: str) -> set[str]:
-    return {s["stage"] for s in run.series() if s.get("metric") == "stage"
-            and s.get("name") == name and s.get("tag") is None and s.get("stage")}
+    return {s.stage for s in map(SeriesEntry.from_dict, run.series()) if s.metric == "stage"
+            and s.name == name and s.tag is None and s.stage}
 
 
 def _series_pairs(a: RunDir, b: RunDir, name_a: str | None, name_b: str | None
@@ -182,12 +184,6 @@ def compare(a: RunDir, b: RunDir, slo: Slo | None = None, confidence: float = 0.
         min_effect_pct=min_effect_pct)
 
 
-def _ms(us: float | None, signed: bool = False) -> str:
-    if us is None:
-        return "-"
-    return f"{us / 1000:+.3f}" if signed else f"{us / 1000:.3f}"
-
-
 def format_comparison(c: Comparison) -> list[str]:
     """A table of the rows, the SLO verdicts and, loudly, why the runs may not be comparable."""
     lines = [f"A: {c.a_id}", f"B: {c.b_id}",
@@ -203,9 +199,10 @@ def format_comparison(c: Comparison) -> list[str]:
         series = r.stage if r.metric == "stage" and r.stage else r.metric
         pct = f"{r.diff_pct:+.1f}" if r.diff_pct is not None else "-"
         lines.append((f"{r.name[:30]:<30} " if named else "")
-                     + f"{series[:14]:<14} {f'p{r.percentile:g}':>6} {_ms(r.a_us):>10} "
-                     f"{_ms(r.b_us):>10} {_ms(r.diff_us, True):>10} "
-                     f"{pct:>8} {_ms(r.ci_low_us, True):>10} {_ms(r.ci_high_us, True):>10}  "
+                     + f"{series[:14]:<14} {f'p{r.percentile:g}':>6} {fmt_ms(r.a_us):>10} "
+                     f"{fmt_ms(r.b_us):>10} {fmt_ms(r.diff_us, signed=True):>10} "
+                     f"{pct:>8} {fmt_ms(r.ci_low_us, signed=True):>10} "
+                     f"{fmt_ms(r.ci_high_us, signed=True):>10}  "
                      f"{r.verdict}")
     if c.min_effect_pct:
         lines.append(f"(differences under {c.min_effect_pct:g} % of A count as no significant "

@@ -60,7 +60,8 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
             scenario=args.scenario, target=args.target, serve=args.serve,
             serve_options=ServeOptions(workers=args.service_workers, faults=args.faults,
                                        versions=parse_versions(args.model_version)),
-            rate=args.start_rate, arrival=args.arrival, profile=args.profile, out=args.out,
+            rate=args.start_rate, arrival=args.arrival, out=args.out,
+            collectors={"profile": args.profile},
             command_line=tuple(["harness", *argv]))
         options = CapacityOptions(
             template=template, slo=slo, start_rps=args.start_rate, min_rps=args.min_rate,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from harness.commands import EXIT_USAGE
+from harness.commands import CommandError, print_result
 
 NAME = "check"
 
@@ -32,24 +30,15 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.analysis.slo import check, format_slo_result, junit_xml, load_slo
-    from harness.rundir import RunDir, RunDirError
+    from harness.rundir import RunDir
 
-    try:
-        slo = load_slo(args.slo)
-        result = check(RunDir(args.run_dir), slo, args.confidence,
-                       ignore_self_check=args.ignore_self_check)
-    except (RunDirError, OSError, ValueError) as exc:
-        print(f"harness check: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    slo = load_slo(args.slo)
+    result = check(RunDir(args.run_dir), slo, args.confidence,
+                   ignore_self_check=args.ignore_self_check)
     if args.junit is not None:
         try:
             args.junit.write_text(junit_xml(result), encoding="utf-8")
         except OSError as exc:
-            print(f"harness check: cannot write {args.junit}: {exc.strerror}", file=sys.stderr)
-            return EXIT_USAGE
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        for line in format_slo_result(result):
-            print(line)
+            raise CommandError(f"cannot write {args.junit}: {exc.strerror}") from None
+    print_result(result, args.json, format_slo_result)
     return result.exit_code

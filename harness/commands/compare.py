@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from harness.commands import EXIT_USAGE
+from harness.commands import EXIT_USAGE, print_result
 
 NAME = "compare"
 
@@ -48,23 +47,14 @@ def _percentiles(text: str) -> tuple[float, ...]:
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.analysis.compare import compare, format_comparison
     from harness.analysis.slo import load_slo
-    from harness.rundir import RunDir, RunDirError
+    from harness.rundir import RunDir
 
-    try:
-        a = RunDir(args.run_a)
-        b = RunDir(args.run_b) if args.run_b is not None else a
-        slo = load_slo(args.slo) if args.slo is not None else None
-        result = compare(a, b, slo, args.confidence, name_a=args.name_a, name_b=args.name_b,
-                         percentiles=_percentiles(args.percentiles),
-                         min_effect_pct=args.min_effect)
-    except (RunDirError, OSError, ValueError) as exc:
-        print(f"harness compare: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        for line in format_comparison(result):
-            print(line)
+    a = RunDir(args.run_a)
+    b = RunDir(args.run_b) if args.run_b is not None else a
+    slo = load_slo(args.slo) if args.slo is not None else None
+    result = compare(a, b, slo, args.confidence, name_a=args.name_a, name_b=args.name_b,
+                     percentiles=_percentiles(args.percentiles), min_effect_pct=args.min_effect)
+    print_result(result, args.json, format_comparison)
     if not result.comparable and not args.force:
         print("harness compare: the runs are not comparable (see above); --force to compare "
               "anyway", file=sys.stderr)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from harness.commands import EXIT_USAGE
+from harness.commands import print_result
 
 NAME = "data"
 
@@ -36,18 +34,10 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.analysis.data.report import check_run, format_data_report, write_data_report
 
-    try:
-        report = check_run(args.run_dir, args.baseline, reference=args.reference,
-                           traffic=args.traffic, join=not args.no_store_join)
-        write_data_report(report, args.run_dir)
-    except (OSError, ValueError) as exc:
-        print(f"harness data: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        for line in format_data_report(report):
-            print(line)
+    report = check_run(args.run_dir, args.baseline, reference=args.reference,
+                       traffic=args.traffic, join=not args.no_store_join)
+    write_data_report(report, args.run_dir)
+    print_result(report, args.json, format_data_report)
     # One drifted feature in twenty is chance at p < 0.05: only the dataset verdict counts.
     quality = any(p != "drift" for f in report.features for p in f.problems)
     problem = quality or bool(report.dataset_drift) \

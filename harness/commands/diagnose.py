@@ -7,12 +7,10 @@ a run directory cannot be read. diagnosis.json is written into RUN.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from harness.commands import EXIT_USAGE
+from harness.commands import print_result
 
 NAME = "diagnose"
 
@@ -27,19 +25,11 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.analysis.diagnosis.engine import diagnose, format_diagnosis, write_diagnosis
-    from harness.rundir import RunDir, RunDirError
+    from harness.rundir import RunDir
 
-    try:
-        run = RunDir(args.run_dir)
-        baseline = RunDir(args.baseline) if args.baseline is not None else None
-        result = diagnose(run, baseline)
-        write_diagnosis(result, run.path)
-    except (RunDirError, OSError, ValueError) as exc:
-        print(f"harness diagnose: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        for line in format_diagnosis(result):
-            print(line)
+    run = RunDir(args.run_dir)
+    baseline = RunDir(args.baseline) if args.baseline is not None else None
+    result = diagnose(run, baseline)
+    write_diagnosis(result, run.path)
+    print_result(result, args.json, format_diagnosis)
     return 0

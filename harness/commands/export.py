@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.commands import EXIT_USAGE
-
 NAME = "export"
 
 
@@ -55,26 +53,22 @@ def _buckets(raw: str | None) -> tuple[float, ...] | None:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    try:
-        if args.kind == "prometheus-rules":
-            from harness.analysis.slo import load_slo
-            from harness.exports.prometheus_rules import DEFAULT_BUCKETS_S, render_rules
+    if args.kind == "prometheus-rules":
+        from harness.analysis.slo import load_slo
+        from harness.exports.prometheus_rules import DEFAULT_BUCKETS_S, render_rules
 
-            text = render_rules(load_slo(args.slo), _buckets(args.buckets) or DEFAULT_BUCKETS_S)
-            _emit(text, args.out)
-            for line in text.splitlines():
-                if line.startswith("# skipped: "):
-                    print(f"harness export: {line[2:]}", file=sys.stderr)
-        elif args.kind == "alertmanager":
-            from harness.exports.alertmanager import render_alertmanager
+        text = render_rules(load_slo(args.slo), _buckets(args.buckets) or DEFAULT_BUCKETS_S)
+        _emit(text, args.out)
+        for line in text.splitlines():
+            if line.startswith("# skipped: "):
+                print(f"harness export: {line[2:]}", file=sys.stderr)
+    elif args.kind == "alertmanager":
+        from harness.exports.alertmanager import render_alertmanager
 
-            _emit(render_alertmanager(args.page_url, args.ticket_url), args.out)
-        else:
-            from harness.exports.grafana import write_grafana
+        _emit(render_alertmanager(args.page_url, args.ticket_url), args.out)
+    else:
+        from harness.exports.grafana import write_grafana
 
-            for path in write_grafana(args.out, args.prometheus_url):
-                print(f"wrote {path}")
-    except (OSError, ValueError) as exc:
-        print(f"harness export: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        for path in write_grafana(args.out, args.prometheus_url):
+            print(f"wrote {path}")
     return 0

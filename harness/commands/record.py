@@ -4,11 +4,8 @@ directory or from an access log, for `scenarios/replay.py`."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
-
-from harness.commands import EXIT_USAGE
 
 NAME = "record"
 
@@ -46,21 +43,17 @@ def _bodies(items: list[str]) -> dict[str, bytes]:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.rundir.replay import ReplayFormatError, convert_access_log_file, merge_directory
+    from harness.rundir.replay import convert_access_log_file, merge_directory
 
-    try:
-        if args.merge is not None:
-            n = merge_directory(args.merge, args.output)
-            print(f"{n} requests from {args.merge} written to {args.output}")
-        else:
-            report = convert_access_log_file(
-                args.from_access_log, args.output, spread=args.spread,
-                bodies=_bodies(args.body) or None, path_prefix=args.path_prefix,
-            )
-            for line in report.lines_out():
-                print(line)
-            print(f"written to {args.output}")
-    except (ReplayFormatError, ValueError, OSError) as exc:
-        print(f"harness record: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    if args.merge is not None:
+        n = merge_directory(args.merge, args.output)
+        print(f"{n} requests from {args.merge} written to {args.output}")
+        return 0
+    report = convert_access_log_file(
+        args.from_access_log, args.output, spread=args.spread,
+        bodies=_bodies(args.body) or None, path_prefix=args.path_prefix,
+    )
+    for line in report.lines_out():
+        print(line)
+    print(f"written to {args.output}")
     return 0

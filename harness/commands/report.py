@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from harness.commands import EXIT_USAGE
+from harness.commands import CommandError
 
 NAME = "report"
 
@@ -24,22 +23,15 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.analysis.slo import load_slo
     from harness.report import build_report
-    from harness.rundir import RunDir, RunDirError
+    from harness.rundir import RunDir
 
-    try:
-        run = RunDir(args.run_dir)
-        other = RunDir(args.other_run) if args.other_run is not None else None
-        slo = None
-        if args.slo is not None:
-            from harness.analysis.slo import load_slo
-
-            slo = load_slo(args.slo)
-        if args.out is not None and not args.out.parent.is_dir():
-            raise ValueError(f"--out directory must exist (got {str(args.out.parent)!r})")
-        path = build_report(run, other, slo=slo, out=args.out)
-    except (RunDirError, OSError, ValueError) as exc:
-        print(f"harness report: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    run = RunDir(args.run_dir)
+    other = RunDir(args.other_run) if args.other_run is not None else None
+    slo = load_slo(args.slo) if args.slo is not None else None
+    if args.out is not None and not args.out.parent.is_dir():
+        raise CommandError(f"--out directory must exist (got {str(args.out.parent)!r})")
+    path = build_report(run, other, slo=slo, out=args.out)
     print(path)
     return 0

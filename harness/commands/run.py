@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.commands import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from harness.run import RunOptions, RunResult
 
 NAME = "run"
 
@@ -26,7 +30,16 @@ def register(sub: Any) -> None:
     where.add_argument(
         "--serve", choices=["reference"], help="start the reference service for this run"
     )
-    load = p.add_argument_group("load model (closed: --users; open: --rate)")
+    _add_load_flags(p.add_argument_group("load model (closed: --users; open: --rate)"))
+    _add_serve_flags(p.add_argument_group("--serve reference options"))
+    p.add_argument("--out", type=Path, default=Path("runs"), help="where run directories go")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="label the run (repeatable)")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    when_used(p, _add_collector_flags)
+
+
+def _add_load_flags(load: argparse._ArgumentGroup) -> None:
     load.add_argument("--users", type=int, help="concurrent users (open model: the pool size)")
     load.add_argument("--spawn-rate", type=float, help="users started per second (closed model)")
     load.add_argument("--rate", type=float, help="open model: target arrival rate, requests/s")
@@ -36,8 +49,9 @@ def register(sub: Any) -> None:
     load.add_argument("--arrival", choices=["poisson", "constant"], default="poisson",
                       help="open model: inter-arrival times (default: poisson)")
     load.add_argument("--duration", default="60s", help="measured time, e.g. 60s, 5m (default 60s)")
-    load.add_argument("--warmup", default="0s", help="load before measuring, kept in the time "
-                      "series but not in the results (default 0s)")
+    load.add_argument("--warmup", default="2s", help="load before measuring, kept in the time "
+                      "series but not in the results: users spawning, connections opening, "
+                      "caches filling (default 2s)")
     load.add_argument("--workers", type=int, default=0,
                       help="Locust worker processes (0: load from one process)")
     load.add_argument("--user-class", action="append", default=[], dest="user_classes",
@@ -46,7 +60,12 @@ def register(sub: Any) -> None:
     load.add_argument("--interval", default="1s", help="histogram interval (default 1s)")
     load.add_argument("--request-timeout", default="10s",
                       help="a request unanswered this long fails as a timeout (default 10s)")
-    srv = p.add_argument_group("--serve reference options")
+    load.add_argument("--service-total", metavar="NAME",
+                      help="the Server-Timing entry that is the service's own total (default: "
+                           "inferred from the values: the entry that covers the others)")
+
+
+def _add_serve_flags(srv: argparse._ArgumentGroup) -> None:
     srv.add_argument("--service-workers", type=int, default=2, help="gunicorn workers (default 2)")
     srv.add_argument("--worker-class", choices=["sync", "gthread"], default="sync")
     srv.add_argument("--threads", type=int, default=1, help="threads per gthread worker")
@@ -60,73 +79,45 @@ def register(sub: Any) -> None:
     srv.add_argument("--record-traffic", action="store_true",
                      help="the service records the traffic it receives into RUN/traffic/ "
                           "(replay format: harness record, harness data)")
-    col = p.add_argument_group("collectors")
-    col.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
-                     help="profile the service with py-spy (default: on)")
-    col.add_argument("--profile-rate", type=int, help="py-spy samples per second")
-    col.add_argument("--profile-wall", action="store_true",
-                     help="also record a wall-clock profile (idle and waiting frames)")
-    col.add_argument("--stage-map", type=Path, help="JSON map from functions to stages")
-    col.add_argument("--resources-hz", type=float, default=4.0,
-                     help="psutil sampling rate (default 4)")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="where run directories go")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                   help="label the run (repeatable)")
-    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
 
-    p.add_argument("--pyspy", help="path to the py-spy executable (default: the venv's, then PATH)")
+
+def _add_collector_flags(p: argparse.ArgumentParser) -> None:
+    from harness.run.collectors import registry
+
+    registry.add_flags(p)
+
+
+def when_used(parser: argparse.ArgumentParser,
+              add: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Call ``add(parser)`` just before the parser first parses or prints help or usage.
+
+    Every ``harness`` command builds every subcommand's parser. The collectors' flags come
+    from the collector modules, whose imports (psutil, and the run directory's jsonschema
+    and numpy) cost 0.1-0.3 s here: `harness --version` or `harness summary RUN` should not
+    pay that for flags only `harness run` parses.
+    """
+    pending = [add]
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        def first_use(*args: Any, **kwargs: Any) -> Any:
+            while pending:
+                pending.pop()(parser)
+            return method(*args, **kwargs)
+        return first_use
+
+    for name in ("parse_known_args", "_parse_known_args", "format_help", "format_usage"):
+        if hasattr(parser, name):
+            setattr(parser, name, wrap(getattr(parser, name)))
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.analysis.summary import format_summary
-    from harness.run import RunError, RunOptions, run
-    from harness.run.target import ServeOptions
-    from harness.units import parse_duration, parse_tags, parse_versions
+    from harness.run import RunError, run
 
     try:
-        serve_options = ServeOptions(
-            workers=args.service_workers,
-            worker_class=args.worker_class,
-            threads=args.threads,
-            store=args.store,
-            redis_url=args.redis_url,
-            faults=args.faults,
-            versions=parse_versions(args.model_version),
-            port=args.port,
-        )
-        options = RunOptions(
-            scenario=args.scenario,
-            target=args.target,
-            serve=args.serve,
-            serve_options=serve_options,
-            users=args.users,
-            spawn_rate=args.spawn_rate,
-            rate=args.rate,
-            rate_shape=args.rate_shape,
-            arrival=args.arrival,
-            duration_s=parse_duration(args.duration, what="duration"),
-            warmup_s=parse_duration(args.warmup, what="warmup"),
-            interval_s=parse_duration(args.interval, what="interval"),
-            request_timeout_s=parse_duration(args.request_timeout, what="request timeout"),
-            workers=args.workers,
-            profile=args.profile,
-            profile_rate_hz=args.profile_rate,
-            profile_wall=args.profile_wall,
-            stage_map=args.stage_map,
-            resources_hz=args.resources_hz,
-            out=args.out,
-            tags=parse_tags(args.tag),
-            user_classes=tuple(args.user_classes),
-            seed=args.seed,
-            pyspy=args.pyspy,
-            record_traffic=args.record_traffic,
-            locust_args=tuple(args.passthrough),
-            command_line=tuple(["harness", *argv]),
-        )
+        options = run_options(args, argv)
     except ValueError as exc:
         print(f"harness run: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
     progress = _Progress(sys.stderr, options.duration_s, options.warmup_s)
     try:
         result = run(options, on_event=progress)
@@ -137,8 +128,41 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"run directory (marked failed): {exc.run_dir}", file=sys.stderr)
         return EXIT_USAGE
     progress.close()
+    _print_result(result, args.json)
+    return result.exit_code
+
+
+def run_options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
+    """RunOptions from the parsed arguments; ValueError names the bad one."""
+    from harness.run import RunOptions
+    from harness.run.collectors import registry
+    from harness.run.target import ServeOptions
+    from harness.units import parse_duration, parse_tags, parse_versions
+
+    serve_options = ServeOptions(
+        workers=args.service_workers, worker_class=args.worker_class, threads=args.threads,
+        store=args.store, redis_url=args.redis_url, faults=args.faults,
+        versions=parse_versions(args.model_version), port=args.port)
+    return RunOptions(
+        scenario=args.scenario, target=args.target, serve=args.serve,
+        serve_options=serve_options, users=args.users, spawn_rate=args.spawn_rate,
+        rate=args.rate, rate_shape=args.rate_shape, arrival=args.arrival,
+        duration_s=parse_duration(args.duration, what="duration"),
+        warmup_s=parse_duration(args.warmup, what="warmup"),
+        interval_s=parse_duration(args.interval, what="interval"),
+        request_timeout_s=parse_duration(args.request_timeout, what="request timeout"),
+        service_total=args.service_total,
+        workers=args.workers, collectors=registry.options_from_args(args), out=args.out,
+        tags=parse_tags(args.tag), user_classes=tuple(args.user_classes), seed=args.seed,
+        record_traffic=args.record_traffic, locust_args=tuple(args.passthrough),
+        command_line=tuple(["harness", *argv]))
+
+
+def _print_result(result: RunResult, as_json: bool) -> None:
+    from harness.analysis.summary import format_summary
+
     if result.summary is not None:
-        if args.json:
+        if as_json:
             print(json.dumps(result.summary, indent=2))
         else:
             for line in format_summary(result.summary):
@@ -146,7 +170,6 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
     for message in result.messages:
         print(f"harness run: {message}", file=sys.stderr)
     print(f"run directory: {result.run_dir}  (status: {result.status})")
-    return result.exit_code
 
 
 class _Progress:
@@ -167,6 +190,8 @@ class _Progress:
         if kind == "run_dir" and self.tty:
             self._line(f"run directory: {event['path']}")
         elif kind == "status" and self.tty:
+            self._line(str(event.get("message")))
+        elif kind == "announce":  # what the user must act on (an endpoint): tty or not
             self._line(str(event.get("message")))
         elif kind == "started":
             self.start = float(event["load_start"])

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from harness.commands import EXIT_USAGE
+from harness.commands import print_result
 
 NAME = "summary"
 
@@ -23,27 +22,24 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.analysis.summary import format_summary, summarize
-    from harness.rundir import RunDirError
+    from harness.rundir import schema_errors
 
     path: Path = args.run_dir
-    try:
-        summary_file = path / "summary.json"
-        if args.recompute or not summary_file.is_file():
-            summary = summarize(path)
-        else:
-            try:
-                summary = json.loads(summary_file.read_text())
-            except ValueError as exc:  # name the file: a bare JSON error says nothing useful
-                raise ValueError(f"{summary_file} is not readable JSON ({exc}); rebuild it from "
-                                 f"the raw files with --recompute") from None
-    except (RunDirError, OSError, ValueError) as exc:
-        print(f"harness summary: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(summary, indent=2))
+    summary_file = path / "summary.json"
+    if args.recompute or not summary_file.is_file():
+        summary = summarize(path)
     else:
-        for line in format_summary(summary):
-            print(line)
+        try:
+            summary = json.loads(summary_file.read_text())
+        except ValueError as exc:  # name the file: a bare JSON error says nothing useful
+            raise ValueError(f"{summary_file} is not readable JSON ({exc}); rebuild it from "
+                             f"the raw files with --recompute") from None
+        problems = schema_errors(summary, "summary") if isinstance(summary, dict) else \
+            [f"it is a {type(summary).__name__}, not an object"]
+        if problems:
+            raise ValueError(f"{summary_file} does not match its schema {problems[0]}; "
+                             "rebuild it from the raw files with --recompute")
+    print_result(summary, args.json, format_summary)
     return 0
 
 

@@ -69,6 +69,9 @@ class DriverConfig:
     local_workers: int | None = None  # of ``workers``, started here (default: all)
     locust_args: tuple[str, ...] = ()  # the locustfile's own command-line options
     rate_shape: str | None = None  # open model: the rate follows this shape (scenarios/shapes.py)
+    trace_sample: float | None = None  # --traces: traceparent on every request, this share sampled
+    service_total: str | None = None  # --service-total: this Server-Timing entry is the total
+    calibrate_requests: int = 200  # requests to the local echo before the load (0: none)
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -86,41 +89,13 @@ class DriverConfig:
     def from_dict(cls, d: dict[str, Any]) -> DriverConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"driver config must be a JSON object (got {type(d).__name__})")
-        known = {f.name for f in fields(cls)}
         for key in ("locustfile", "run_dir"):
             if not isinstance(d.get(key), str) or not d[key]:
                 raise ConfigError(f"{key} must be a non-empty path string (got {d.get(key)!r})")
-        model = d.get("model") or ("open" if d.get("rate") is not None else "closed")
-        if model not in MODELS:
-            raise ConfigError(f"model must be one of {MODELS} (got {model!r})")
-        rate = _number(d, "rate", None, minimum=0, strict=True)
-        if model == "open" and rate is None:
-            raise ConfigError("rate must be given (requests/s > 0) in the open model (got None)")
-        arrival = d.get("arrival") or "poisson"
-        if arrival not in ARRIVALS:
-            raise ConfigError(f"arrival must be one of {ARRIVALS} (got {arrival!r})")
-        users = _number(d, "users", None, minimum=1, strict=False, integer=True)
-        if users is None:
-            if model == "closed":
-                raise ConfigError("users must be given (an integer >= 1) in the closed model")
-            # Enough users for the schedule while responses take up to 1 s.
-            users = max(1, math.ceil(rate))  # type: ignore[arg-type]
-        spawn_rate = _number(d, "spawn_rate", None, minimum=0, strict=True) or float(users)
-        workers = _number(d, "workers", 0, minimum=0, strict=False, integer=True)
-        if model == "open" and workers and users < workers:
-            raise ConfigError(f"users must be >= workers in the open model, or a worker has no "
-                              f"user to carry its schedule (got users={users}, workers={workers})")
+        model, rate, users, workers = _load_model(d)
         host = d.get("host")
         if host is not None and (not isinstance(host, str) or "://" not in host):
             raise ConfigError(f"host must be a URL like http://127.0.0.1:8000 (got {host!r})")
-        tag_keys = d.get("tag_keys", ["input_class"]) or []
-        user_classes = d.get("user_classes") or []
-        locust_args = d.get("locust_args") or []
-        if not isinstance(locust_args, list) or not all(isinstance(x, str) for x in locust_args):
-            raise ConfigError(f"locust_args must be a list of strings (got {locust_args!r})")
-        for key, items in (("tag_keys", tag_keys), ("user_classes", user_classes)):
-            if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
-                raise ConfigError(f"{key} must be a list of non-empty strings (got {items!r})")
         seed = d.get("seed", 1)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an integer (got {seed!r})")
@@ -129,12 +104,13 @@ class DriverConfig:
             raise ConfigError(f"master_port must be 0..65535 (got {master_port})")
         return cls(
             locustfile=d["locustfile"], run_dir=d["run_dir"], host=host, model=model,
-            users=users, spawn_rate=spawn_rate, rate=rate, arrival=arrival,
+            users=users, spawn_rate=_number(d, "spawn_rate", None, minimum=0, strict=True)
+            or float(users), rate=rate, arrival=d.get("arrival") or "poisson",
             duration_s=_number(d, "duration_s", 60.0, minimum=0, strict=True),
             warmup_s=_number(d, "warmup_s", 0.0, minimum=0, strict=False),
             interval_s=_number(d, "interval_s", 1.0, minimum=0, strict=True),
-            workers=workers, tag_keys=tuple(tag_keys), seed=seed,
-            user_classes=tuple(user_classes),
+            workers=workers, tag_keys=_names(d, "tag_keys", ["input_class"]), seed=seed,
+            user_classes=_names(d, "user_classes", []),
             late_threshold_us=_number(d, "late_threshold_us", 1000, minimum=0, strict=False,
                                       integer=True),
             master_host=str(d.get("master_host") or "127.0.0.1"), master_port=master_port,
@@ -142,10 +118,52 @@ class DriverConfig:
                                              strict=True),
             stop_grace_s=_number(d, "stop_grace_s", 2.0, minimum=0, strict=False),
             request_timeout_s=_number(d, "request_timeout_s", 10.0, minimum=0, strict=True),
-            local_workers=_local_workers(d, workers), locust_args=tuple(locust_args),
-            rate_shape=_rate_shape(d, model),
-            unknown_keys=tuple(sorted(set(d) - known)),
+            local_workers=_local_workers(d, workers), locust_args=_locust_args(d),
+            rate_shape=_rate_shape(d, model), trace_sample=_trace_sample(d),
+            service_total=_service_total(d),
+            calibrate_requests=_number(d, "calibrate_requests", 200, minimum=0, strict=False,
+                                       integer=True),
+            unknown_keys=tuple(sorted(set(d) - {f.name for f in fields(cls)})),
         )
+
+
+def _load_model(d: dict[str, Any]) -> tuple[str, float | None, int, int]:
+    """(model, rate, users, workers), checked together: the open model needs a rate, the
+    closed one users, and in the open model every worker needs a user."""
+    model = d.get("model") or ("open" if d.get("rate") is not None else "closed")
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {MODELS} (got {model!r})")
+    rate = _number(d, "rate", None, minimum=0, strict=True)
+    if model == "open" and rate is None:
+        raise ConfigError("rate must be given (requests/s > 0) in the open model (got None)")
+    arrival = d.get("arrival") or "poisson"
+    if arrival not in ARRIVALS:
+        raise ConfigError(f"arrival must be one of {ARRIVALS} (got {arrival!r})")
+    users = _number(d, "users", None, minimum=1, strict=False, integer=True)
+    if users is None:
+        if model == "closed":
+            raise ConfigError("users must be given (an integer >= 1) in the closed model")
+        # Enough users for the schedule while responses take up to 1 s.
+        users = max(1, math.ceil(rate))  # type: ignore[arg-type]
+    workers = _number(d, "workers", 0, minimum=0, strict=False, integer=True)
+    if model == "open" and workers and users < workers:
+        raise ConfigError(f"users must be >= workers in the open model, or a worker has no "
+                          f"user to carry its schedule (got users={users}, workers={workers})")
+    return model, rate, users, workers
+
+
+def _names(d: dict[str, Any], key: str, default: list[str]) -> tuple[str, ...]:
+    items = d.get(key, default) or []
+    if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
+        raise ConfigError(f"{key} must be a list of non-empty strings (got {items!r})")
+    return tuple(items)
+
+
+def _locust_args(d: dict[str, Any]) -> tuple[str, ...]:
+    locust_args = d.get("locust_args") or []
+    if not isinstance(locust_args, list) or not all(isinstance(x, str) for x in locust_args):
+        raise ConfigError(f"locust_args must be a list of strings (got {locust_args!r})")
+    return tuple(locust_args)
 
 
 def _rate_shape(d: dict[str, Any], model: str) -> str | None:
@@ -194,3 +212,21 @@ def load_config(path: Path | str) -> DriverConfig:
     except ValueError as exc:
         raise ConfigError(f"driver config must be valid JSON (got {str(path)!r}: {exc})") from None
     return DriverConfig.from_dict(raw)
+
+
+def _trace_sample(d: dict[str, Any]) -> float | None:
+    value = d.get("trace_sample")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"trace_sample must be a fraction in (0, 1] (got {value!r})")
+    return float(value)
+
+
+def _service_total(d: dict[str, Any]) -> str | None:
+    value = d.get("service_total")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 100 or value.strip() != value:
+        raise ConfigError(f"service_total must be a Server-Timing entry name (got {value!r})")
+    return value

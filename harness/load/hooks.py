@@ -25,6 +25,8 @@ from gevent import GreenletExit
 from harness.load.pacing import LATENESS_ATTR
 from harness.load.recorder import LatencyRecorder, Series
 from harness.load.servertiming import ServerTimingError, parse_server_timing
+from harness.load.servicetotal import ServiceTotal
+from harness.load.tracecontext import TraceContext
 
 __all__ = ["RequestHook", "count_unanswered", "error_type"]
 
@@ -55,6 +57,7 @@ def error_type(exception: BaseException, response: Any = None) -> str:
 
 
 _UNANSWERED: list[Callable[[float], None]] = []  # the active hook's counter (one per driver)
+_TRACING: list[TraceContext] = []  # the active trace context (--traces), if any
 #: an unanswered request that had waited this long was slow, not merely cut by the stop
 UNANSWERED_LONG_S = 1.0
 
@@ -62,6 +65,8 @@ UNANSWERED_LONG_S = 1.0
 def _counting_request(request: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(request)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for traces in _TRACING:
+            traces.inject(kwargs)
         sent = time.monotonic()
         try:
             return request(self, *args, **kwargs)
@@ -135,15 +140,20 @@ class RequestHook:
         *,
         tag_keys: list[str] | tuple[str, ...] = ("input_class",),
         open_model: bool = False,
+        traces: TraceContext | None = None,
+        service_total: ServiceTotal | None = None,
     ) -> None:
         self.rec = recorder
         self.tag_keys = tuple(tag_keys)
         self.open_model = open_model
+        self.traces = traces
+        self.total = service_total or ServiceTotal()
         self._bundles: dict[tuple[str, str, str | None], _Bundle] = {}
 
     def install(self, events: Any) -> None:
         events.request.add_listener(self.on_request)
         count_unanswered(self._unanswered)
+        _TRACING[:] = [self.traces] if self.traces is not None else []
 
     def _unanswered(self, waited_s: float) -> None:
         counts = self.rec.counts
@@ -178,6 +188,8 @@ class RequestHook:
         rec = self.rec
         if now >= rec.roll_at:
             rec.roll(now)
+            if self.traces is not None:
+                self.traces.flush()
         b = self._bundles.get((request_type, name, None)) or self._bundle(request_type, name, None)
         bundles = [b]
         if context and self.tag_keys:
@@ -199,6 +211,7 @@ class RequestHook:
             counts.errors[err] = counts.errors.get(err, 0) + 1
             for bb in bundles:
                 (bb.failed or bb.make("client_failed")).record(unc)
+            self._trace_record(b.name, now, unc, False, context, None)
             return
         corrected = unc
         if self.open_model:
@@ -206,27 +219,52 @@ class RequestHook:
         for bb in bundles:
             (bb.client or bb.make("client")).record(corrected)
             (bb.unc or bb.make("client_uncorrected")).record(unc)
+        stages = self._record_stages(bundles, response, unc)
+        self._trace_record(b.name, now, unc, True, context, stages)
+
+    def _trace_record(self, name: str, now: float, unc: int, ok: bool,
+                      context: dict[str, Any] | None, stages: dict[str, float] | None) -> None:
+        """With --traces: what the traces collector needs to join this request to its trace."""
+        if self.traces is None:
+            return
+        ids = self.traces.take()
+        if ids is None:
+            return
+        tags = {k: str(context[k]) for k in self.tag_keys if context and context.get(k) is not None}
+        self.traces.record(ids, name, now - unc / 1e6, unc, ok, tags, stages)
+
+    def _record_stages(self, bundles: list[_Bundle], response: Any, unc: int
+                       ) -> dict[str, float] | None:
+        """The Server-Timing stages of a successful request, and its residual: client
+        latency (uncorrected) minus the service's total (the entry that covers the others,
+        harness/load/servicetotal.py; else the stages' sum). Returns the stages (ms) as the
+        service sent them, or None."""
+        counts = self.rec.counts
         headers = getattr(response, "headers", None)
         header = headers.get("Server-Timing") if headers is not None else None
         if not header:
             counts.server_timing_missing += 1
-            return
+            return None
         try:
             stages = parse_server_timing(header)
         except ServerTimingError:
             counts.server_timing_malformed += 1
-            return
+            return None
         if not stages:
             counts.server_timing_missing += 1
-            return
-        stage_us = [(stage, int(ms * 1000.0 + 0.5)) for stage, ms in stages.items()]
-        total = int(stages["app"] * 1000.0 + 0.5) if "app" in stages else sum(
-            v for _, v in stage_us)
-        residual = unc - total
-        if residual < 0:
-            counts.negative_residuals += 1
-            residual = 0
+            return None
+        stage_us = {stage: int(ms * 1000.0 + 0.5) for stage, ms in stages.items()}
         for bb in bundles:
-            for stage, value in stage_us:
+            for stage, value in stage_us.items():
                 bb.stage(stage).record(value)
-            (bb.residual or bb.make("residual")).record(residual)
+
+        def residual(total: int) -> None:
+            value = unc - total
+            if value < 0:
+                self.rec.counts.negative_residuals += 1
+                value = 0
+            for bb in bundles:
+                (bb.residual or bb.make("residual")).record(value)
+
+        self.total.residual(stage_us, unc, residual)
+        return stages

@@ -32,24 +32,22 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.rundir.hlog import HlogFiles, SeriesKey
+from harness.rundir.hlog import (
+    HIGHEST_US,
+    LOWEST_US,
+    SIGNIFICANT_FIGURES,
+    HlogFiles,
+    SeriesKey,
+    new_histogram,
+)
 
 __all__ = [
     "HIGHEST_US", "LOWEST_US", "SIGNIFICANT_FIGURES", "METRICS",
     "IntervalCounts", "LatencyRecorder", "Series", "SeriesKey", "new_histogram",
 ]
 
-LOWEST_US = 1
-HIGHEST_US = 3_600_000_000
-SIGNIFICANT_FIGURES = 3
-METRICS = ("client", "client_uncorrected", "client_failed", "stage", "residual", "lateness")
-
-
-def new_histogram() -> HdrHistogram:
-    """An empty histogram with the run directory's fixed range and precision."""
-    # Allocating is ~20x cheaper than HdrHistogram.reset() in hdrh 0.10, so intervals
-    # get fresh histograms instead of resetting old ones.
-    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
+METRICS = ("client", "client_uncorrected", "client_failed", "stage", "residual", "lateness",
+           "lateness_loop")
 
 
 def release(hists: Any) -> None:
@@ -73,10 +71,10 @@ class IntervalCounts:
 
     __slots__ = ("requests", "failures", "by_name", "errors", "negative_residuals",
                  "server_timing_missing", "server_timing_malformed",
-                 "scheduled", "started", "late", "unanswered", "unanswered_long")
+                 "scheduled", "started", "late", "late_loop", "unanswered", "unanswered_long")
     _INTS = ("requests", "failures", "negative_residuals", "server_timing_missing",
-             "server_timing_malformed", "scheduled", "started", "late", "unanswered",
-             "unanswered_long")
+             "server_timing_malformed", "scheduled", "started", "late", "late_loop",
+             "unanswered", "unanswered_long")
     requests: int
     failures: int
     negative_residuals: int
@@ -85,6 +83,8 @@ class IntervalCounts:
     scheduled: int
     started: int
     late: int
+    #: of the late starts, those the load generator's own loop made late (a user was free)
+    late_loop: int
     #: requests sent but never answered: their user was stopped while waiting
     unanswered: int
     #: of those, requests that had waited at least UNANSWERED_LONG_S when stopped
@@ -169,6 +169,12 @@ class LatencyRecorder:
         self.on_interval = on_interval
         self.interval_hook = interval_hook
         self.users = users
+        #: the trace context of --traces (harness.load.tracecontext), set by the run loop
+        self.traces: Any = None
+        #: which Server-Timing entry is the service's total (harness.load.servicetotal)
+        self.service_total: Any = None
+        #: the client path's own time per request (harness.load.calibrate), or None
+        self.client_overhead: dict[str, Any] | None = None
         self.files = HlogFiles(Path(out_dir), self.load_start, self.interval_s) if out_dir else None
         self._series: dict[SeriesKey, Series] = {}
         self.k = 0  # index of the current interval

@@ -7,8 +7,9 @@ Pure functions, no Locust import, so the harness's open-model pacer can use them
     shape.users_at(12.5)     # users at 12.5 s (int, >= 0)
     shape.duration_s         # where the shape ends (the run stops there)
 
-Spec syntax: ``KIND`` or ``KIND:key=value,key=value``; durations take ``s``, ``m``, ``h``
-suffixes or plain seconds. The kinds and their parameters (defaults in brackets):
+Spec syntax: ``KIND`` or ``KIND:key=value,key=value``; durations are
+``harness.units.parse_duration``'s (``500ms``, ``30s``, ``2m``, ``1h`` or plain seconds), the
+grammar of ``--duration``. The kinds and their parameters (defaults in brackets):
 
 - ``step``: ``start`` [1], ``step`` [= start], ``every`` [10s], ``steps`` [5]: the level
   goes up by ``step`` every ``every`` seconds, ``steps`` levels in all.
@@ -22,9 +23,10 @@ suffixes or plain seconds. The kinds and their parameters (defaults in brackets)
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from harness.units import parse_duration
 
 __all__ = ["KINDS", "Shape", "parse_shape", "parse_duration", "step", "ramp", "spike",
            "soak", "diurnal"]
@@ -80,21 +82,6 @@ _KINDS = {
 KINDS = tuple(_KINDS)
 _DURATION_KEYS = {"every", "over", "hold", "at", "width", "duration", "period"}
 _POSITIVE_KEYS = {"every", "over", "width", "duration", "period", "steps", "cycles"}
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([smh]?)\s*$")
-
-
-def parse_duration(text: str | float) -> float:
-    """``"30s"``, ``"2m"``, ``"1h"``, ``"45"`` or a number -> seconds."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        m = _DURATION.match(str(text))
-        if m is None:
-            raise ValueError(f"duration must look like 30s, 2m, 1h or 45 (got {text!r})")
-        value = float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"duration must be a finite number of seconds >= 0 (got {text!r})")
-    return value
 
 
 @dataclass(frozen=True)
@@ -148,11 +135,14 @@ def parse_shape(spec: str) -> Shape:
         if not sep or key not in defaults:
             raise ValueError(f"shape {kind} takes {sorted(defaults)} as key=value "
                              f"(got {part!r})")
-        try:
-            value = parse_duration(raw) if key in _DURATION_KEYS else float(raw)
-        except ValueError:
-            raise ValueError(f"shape {kind}: {key} must be a number (got {raw.strip()!r})") \
-                from None
+        if key in _DURATION_KEYS:
+            value = parse_duration(raw.strip(), what=f"shape {kind}: {key}")
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"shape {kind}: {key} must be a number "
+                                 f"(got {raw.strip()!r})") from None
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"shape {kind}: {key} must be >= 0 (got {raw.strip()!r})")
         params[key] = value

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.report.page import Section, badge, esc, ms, table
 from harness.rundir import RunDir
+from harness.rundir.records import Summary
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -117,12 +118,11 @@ def comparison_section(a: RunDir, b: RunDir, slo: Any) -> Section:
     return Section("comparison", title, body, nav="Comparison")
 
 
-def self_check_html(summary: dict[str, Any], warnings: list[str]) -> str:
+def self_check_html(summary: Summary, warnings: list[str]) -> str:
     """The summary's self-check (how far to trust the numbers) and reader warnings."""
     rows = []
-    for c in summary.get("self_check") or []:
-        state = "ok" if c.get("ok") else str(c.get("severity", "warning"))
-        rows.append([c.get("check"), badge(state), c.get("detail")])
+    for c in summary.self_check:
+        rows.append([c.check, badge("ok" if c.ok else c.severity), c.detail])
     body = table(["check", "result", "detail"], rows, raw_columns=(1,), left=3)
     if warnings:
         body += "<h3>Warnings while reading the run directory</h3><ul>" + \

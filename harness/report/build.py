@@ -10,22 +10,26 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.summary import summarize
+from harness.analysis.summary import summarize_record
 from harness.report import analysis, data_table, latency_figs, process_figs
 from harness.report.page import Section, esc, figure_html, ms, render_page, table
 from harness.rundir import RunDir
 from harness.rundir.atomic import write_text_atomic
+from harness.rundir.records import RequestRow, Summary, TagRow
 
 
-def run_summary(run: RunDir) -> dict[str, Any]:
+def run_summary(run: RunDir) -> Summary:
     """summary.json when present and readable, else computed (not written: runs may be shared)."""
-    saved = run.read_json("summary.json")
-    if saved is not None and "requests" in saved:
-        return saved
-    return summarize(run, write=False)
+    saved = run.saved_summary()
+    if saved is not None:
+        try:
+            return Summary.from_dict(saved)
+        except ValueError as exc:
+            run.warnings.append(f"summary.json: {exc}; recomputed from the raw files")
+    return summarize_record(run)
 
 
-def _meta_lines(run: RunDir, summary: dict[str, Any]) -> list[str]:
+def _meta_lines(run: RunDir, summary: Summary) -> list[str]:
     meta = run.meta
     target = meta.get("target") or {}
     load = meta.get("load") or {}
@@ -38,7 +42,7 @@ def _meta_lines(run: RunDir, summary: dict[str, Any]) -> list[str]:
              if load.get("model") == "open" else f"closed model, {load.get('users')} users")
     scenario = Path(str((meta.get("scenario") or {}).get("path", "?"))).name
     lines = [f"status {meta.get('status')} | started {when} | {shape} | measured "
-             f"{summary['window']['duration_s']:.1f} s after {load.get('warmup_s')} s warm-up",
+             f"{summary.window.duration_s:.1f} s after {load.get('warmup_s')} s warm-up",
              f"scenario {scenario} | target {target.get('url', '?')}"
              + (f" ({target.get('service')})" if target.get("service") else "")
              + (" | model versions " + ", ".join(f"{k}={v}" for k, v in versions.items())
@@ -48,45 +52,45 @@ def _meta_lines(run: RunDir, summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _requests_html(summary: dict[str, Any]) -> str:
+def _requests_html(summary: Summary) -> str:
     metrics = [("client", "")]
-    if summary.get("model") == "open":
+    if summary.model == "open":
         metrics = [("client", " (from intended start)"),
                    ("client_uncorrected", " (uncorrected, from send)")]
     rows = []
     for metric, suffix in metrics:
-        for row in summary["requests"] + summary.get("tags", []):
-            block = row["latency"].get(metric)
+        labelled: list[tuple[str, RequestRow | TagRow]] = [
+            *((r.name, r) for r in summary.requests), *((t.tag, t) for t in summary.tags)]
+        for label, row in labelled:
+            block = row.latency.get(metric)
             if block is None:
                 continue
-            low = set(block.get("low_samples", []))
-            cells = [("~" if k in low else "") + ms(block.get(f"{k}_us"))
+            cells = [("~" if block.is_low(k) else "") + ms(block.percentile_us(k))
                      for k in ("p50", "p90", "p99", "p999")]
-            rows.append([(row.get("name") or row.get("tag")) + suffix, row["count"],
-                         "-" if row.get("rps") is None else f"{row['rps']:.2f}",
-                         "-" if row.get("fail_pct") is None else f"{row['fail_pct']:.2f}",
-                         *cells, ms(block.get("max_us"))])
+            rows.append([label + suffix, row.count,
+                         "-" if row.rps is None else f"{row.rps:.2f}",
+                         "-" if row.fail_pct is None else f"{row.fail_pct:.2f}",
+                         *cells, ms(block.max_us)])
     body = table(["request", "count", "req/s", "fail %", "p50 ms", "p90 ms", "p99 ms",
                   "p99.9 ms", "max ms"], rows)
-    lb = summary.get("load") or {}
-    if lb.get("target_rps"):
-        body += (f'<p class="note">target {lb["target_rps"]:g} req/s, achieved '
-                 f'{lb.get("achieved_rps") or 0:.2f} req/s; late starts {lb.get("late")}, '
-                 f'dropped {lb.get("dropped")}</p>')
+    lb = summary.load
+    if lb.target_rps:
+        body += (f'<p class="note">target {lb.target_rps:g} req/s, achieved '
+                 f'{lb.achieved_rps or 0:.2f} req/s; late starts {lb.late}, '
+                 f'dropped {lb.dropped}</p>')
     body += ('<p class="note">~ marks a percentile with fewer samples than a '
-             f'{100 * summary.get("confidence", 0.95):.0f} % upper bound needs.</p>')
+             f'{100 * summary.confidence:.0f} % upper bound needs.</p>')
     return body
 
 
-def _breakdown_html(summary: dict[str, Any]) -> str:
-    block = (summary.get("stages") or {}).get("*")
-    if not block:
+def _breakdown_html(summary: Summary) -> str:
+    block = summary.stages.get("*")
+    if block is None:
         return '<p class="note">The service sent no Server-Timing stages.</p>'
     fig = latency_figs.breakdown_figure(summary)
-    rows = [[st["stage"], st["count"], ms(st["mean_us"]), ms(st.get("p50_us")),
-             ms(st.get("p99_us")), f"{100 * st['share']:.1f} %"]
-            for st in [*block["stages"], *([{"stage": "residual", **block["residual"]}]
-                                          if block.get("residual") else [])]]
+    stages = [*block.stages, *([block.residual] if block.residual else [])]
+    rows = [[st.stage or "residual", st.count, ms(st.mean_us), ms(st.p50_us), ms(st.p99_us),
+             f"{100 * st.share:.1f} %"] for st in stages]
     return (figure_html(fig, "breakdown") if fig else "") + table(
         ["stage", "count", "mean ms", "p50 ms", "p99 ms", "share of client time"], rows)
 

@@ -53,6 +53,40 @@ def _short(frame: Frame) -> tuple[str, str]:
             f"{frame.function} ({frame.file}{line})")
 
 
+def _merge(stacks: Iterable[Stack], keep_process_frames: bool) -> _Node:
+    """The stacks as one tree keyed by function and file; counts summed."""
+    root = _Node("all samples", "all samples")
+    for stack in stacks:
+        node = root
+        node.value += stack.count
+        for frame in stack.frames:
+            if frame.is_process and not keep_process_frames:
+                continue
+            label, hover = _short(frame)
+            child = node.children.get(frame.key)
+            if child is None:
+                child = node.children[frame.key] = _Node(label, hover)
+            child.value += stack.count
+            node = child
+    return root
+
+
+def _cut_trunk(root: _Node, trunk_share: float) -> _Node:
+    """Drop single callers holding at least ``trunk_share`` of the samples from the top,
+    named in the new root's hover text."""
+    trunk: list[str] = []
+    while len(root.children) == 1:
+        only = next(iter(root.children.values()))
+        if only.value < trunk_share * root.value:
+            break
+        trunk.append(only.label)
+        root = _Node("all samples", "", root.value, only.children)
+    if trunk:
+        root.label = f"all samples (below {trunk[-1]})"
+        root.hover = "all samples, below the common trunk: " + " > ".join(trunk)
+    return root
+
+
 def build_icicle(stacks: Iterable[Stack], min_share: float = 0.005, max_nodes: int = 400,
                  keep_process_frames: bool = False, trunk_share: float = 0.99) -> IcicleData:
     """Merge stacks into a tree keyed by function and file (lines merged), then cap it.
@@ -67,30 +101,9 @@ def build_icicle(stacks: Iterable[Stack], min_share: float = 0.005, max_nodes: i
         raise ValueError(f"min_share must be in [0, 1) (got {min_share!r})")
     if max_nodes < 1:
         raise ValueError(f"max_nodes must be >= 1 (got {max_nodes!r})")
-    root = _Node("all samples", "all samples")
-    for stack in stacks:
-        node = root
-        node.value += stack.count
-        for frame in stack.frames:
-            if frame.is_process and not keep_process_frames:
-                continue
-            label, hover = _short(frame)
-            child = node.children.get(frame.key)
-            if child is None:
-                child = node.children[frame.key] = _Node(label, hover)
-            child.value += stack.count
-            node = child
+    root = _merge(stacks, keep_process_frames)
     total = root.value
-    trunk: list[str] = []
-    while len(root.children) == 1:
-        only = next(iter(root.children.values()))
-        if only.value < trunk_share * root.value:
-            break
-        trunk.append(only.label)
-        root = _Node("all samples", "", root.value, only.children)
-    if trunk:
-        root.label = f"all samples (below {trunk[-1]})"
-        root.hover = "all samples, below the common trunk: " + " > ".join(trunk)
+    root = _cut_trunk(root, trunk_share)
     threshold = max(1, min_share * total)
     ids, labels, parents, values, hovers = [ROOT_ID], [root.label], [""], [total], [root.hover]
     folded = 0

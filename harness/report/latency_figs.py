@@ -15,6 +15,8 @@ from hdrh.histogram import HdrHistogram
 
 from harness import stats
 from harness.rundir import RunDir
+from harness.rundir.records import Summary
+from harness.units import fmt_ms
 
 PLOT_PERCENTILES: tuple[float, ...] = (50, 90, 99, 99.9)
 _LAYOUT: dict[str, Any] = {"template": "plotly_white", "height": 360,
@@ -145,27 +147,28 @@ def stages_over_time_figure(run: RunDir) -> go.Figure | None:
     return fig
 
 
-def breakdown_figure(summary: dict[str, Any]) -> go.Figure | None:
+def breakdown_figure(summary: Summary) -> go.Figure | None:
     """Where the mean client time went: a stacked bar of stage shares and the residual."""
-    block = (summary.get("stages") or {}).get("*")
-    if not block or not (block.get("stages") or block.get("residual")):
+    block = summary.stages.get("*")
+    if block is None or not (block.stages or block.residual):
         return None
-    nested = block.get("service_total") == "app"
-    parts = [(st["stage"], st) for st in block["stages"] if not (nested and st["stage"] == "app")]
-    if nested and block.get("app_unattributed_share") is not None:
-        parts.append(("app (no stage)", {"share": block["app_unattributed_share"],
-                                         "mean_us": None, "p99_us": None}))
-    if block.get("residual"):
-        parts.append(("residual (queue, network)", block["residual"]))
-    mean_ms = (block.get("client_uncorrected_mean_us") or 0) / 1000
+    nested = block.nested
+    # (label, share, p99 µs) per bar segment
+    parts = [(st.stage or "", st.share, st.p99_us) for st in block.stages
+             if not (nested and st.stage == block.service_total)]
+    if nested and block.app_unattributed_share is not None:
+        parts.append((f"{block.service_total} (no stage)", block.app_unattributed_share, None))
+    if block.residual:
+        parts.append(("residual (queue, network)", block.residual.share, block.residual.p99_us))
+    mean_ms = (block.client_uncorrected_mean_us or 0) / 1000
     fig = go.Figure()
-    for name, st in parts:
-        share = float(st.get("share") or 0.0)
+    for name, share, p99_us in parts:
+        share = float(share or 0.0)
         fig.add_trace(go.Bar(
             y=["mean client time"], x=[share * mean_ms], name=name, orientation="h",
             text=[f"{name}<br>{100 * share:.1f} %"], textposition="inside",
             hovertemplate=(f"{name}: %{{x:.3f}} ms ({100 * share:.1f} %)"
-                           + (f", p99 {st['p99_us'] / 1000:.3f} ms" if st.get("p99_us") else "")
+                           + (f", p99 {fmt_ms(p99_us)} ms" if p99_us else "")
                            + "<extra></extra>")))
     fig.update_layout(barmode="stack", title=f"Stage breakdown of the mean client time "
                       f"({mean_ms:.3f} ms)", xaxis_title="ms", **{**_LAYOUT, "height": 260})

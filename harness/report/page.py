@@ -14,6 +14,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from harness.units import fmt_ms
+
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True,
                 "toImageButtonOptions": {"format": "png", "scale": 2}}
 
@@ -87,7 +89,7 @@ def figure_html(fig: go.Figure, div_id: str) -> str:
 
 
 def ms(us: float | None, digits: int = 3) -> str:
-    return "-" if us is None else f"{us / 1000:.{digits}f}"
+    return fmt_ms(us, digits)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from harness.run.faultfile import load_fault_file
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -57,17 +59,13 @@ class ServeOptions:
         if self.faults is not None:
             if not Path(self.faults).is_file():
                 raise ValueError(f"fault config file not found (got {self.faults!r})")
-            from reference_service.faults import load_file
-
-            load_file(self.faults)  # FaultConfigError (a ValueError) names the rule and value
+            load_fault_file(self.faults)  # FaultFileError (a ValueError) names the rule, value
 
     def fault_config(self) -> dict[str, object] | None:
         """The injected faults as configured (what diagnosis and reports show)."""
         if self.faults is None:
             return None
-        from reference_service.faults import load_file
-
-        return load_file(self.faults)
+        return load_fault_file(self.faults)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -249,8 +247,10 @@ class ServedTarget:
         self.log.close()
 
 
-def serve_reference(options: ServeOptions, log_path: Path) -> ServedTarget:
-    """Start the reference service under gunicorn on 127.0.0.1 and wait for /readyz."""
+def serve_reference(options: ServeOptions, log_path: Path,
+                    env: dict[str, str] | None = None) -> ServedTarget:
+    """Start the reference service under gunicorn on 127.0.0.1 and wait for /readyz;
+    ``env``: variables the run's collectors need in the service (an OTLP endpoint)."""
     from reference_service import launch  # the service package is optional for external targets
 
     port = options.port or free_port()
@@ -275,11 +275,10 @@ def serve_reference(options: ServeOptions, log_path: Path) -> ServedTarget:
         record_traffic=options.record_traffic,
     )
     log = open(log_path, "ab")  # noqa: SIM115 - closed by ServedTarget.stop
-    env = {**os.environ, **extra_env}
     started = time.monotonic()
-    proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **extra_env, **(env or {})},
+                            start_new_session=True)
     target = ServedTarget(
         url=f"http://127.0.0.1:{port}", process=proc, options=options, log=log, redis=redis,
         env=extra_env,

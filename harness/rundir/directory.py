@@ -15,7 +15,7 @@ import secrets
 import time
 from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -24,8 +24,15 @@ from jsonschema.exceptions import best_match
 
 from harness import stats
 from harness.rundir.atomic import write_text_atomic
-from harness.rundir.files import ResourceSample, parse_jsonl, parse_resources_csv
+from harness.rundir.files import ResourceSample, parse_jsonl, parse_resources_csv, rebuild_load
 from harness.rundir.hlog import HlogInterval, parse_hlog
+from harness.rundir.trust import (
+    MAX_JSON_BYTES,
+    MAX_LOG_BYTES,
+    drop_invalid,
+    read_bounded,
+    series_entry_problem,
+)
 
 __all__ = ["SCHEMA_VERSION", "IntervalPoint", "ResourceSample", "RunDir", "RunDirError",
            "create_run_dir", "load_schema", "schema_errors",
@@ -137,6 +144,10 @@ class RunDir:
                 f"{SUPPORTED_MAJOR}.x: upgrade the harness")
         for problem in schema_errors(meta, "run")[:3]:
             self.warnings.append(f"run.json does not match its schema {problem}")
+        dropped = drop_invalid(meta, load_schema("run"))
+        if dropped:
+            self.warnings.append("run.json: fields of the wrong shape ignored: "
+                                 + "; ".join(dropped[:5]))
         self.meta: dict[str, Any] = meta
         self._index: dict[str, Any] | None = None
         self._lines: dict[str, list[HlogInterval]] = {}
@@ -144,13 +155,16 @@ class RunDir:
         self._window: tuple[float, float | None] | None = None
 
     # -- small files --------------------------------------------------------------
+    def _read_text(self, rel: str, limit: int) -> str | None:
+        return read_bounded(self.path, rel, limit, self._warn)
+
     def _json(self, rel: str) -> Any | None:
-        path = self.path / rel
-        if not path.is_file():
+        raw = self._read_text(rel, MAX_JSON_BYTES)
+        if raw is None:
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            return json.loads(raw)
+        except ValueError as exc:
             self._warn(f"{rel} is not readable JSON ({exc}); ignored")
             return None
 
@@ -166,11 +180,31 @@ class RunDir:
                 if index is None:
                     self._warn("latency/series.json is missing: no latency was recorded")
                 index = {}
-            index.setdefault("series", [])
-            index.setdefault("interval_s", 1.0)
-            index.setdefault("lowest_us", 1)
-            index.setdefault("highest_us", 3_600_000_000)
-            index.setdefault("significant_figures", 3)
+            defaults = {"series": [], "interval_s": 1.0, "lowest_us": 1,
+                        "highest_us": 3_600_000_000, "significant_figures": 3}
+            for key, default in defaults.items():
+                value = index.get(key, default)
+                ok = isinstance(value, list) if key == "series" else \
+                    isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and value > 0
+                if not ok:
+                    self._warn(f"latency/series.json: {key} is not valid (got "
+                               f"{str(value)[:40]}); the default is used")
+                    value = default
+                index[key] = value
+            if not (1 <= index["lowest_us"] < index["highest_us"] <= 2**62
+                    and 1 <= index["significant_figures"] <= 5):
+                self._warn("latency/series.json: histogram layout out of range; the default "
+                           "1 us .. 1 h, 3 digits is used")
+                index.update(lowest_us=1, highest_us=3_600_000_000, significant_figures=3)
+            usable = []
+            for entry in index["series"]:
+                problem = series_entry_problem(entry)
+                if problem:
+                    self._warn(f"latency/series.json: series ignored: {problem}")
+                else:
+                    usable.append(entry)
+            index["series"] = usable
             self._index = index
         return self._index
 
@@ -182,6 +216,20 @@ class RunDir:
         """A JSON object file of the run (``"resources.json"``, ``"driver.json"``…) or None."""
         found = self._json(rel)
         return found if isinstance(found, dict) else None
+
+    def saved_summary(self) -> dict[str, Any] | None:
+        """summary.json when present and valid against summary.schema.json, else None (with
+        a warning when it exists): callers then compute the summary from the raw files."""
+        doc = self._json("summary.json")
+        if doc is None:
+            return None
+        problems = schema_errors(doc, "summary") if isinstance(doc, dict) else \
+            [f"it is a {type(doc).__name__}, not an object"]
+        if problems:
+            self._warn(f"summary.json does not match its schema {problems[0]}; recomputed "
+                       "from the raw files")
+            return None
+        return doc
 
     def profile_status(self) -> dict[str, Any] | None:
         """profile/status.json, or None when the profiler did not run."""
@@ -200,13 +248,15 @@ class RunDir:
         if start is None:
             base = self.series_index().get("start_time") or timeline.get("load_start")
             warmup = (self.meta.get("load") or {}).get("warmup_s") or 0.0
-            start = base + warmup if base is not None else None
+            start = float(base) + warmup if _number(base) else None
         if start is None:
             first = [iv["t"] for iv in self.intervals() if not iv.get("warmup")]
             start = min(first) if first else -math.inf
         # The driver's own load_end is exact; the orchestrator's comes after the driver exits.
-        driver_end = ((self.read_json("load.json") or {}).get("timeline") or {}).get("load_end")
-        end = driver_end if isinstance(driver_end, (int, float)) else timeline.get("load_end")
+        driver_timeline = (self.read_json("load.json") or {}).get("timeline")
+        driver_end = driver_timeline.get("load_end") if isinstance(driver_timeline, dict) \
+            else None
+        end = driver_end if _number(driver_end) else timeline.get("load_end")
         return float(start), (float(end) if end is not None else None)
 
     def in_window(self, t: float) -> bool:
@@ -235,10 +285,9 @@ class RunDir:
     def _read_hlog(self, file: str) -> list[HlogInterval]:
         if file not in self._lines:
             rel = f"latency/{file}"
-            try:
-                raw = (self.path / rel).read_text(encoding="utf-8", errors="replace")
-            except OSError as exc:
-                self._warn(f"{rel} cannot be read ({exc}); series ignored")
+            raw = self._read_text(rel, MAX_LOG_BYTES)
+            if raw is None:
+                self._warn(f"{rel} is missing or unreadable; series ignored")
                 raw = ""
             self._lines[file], warnings = parse_hlog(raw, rel, self._template())
             for w in warnings:
@@ -306,8 +355,7 @@ class RunDir:
     def intervals(self) -> list[dict[str, Any]]:
         """intervals.jsonl, one dict per complete line, in file order."""
         if self._intervals is None:
-            path = self.path / "intervals.jsonl"
-            raw = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+            raw = self._read_text("intervals.jsonl", MAX_LOG_BYTES) or ""
             self._intervals, warnings = parse_jsonl(raw, "intervals.jsonl")
             for w in warnings:
                 self._warn(w)
@@ -319,32 +367,20 @@ class RunDir:
         if isinstance(load, dict):
             return {**load, "source": "load.json"}
         self._warn("load.json is missing or unreadable: totals rebuilt from intervals.jsonl")
-        settings = self.meta.get("load") or {}
         measured = [iv for iv in self.intervals() if self.in_window(iv["t"])]
-        _, _, seconds = self.measured_span()
-        totals: dict[str, Any] = {}
-        for key in ("requests", "failures", "scheduled", "started", "late"):
-            values = [iv[key] for iv in measured if isinstance(iv.get(key), (int, float))]
-            totals[key] = int(sum(values)) if values else None
-        totals["achieved_rps"] = (totals["requests"] / seconds
-                                  if totals["requests"] is not None and seconds > 0 else None)
-        errors: dict[str, int] = {}
-        for iv in measured:
-            for key, n in (iv.get("errors") or {}).items():
-                errors[key] = errors.get(key, 0) + int(n)
-        return {"model": settings.get("model"), "arrival": settings.get("arrival"),
-                "target_rps": settings.get("rate"), "users": settings.get("users"),
-                "duration_s": settings.get("duration_s"), "warmup_s": settings.get("warmup_s"),
-                "measured": totals, "errors": errors, "workers": settings.get("workers"),
-                "stopped_early": True, "stop_reason": "the load driver did not finish",
-                "source": "intervals.jsonl"}
+        return rebuild_load(self.meta.get("load") or {}, measured, self.measured_span()[2])
 
     def resources(self) -> list[ResourceSample]:
         """resources.csv as typed rows; malformed rows are skipped with a warning."""
-        path = self.path / "resources.csv"
-        if not path.is_file():
+        raw = self._read_text("resources.csv", MAX_LOG_BYTES)
+        if raw is None:
             return []
-        rows, warnings = parse_resources_csv(path.read_text(encoding="utf-8", errors="replace"))
+        rows, warnings = parse_resources_csv(raw)
         for w in warnings:
             self._warn(w)
         return rows
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)

@@ -14,7 +14,7 @@ import io
 import json
 from typing import Any, NamedTuple
 
-__all__ = ["ResourceSample", "parse_jsonl", "parse_resources_csv"]
+__all__ = ["ResourceSample", "parse_jsonl", "parse_resources_csv", "rebuild_load"]
 
 
 
@@ -76,3 +76,25 @@ def parse_resources_csv(raw: str, rel: str = "resources.csv"
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{rel}: row {number} is malformed or truncated; skipped")
     return out, warnings
+
+
+def rebuild_load(settings: dict[str, Any], measured: list[dict[str, Any]], seconds: float
+                 ) -> dict[str, Any]:
+    """load.json's totals rebuilt from the measured intervals of intervals.jsonl, for a run
+    whose driver died before writing load.json (``settings``: run.json's ``load``)."""
+    totals: dict[str, Any] = {}
+    for key in ("requests", "failures", "scheduled", "started", "late"):
+        values = [iv[key] for iv in measured if isinstance(iv.get(key), (int, float))]
+        totals[key] = int(sum(values)) if values else None
+    totals["achieved_rps"] = (totals["requests"] / seconds
+                              if totals["requests"] is not None and seconds > 0 else None)
+    errors: dict[str, int] = {}
+    for iv in measured:
+        for key, n in (iv.get("errors") or {}).items():
+            errors[key] = errors.get(key, 0) + int(n)
+    return {"model": settings.get("model"), "arrival": settings.get("arrival"),
+            "target_rps": settings.get("rate"), "users": settings.get("users"),
+            "duration_s": settings.get("duration_s"), "warmup_s": settings.get("warmup_s"),
+            "measured": totals, "errors": errors, "workers": settings.get("workers"),
+            "stopped_early": True, "stop_reason": "the load driver did not finish",
+            "source": "intervals.jsonl"}

@@ -32,7 +32,8 @@ from harness.rundir.atomic import write_text_atomic
 from harness.rundir.files import bad_line
 from harness.stats import counts_array
 
-__all__ = ["HlogFiles", "HlogInterval", "SeriesKey", "parse_hlog", "series_file_name"]
+__all__ = ["HIGHEST_US", "LOWEST_US", "SIGNIFICANT_FIGURES", "HlogFiles", "HlogInterval",
+           "SeriesKey", "new_histogram", "parse_hlog", "series_file_name"]
 
 _START_TIME = re.compile(r"#\[StartTime:\s*([\d.]+)")
 _BASE_TIME = re.compile(r"#\[BaseTime:\s*([\d.]+)")
@@ -49,6 +50,19 @@ class SeriesKey(NamedTuple):
     name: str
     stage: str | None
     tag: str | None
+
+
+#: the histogram layout of every series of a run directory: 1 µs .. 1 h, 3 digits
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT_FIGURES = 3
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty histogram with the run directory's fixed range and precision."""
+    # Allocating is ~20x cheaper than HdrHistogram.reset() in hdrh 0.10, so intervals
+    # get fresh histograms instead of resetting old ones.
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
 
 
 class Series(Protocol):
@@ -152,9 +166,9 @@ class HlogFiles:
         doc = {
             "interval_s": self.interval_s,
             "start_time": self.start_time,
-            "lowest_us": 1,
-            "highest_us": 3_600_000_000,
-            "significant_figures": 3,
+            "lowest_us": LOWEST_US,
+            "highest_us": HIGHEST_US,
+            "significant_figures": SIGNIFICANT_FIGURES,
             "series": [
                 {"file": s.file, "metric": s.key.metric, "name": s.key.name,
                  "stage": s.key.stage, "tag": s.key.tag, "out_of_range": s.out_of_range}

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats as sps
+from scipy.spatial.distance import jensenshannon
 
 __all__ = ["PSI_EPS", "PSI_MODERATE", "PSI_MAJOR", "P_VALUE", "DISTANCE_THRESHOLD",
            "LARGE_SAMPLE", "MIN_SAMPLE", "KL_PSEUDOCOUNT", "DriftResult", "ReferenceCDF",
@@ -76,7 +77,11 @@ def psi(reference: Counts, current: Counts, eps: float = PSI_EPS) -> float:
 
 def kl_divergence(p_counts: Counts, q_counts: Counts,
                   pseudocount: float = KL_PSEUDOCOUNT) -> float:
-    """``D_KL(P || Q)`` in nats over the same bins, each bin smoothed by ``pseudocount``."""
+    """``D_KL(P || Q)`` in nats over the same bins, each bin smoothed by ``pseudocount``.
+
+    ``scipy.stats.entropy(p, q)`` after the smoothing (it normalizes both sides); ``inf``
+    when Q has no mass where P has some (only possible with ``pseudocount=0``).
+    """
     p = _proportions(p_counts, "p_counts") + pseudocount
     q = _proportions(q_counts, "q_counts") + pseudocount
     if p.size != q.size:
@@ -84,28 +89,24 @@ def kl_divergence(p_counts: Counts, q_counts: Counts,
     if pseudocount < 0 or p.sum() == 0 or q.sum() == 0:
         raise ValueError(f"pseudocount must be >= 0 and leave mass on both sides "
                          f"(got {pseudocount!r})")
-    p, q = p / p.sum(), q / q.sum()
-    mask = p > 0
-    if np.any(q[mask] == 0):
-        return math.inf
-    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+    return float(sps.entropy(p, q))
 
 
 def js_distance(p_counts: Counts, q_counts: Counts) -> float:
-    """Jensen-Shannon distance (natural log) of two count vectors; 0.0 if either is empty."""
+    """Jensen-Shannon distance (natural log) of two count vectors; 0.0 if either is empty.
+
+    ``scipy.spatial.distance.jensenshannon``; identical inputs can round to a tiny negative
+    divergence, whose square root scipy returns as NaN: that is a distance of 0.
+    """
     p = _proportions(p_counts, "p_counts")
     q = _proportions(q_counts, "q_counts")
     if p.size != q.size:
         raise ValueError(f"p and q need the same bins (got {p.size} and {q.size})")
     if p.sum() == 0 or q.sum() == 0:
         return 0.0
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log(p / m), 0.0).sum()
-        kl_q = np.where(q > 0, q * np.log(q / m), 0.0).sum()
-    # Identical inputs can round to a tiny negative; scipy's sqrt then gives NaN.
-    return float(math.sqrt(max(0.0, (kl_p + kl_q) / 2)))
+    with np.errstate(invalid="ignore"):
+        d = float(jensenshannon(p, q))
+    return 0.0 if math.isnan(d) else d
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """`harness diagnose`: ranked findings about where a run's time went, with their evidence.
 
 ``diagnose(run, baseline=None)`` extracts the run's facts once
-(``harness.analysis.diagnosis.facts.extract_facts``), applies the single-run rules in the layered
-order of ``harness.analysis.diagnosis.single`` and, with a baseline, the change rules of
-``harness.analysis.diagnosis.change``, then ranks: severity first (critical, warning, info),
-then score (the share of the latency, or of its growth, the finding explains).
+(``harness.analysis.diagnosis.facts.extract_facts``), runs the ``single`` book of the rule
+engine (``harness.analysis.diagnosis.single``: measurement, infrastructure, stages, inputs)
+and, with a baseline, the ``change`` book (``harness.analysis.diagnosis.change``) and the
+data checks (the ``data`` book, ``harness.analysis.data.findings``), then ranks: severity
+first (critical, warning, info), then score (the share of the latency, or of its growth,
+the finding explains).
 With a baseline the change findings come first within their severity, because
 the question then is "what changed". What every finding means: docs/diagnose.md.
 """
@@ -16,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.analysis.data.findings import data_findings
 from harness.analysis.diagnosis.change import change_rules
-from harness.analysis.diagnosis.facts import SEVERITIES, Facts, Finding, extract_facts
-from harness.analysis.diagnosis.single import RULES, busy_fraction
+from harness.analysis.diagnosis.facts import Facts, extract_facts
+from harness.analysis.diagnosis.single import busy_fraction, single_rules
+from harness.analysis.rules import SEVERITIES, Finding
+from harness.rundir import write_json_atomic
 
-__all__ = ["Diagnosis", "Finding", "diagnose", "diagnose_facts", "format_diagnosis",
-           "rank", "DIAGNOSIS_FILE"]
+__all__ = ["DIAGNOSIS_FILE", "Diagnosis", "Finding", "diagnose", "diagnose_facts",
+           "format_diagnosis", "rank", "write_diagnosis"]
 
 DIAGNOSIS_FILE = "diagnosis.json"
 DIAGNOSIS_VERSION = "1.0"
@@ -79,9 +84,7 @@ def _headline(f: Facts) -> dict[str, Any]:
 
 def diagnose_facts(run: Facts, baseline: Facts | None = None) -> list[Finding]:
     """All findings for already extracted facts, ranked (the pure core of ``diagnose``)."""
-    findings: list[Finding] = []
-    for rule in RULES:
-        findings += rule(run)
+    findings = single_rules(run)
     if baseline is not None:
         findings += change_rules(run, baseline)
     return rank(findings, change_first=baseline is not None)
@@ -98,9 +101,7 @@ def diagnose(run: Any, baseline: Any | None = None) -> Diagnosis:
     findings = diagnose_facts(facts, base)
     try:
         # The input-data layer: drift, nulls and prediction shift of the recorded traffic
-        # and the service's prediction histograms (harness/datachecks.py).
-        from harness.analysis.data.findings import data_findings
-
+        # and the service's prediction histograms (harness/analysis/data/).
         extra = data_findings(run.path, baseline.path if baseline is not None else None)
     except Exception as exc:  # the latency diagnosis stands without the data checks
         extra = []
@@ -113,8 +114,6 @@ def diagnose(run: Any, baseline: Any | None = None) -> Diagnosis:
 
 def write_diagnosis(diagnosis: Diagnosis, run_dir: Path) -> Path:
     """Write diagnosis.json into the run directory (atomically); returns its path."""
-    from harness.rundir import write_json_atomic
-
     path = Path(run_dir) / DIAGNOSIS_FILE
     write_json_atomic(path, diagnosis.to_dict())
     return path

@@ -38,8 +38,10 @@ from harness.analysis.slo.spec import (
     parse_slo,
     retarget,
 )
-from harness.analysis.summary import summarize
+from harness.analysis.summary import summarize_record
 from harness.rundir import RunDir
+from harness.rundir.records import CheckEntry, SeriesEntry, Summary
+from harness.units import fmt_ms
 
 __all__ = ["DEFAULT_CONFIDENCE", "VERDICTS", "Objective", "Slo", "SloError", "SloResult",
            "SloRow", "check", "format_slo_result", "junit_xml", "latency_label", "load_slo",
@@ -49,9 +51,9 @@ __all__ = ["DEFAULT_CONFIDENCE", "VERDICTS", "Objective", "Slo", "SloError", "Sl
 VERDICTS = ("pass", "fail", "inconclusive", "invalid")
 
 def request_names(run: RunDir) -> list[str]:
-    """The request names recorded in a run (untagged client series)."""
-    return sorted({s["name"] for s in run.series()
-                   if s.get("metric") in ("client", "client_failed") and s.get("name")})
+    """The request names recorded in a run (client series)."""
+    return sorted({s.name for s in map(SeriesEntry.from_dict, run.series())
+                   if s.is_request and s.name})
 
 
 def resolve_name(run: RunDir, name: str) -> str:
@@ -124,17 +126,17 @@ def _latency_row(run: RunDir, o: Objective, p: float, target_us: int, c: float) 
     lo_rank, _ = stats.quantile_ci_ranks(n, p, 2.0 * c - 1.0)
     lower = stats.value_at_rank(hist, lo_rank, upper=False) if lo_rank is not None else None
     if upper is not None and upper <= target_us:
-        verdict, detail = "pass", f"{c:.0%} upper bound {upper / 1000:.3f} ms <= target"
+        verdict, detail = "pass", f"{c:.0%} upper bound {fmt_ms(upper)} ms <= target"
     elif lower is not None and lower > target_us:
-        verdict, detail = "fail", f"{c:.0%} lower bound {lower / 1000:.3f} ms > target"
+        verdict, detail = "fail", f"{c:.0%} lower bound {fmt_ms(lower)} ms > target"
     elif upper is None:
         need = stats.min_samples_for_percentile(p, c)
         verdict, detail = "inconclusive", (f"{n} samples: a {c:.0%} upper bound of "
                                            f"{latency_label(p)} needs at least {need}")
     else:
         verdict, detail = "inconclusive", (
-            f"target inside the {c:.0%} bounds [{(lower or 0) / 1000:.3f}, "
-            f"{upper / 1000:.3f}] ms: run longer to decide")
+            f"target inside the {c:.0%} bounds [{fmt_ms(lower or 0)}, {fmt_ms(upper)}] ms: "
+            "run longer to decide")
     return SloRow(label, "latency", target_us, measured, lower, upper, n, verdict, detail)
 
 
@@ -183,12 +185,19 @@ def _throughput_row(run: RunDir, o: Objective, target: float) -> SloRow:
     return SloRow(label, "throughput", target, rps, rps, rps, n, verdict, detail)
 
 
+def _self_check(run: RunDir) -> tuple[CheckEntry, ...]:
+    """The self-check of summary.json when it is valid, else of the summary computed now."""
+    saved = run.saved_summary()
+    if saved is not None:
+        try:
+            return Summary.from_dict(saved).self_check
+        except ValueError as exc:
+            run.warnings.append(f"summary.json: {exc}; its self-check recomputed")
+    return summarize_record(run).self_check
+
+
 def _self_check_errors(run: RunDir) -> list[str]:
-    summary = run.read_json("summary.json")
-    if summary is None or "self_check" not in summary:
-        summary = summarize(run, write=False)
-    return [f"{c['check']}: {c['detail']}" for c in summary.get("self_check", [])
-            if not c.get("ok") and c.get("severity") == "error"]
+    return [f"{c.check}: {c.detail}" for c in _self_check(run) if c.is_error]
 
 
 def check(run: RunDir, slo: Slo, confidence: float | None = None, *,
@@ -223,7 +232,7 @@ def _value(kind: str, v: float | None) -> str:
     if v is None:
         return "-"
     if kind == "latency":
-        return f"{v / 1000:.3f} ms"
+        return fmt_ms(v, unit=True)
     if kind == "error_rate":
         return f"{v:.3%}"
     return f"{v:.2f}/s"

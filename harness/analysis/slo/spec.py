@@ -1,7 +1,9 @@
 """The SLO file: its format, parsing and validation (reference: docs/slo.md).
 
-Kept apart from the decision rules (harness/slo.py, which re-exports everything here)
-so that each module has one role: this one turns text into checked ``Slo`` records.
+Kept apart from the decision rules (``check``; ``harness.analysis.slo`` re-exports both)
+so that each module has one role: this one turns text into checked ``Slo`` records. The
+file's shape is checked against a JSON Schema (``schema.SLO_SCHEMA``); what a schema
+cannot say (a percentile in (0, 100), a latency of at least 1 µs) is checked here.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from typing import Any
 
 import yaml
 
+from harness.analysis.slo.schema import METRICS, slo_problem
+
 __all__ = ["DEFAULT_CONFIDENCE", "METRICS", "Objective", "Slo", "SloError", "latency_label",
            "load_slo", "parse_latency", "parse_percentile", "parse_slo", "retarget"]
 
 DEFAULT_CONFIDENCE = 0.95
-METRICS = ("client", "client_uncorrected", "residual")
-_OBJECTIVE_KEYS = {"name", "stage", "metric", "input_class", "tag", "latency", "error_rate",
-                   "min_throughput", "description"}
 _LATENCY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s)?\s*$")
 _UNIT_US = {"us": 1.0, "µs": 1.0, "ms": 1000.0, "s": 1_000_000.0, None: 1000.0}
 _PCT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -112,36 +113,16 @@ class Slo:
     source: str | None = None
 
 
-def _objective(raw: Any, where: str) -> Objective:
-    if not isinstance(raw, dict):
-        raise SloError(f"{where}: an objective must be a mapping (got {raw!r})")
-    unknown = sorted(set(raw) - _OBJECTIVE_KEYS)
-    if unknown:
-        raise SloError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(_OBJECTIVE_KEYS)})")
-    name = raw.get("name", "*")
-    if not isinstance(name, str) or not name:
-        raise SloError(f"{where}.name: must be a request name or '*' (got {name!r})")
+def _objective(raw: dict[str, Any], where: str) -> Objective:
+    """An Objective from an objective the schema accepted: what a schema cannot say
+    (percentiles in (0, 100), latencies of at least 1 µs, a percentage error rate below
+    100 %, a finite throughput) is checked here, in the same message format."""
     stage = raw.get("stage")
-    if stage is not None and (not isinstance(stage, str) or not stage):
-        raise SloError(f"{where}.stage: must be a stage name (got {stage!r})")
-    metric = raw.get("metric", "stage" if stage else "client")
-    if stage is not None and metric != "stage":
-        raise SloError(f"{where}.metric: with a stage the metric is 'stage' (got {metric!r})")
-    if stage is None and metric not in METRICS:
-        raise SloError(f"{where}.metric: must be one of {list(METRICS)} (got {metric!r})")
     tag = raw.get("tag")
     if "input_class" in raw:
-        if tag is not None:
-            raise SloError(f"{where}: give input_class or tag, not both (got {raw!r})")
         tag = f"input_class={raw['input_class']}"
-    if tag is not None and (not isinstance(tag, str) or "=" not in tag):
-        raise SloError(f"{where}.tag: must be 'key=value' (got {tag!r})")
-    latency = raw.get("latency") or {}
-    if not isinstance(latency, dict):
-        raise SloError(f"{where}.latency: must map percentiles to bounds, e.g. {{p99: 50ms}} "
-                       f"(got {latency!r})")
     bounds: dict[float, int] = {}
-    for key, value in latency.items():
+    for key, value in (raw.get("latency") or {}).items():
         try:
             bounds[parse_percentile(key)] = parse_latency(value)
         except ValueError as exc:
@@ -153,41 +134,28 @@ def _objective(raw: Any, where: str) -> Objective:
         except ValueError as exc:
             raise SloError(f"{where}.error_rate: {exc}") from None
     throughput = raw.get("min_throughput")
-    if throughput is not None:
-        if isinstance(throughput, bool) or not isinstance(throughput, (int, float)) \
-                or not (math.isfinite(throughput) and throughput > 0):
-            raise SloError(f"{where}.min_throughput: must be a number of requests/s > 0 "
-                           f"(got {throughput!r})")
-        throughput = float(throughput)
-    if stage is not None and (error_rate is not None or throughput is not None):
-        raise SloError(f"{where}: error_rate and min_throughput apply to requests, not to "
-                       f"stage {stage!r}")
-    if not bounds and error_rate is None and throughput is None:
-        raise SloError(f"{where}: no bound given (need latency, error_rate or min_throughput)")
+    if throughput is not None and not math.isfinite(throughput):
+        raise SloError(f"{where}.min_throughput: must be a number of requests/s > 0 "
+                       f"(got {throughput!r})")
     description = raw.get("description")
-    return Objective(name=name, metric=metric, stage=stage, tag=tag,
-                     latency_us=tuple(sorted(bounds.items())), max_error_rate=error_rate,
-                     min_throughput_rps=throughput,
+    return Objective(name=raw.get("name", "*"), metric=raw.get("metric", "stage" if stage
+                                                                 else "client"),
+                     stage=stage, tag=tag, latency_us=tuple(sorted(bounds.items())),
+                     max_error_rate=error_rate,
+                     min_throughput_rps=None if throughput is None else float(throughput),
                      description=str(description) if description is not None else None)
 
 
 def parse_slo(doc: Any, source: str = "<slo>") -> Slo:
-    """An Slo from an already-parsed YAML/JSON document; SloError names source and key."""
-    if not isinstance(doc, dict):
-        raise SloError(f"{source}: must be a mapping with 'objectives' (got {type(doc).__name__})")
-    unknown = sorted(set(doc) - {"confidence", "objectives", "description"})
-    if unknown:
-        raise SloError(f"{source}: unknown top-level key {unknown[0]!r} "
-                       "(known: confidence, objectives, description)")
-    confidence = doc.get("confidence", DEFAULT_CONFIDENCE)
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
-            or not 0.5 < float(confidence) < 1.0:
-        raise SloError(f"{source}: confidence must be in (0.5, 1), e.g. 0.95 (got {confidence!r})")
-    objectives = doc.get("objectives")
-    if not isinstance(objectives, list) or not objectives:
-        raise SloError(f"{source}: objectives must be a non-empty list (got {objectives!r})")
-    parsed = tuple(_objective(o, f"{source}: objectives[{i}]") for i, o in enumerate(objectives))
-    return Slo(objectives=parsed, confidence=float(confidence), source=source)
+    """An Slo from an already-parsed YAML/JSON document; SloError names the source, the
+    field, the rule and the value. The shape is checked against ``schema.SLO_SCHEMA``."""
+    problem = slo_problem(doc)
+    if problem is not None:
+        raise SloError(f"{source}: {problem}")
+    parsed = tuple(_objective(o, f"{source}: objectives[{i}]")
+                   for i, o in enumerate(doc["objectives"]))
+    return Slo(objectives=parsed, confidence=float(doc.get("confidence", DEFAULT_CONFIDENCE)),
+               source=source)
 
 
 def load_slo(path: Path | str) -> Slo:

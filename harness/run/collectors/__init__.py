@@ -1,7 +1,8 @@
-"""Collectors: one module per collector behind one small interface (see base.py).
+"""Collectors: one module per collector behind one small interface (see base.py), each
+declared once by a ``CollectorSpec`` and listed in registry.py.
 
-Submodules are imported on first use, so ``harness.load.recorder`` in the
-load driver does not pull in psutil or py-spy handling.
+Submodules are imported on first use: the ``harness`` command builds its parsers for every
+command and should not pay for psutil and py-spy handling unless it runs a load.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Collector", "CollectorContext", "ProfileCollector", "ResourcesCollector"]
+__all__ = ["Collector", "CollectorContext", "CollectorSpec", "ProfileCollector",
+           "ResourcesCollector"]
 
 _WHERE = {
     "Collector": "base",
     "CollectorContext": "base",
+    "CollectorSpec": "base",
     "ProfileCollector": "profile",
     "ResourcesCollector": "resources",
 }

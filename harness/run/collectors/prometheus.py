@@ -19,13 +19,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from harness.run.collectors.base import CollectorContext
+from harness.run.collectors.base import CollectorContext, CollectorSpec
 from harness.rundir import write_json_atomic
 from harness.rundir.atomic import write_text_atomic
 
-__all__ = ["PrometheusCollector", "scrape"]
+__all__ = ["SPEC", "PrometheusCollector", "PrometheusOptions", "scrape"]
 
 _OPTIONS = {"url", "every_s", "timeout_s"}
 
@@ -49,18 +50,42 @@ def scrape(url: str, timeout_s: float = 5.0) -> str:
     return body
 
 
+@dataclass(frozen=True)
+class PrometheusOptions:
+    """Options of the Prometheus collector (no command-line flags).
+
+    Attributes:
+        url: the metrics endpoint; None: the target's ``/metrics``.
+        every_s: also scrape every this many seconds (>= 1) between start and end.
+        timeout_s: of one scrape.
+    """
+
+    url: str | None = None
+    every_s: float | None = None
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.url is not None and (not isinstance(self.url, str)
+                                     or not self.url.startswith(("http://", "https://"))):
+            raise ValueError(f"url must be an http(s) URL (got {self.url!r})")
+        every_s = self.every_s
+        if every_s is not None and (isinstance(every_s, bool) or not isinstance(
+                every_s, (int, float)) or not every_s >= 1):
+            raise ValueError(f"every_s must be >= 1 second or None (got {every_s!r})")
+        if isinstance(self.timeout_s, bool) or not (isinstance(self.timeout_s, (int, float))
+                                                    and self.timeout_s > 0):
+            raise ValueError(f"timeout_s must be > 0 (got {self.timeout_s!r})")
+
+
 class PrometheusCollector:
     """Scrapes the target's metrics endpoint into the run directory (see module doc)."""
 
     name = "prometheus"
 
     def __init__(self, url: str, every_s: float | None = None, timeout_s: float = 5.0) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str):
             raise ValueError(f"url must be an http(s) URL (got {url!r})")
-        if every_s is not None and not (isinstance(every_s, (int, float)) and every_s >= 1):
-            raise ValueError(f"every_s must be >= 1 second or None (got {every_s!r})")
-        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ValueError(f"timeout_s must be > 0 (got {timeout_s!r})")
+        PrometheusOptions(url, every_s, timeout_s)  # ValueError names the bad value
         self.url, self.every_s, self.timeout_s = url, every_s, float(timeout_s)
         self._ctx: CollectorContext | None = None
         self._stop = threading.Event()
@@ -128,3 +153,16 @@ class PrometheusCollector:
         self._status = {"ok": ok, "reason": reason, "url": self.url,
                         "scrapes": len(self._scrapes), "errors": list(self._errors)}
         return self._status
+
+
+def _create(opts: PrometheusOptions, ctx: CollectorContext) -> PrometheusCollector:
+    if opts.url is None and ctx.target_url is None:
+        raise ValueError("prometheus collector needs option 'url' or a target URL (got none)")
+    url = opts.url or str(ctx.target_url).rstrip("/") + "/metrics"
+    return PrometheusCollector(url, opts.every_s, opts.timeout_s)
+
+
+# At the load's start, when measure_start is known: the "start" scrape waits for it.
+# /metrics at the window's start and end: prediction shift and missing features.
+SPEC = CollectorSpec(name="prometheus", at="load", options=PrometheusOptions, create=_create,
+                     stop_timeout_s=30.0)

@@ -25,21 +25,24 @@ that dies keeps what was sampled.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import psutil
 
-from harness.run.collectors.base import CollectorContext
+from harness.run.collectors.base import CollectorContext, CollectorSpec
 from harness.run.collectors.proctree import descendants
 from harness.rundir.atomic import write_text_atomic
 
-__all__ = ["COLUMNS", "EXTERNAL_NOTE", "ROLES", "ResourcesCollector", "check_rate_hz"]
+__all__ = ["COLUMNS", "EXTERNAL_NOTE", "ROLES", "SPEC", "ResourcesCollector", "ResourcesOptions",
+           "check_rate_hz"]
 
 COLUMNS = (
     "t", "pid", "role", "name", "cpu_percent", "rss_bytes", "num_threads",
@@ -147,6 +150,8 @@ class ResourcesCollector:
         if self._ctx is not None:
             raise RuntimeError("resources collector started twice")
         self.apply_options(ctx.options)
+        if ctx.collector_pids is not None:  # the processes other collectors run (py-spy)
+            self.watch(ctx.collector_pids, "profiler")
         self._ctx = ctx
         self._file = (ctx.run_dir / "resources.csv").open("w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
@@ -329,3 +334,30 @@ class ResourcesCollector:
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@dataclass(frozen=True)
+class ResourcesOptions:
+    """Options of the resources collector: ``rate_hz`` samples per second (``--resources-hz``)."""
+
+    rate_hz: float = DEFAULT_RATE_HZ
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate_hz", check_rate_hz(self.rate_hz))
+
+
+def _add_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--resources-hz", type=float, default=DEFAULT_RATE_HZ,
+                       help="psutil sampling rate (default 4)")
+
+
+def _from_args(args: argparse.Namespace) -> ResourcesOptions:
+    return ResourcesOptions(rate_hz=args.resources_hz)
+
+
+# Started with the load driver process: its samples cover the warm-up and the driver's own
+# start-up. start() applies ctx.options (these options, as a mapping).
+SPEC = CollectorSpec(name="resources", at="process", options=ResourcesOptions,
+                     create=lambda _opts, _ctx: ResourcesCollector(), add_flags=_add_flags,
+                     from_args=_from_args, stop_timeout_s=15.0,
+                     title="resources collector (psutil: service, load generator, machine)")

@@ -1,6 +1,6 @@
 """Stage maps: which pipeline stage a profiler sample belongs to.
 
-A stage map is a JSON file::
+A stage map is a JSON file (its schema: harness/run/schemas/stagemap.schema.json)::
 
     {"name": "reference_service",
      "rules": [{"stage": "fetch", "file": "*/reference_service/store/*"},
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.run.collectors.schema import first_problem
 from harness.rundir.stacks import Frame, Stack
 
 __all__ = [
@@ -49,7 +50,7 @@ __all__ = [
 OTHER = "other"
 DEFAULT_MAP_PATH = Path(__file__).resolve().parents[2] / "stagemaps" / "reference_service.json"
 _BUNDLED_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_RULE_KEYS = {"stage", "file", "function", "file_regex", "function_regex", "fallback"}
+MAX_MAP_BYTES = 4_000_000  # the bundled map is 3 kB; a map this big is not one
 _MATCHERS = ("file", "function", "file_regex", "function_regex")
 
 # Blocking calls of the standard library and common servers, as the leaf Python frame.
@@ -87,26 +88,9 @@ class Rule:
     _function_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, data: object, where: str, wait: bool = False) -> Rule:
-        if not isinstance(data, Mapping):
-            raise _fail(where, f"a rule must be a JSON object (got {data!r})")
-        unknown = set(data) - _RULE_KEYS
-        if unknown:
-            raise _fail(where,
-                        f"unknown rule keys {sorted(unknown)} (allowed: {sorted(_RULE_KEYS)})")
-        if not any(data.get(k) is not None for k in _MATCHERS):
-            raise _fail(where,
-                        f"a rule needs at least one of {list(_MATCHERS)} (got {dict(data)!r})")
-        for key in _MATCHERS:
-            value = data.get(key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise _fail(where, f"{key} must be a non-empty string (got {value!r})")
-        stage = data.get("stage", "")
-        if not wait and (not isinstance(stage, str) or not stage.strip()):
-            raise _fail(where, f"stage must be a non-empty string (got {stage!r})")
-        fallback = data.get("fallback", False)
-        if not isinstance(fallback, bool):
-            raise _fail(where, f"fallback must be true or false (got {fallback!r})")
+    def from_checked(cls, data: Mapping[str, Any], where: str) -> Rule:
+        """A rule from a map that passed the schema (stagemap.schema.json); compiles its
+        regular expressions (ValueError naming a bad one)."""
         compiled = {}
         for key in ("file_regex", "function_regex"):
             pattern = data.get(key)
@@ -116,9 +100,11 @@ class Rule:
                 except re.error as exc:
                     raise _fail(where, f"{key} is not a valid regex ({exc}) "
                                        f"(got {pattern!r})") from None
+        stage = data.get("stage", "")
         return cls(stage=stage if isinstance(stage, str) else "", file=data.get("file"),
                    function=data.get("function"), file_regex=data.get("file_regex"),
-                   function_regex=data.get("function_regex"), fallback=fallback,
+                   function_regex=data.get("function_regex"),
+                   fallback=bool(data.get("fallback", False)),
                    _file_re=compiled.get("file_regex"), _function_re=compiled.get("function_regex"))
 
     def matches(self, frame: Frame) -> bool:
@@ -159,24 +145,20 @@ class StageMap:
 
     @classmethod
     def from_dict(cls, data: object, source: str | None = None) -> StageMap:
+        """A map from its JSON document, checked against harness/run/schemas/
+        stagemap.schema.json; ValueError names the source, the field, the rule, the value."""
         where = source or "<dict>"
-        if not isinstance(data, Mapping):
-            raise _fail(where, f"must be a JSON object (got {type(data).__name__})")
-        unknown = set(data) - {"name", "description", "rules", "wait"}
-        if unknown:
-            raise _fail(where, f"unknown keys {sorted(unknown)}")
-        rules = data.get("rules")
-        if not isinstance(rules, list) or not rules:
-            raise _fail(where, f"rules must be a non-empty list (got {rules!r})")
+        problem = first_problem(data, "stagemap")
+        if problem is not None:
+            raise _fail(f"{where} {problem.where}" if problem.where else where, problem.text)
+        assert isinstance(data, Mapping)
         wait = data.get("wait", list(DEFAULT_WAIT_RULES))
-        if not isinstance(wait, list):
-            raise _fail(where, f"wait must be a list (got {wait!r})")
         name = data.get("name", Path(source).stem if source else "custom")
         return cls(
             name=str(name),
-            rules=tuple(Rule.from_dict(r, f"{where} rules[{i}]") for i, r in enumerate(rules)),
-            wait=tuple(Rule.from_dict(r, f"{where} wait[{i}]", wait=True)
-                       for i, r in enumerate(wait)),
+            rules=tuple(Rule.from_checked(r, f"{where} rules[{i}]")
+                        for i, r in enumerate(data["rules"])),
+            wait=tuple(Rule.from_checked(r, f"{where} wait[{i}]") for i, r in enumerate(wait)),
             source=source,
         )
 
@@ -223,9 +205,15 @@ def load_stage_map(path: Path | str | None = None) -> StageMap:
     else:
         target = Path(path)
     try:
+        if target.stat().st_size > MAX_MAP_BYTES:
+            raise ValueError(f"stage map {str(target)!r} must be at most {MAX_MAP_BYTES} bytes "
+                             f"(got {target.stat().st_size})")
         data = json.loads(target.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"stage map file must exist (got {str(target)!r})") from None
+    except OSError as exc:
+        raise ValueError(f"stage map file must be readable (got {str(target)!r}: "
+                         f"{exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"stage map {str(target)!r} is not valid JSON: {exc}") from None
     return StageMap.from_dict(data, source=str(target))

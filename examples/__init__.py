@@ -1,0 +1,1 @@
+"""Services and locustfiles written the way users write them (not part of the harness)."""

@@ -1,0 +1,137 @@
+"""Quantities derived from a run's facts that several rules judge: how busy the service's
+workers were, whether a stage computes or waits, whether the machine was contended,
+which input classes are slow, the service's CPU per request. Pure functions of ``Facts``."""
+
+from __future__ import annotations
+
+from harness.analysis.diagnosis.facts import Facts, StageFacts, TagFacts
+from harness.analysis.rules.thresholds import (
+    MACHINE_OTHER_SHARE,
+    MACHINE_SYSTEM_PCT,
+    ONCPU_MIN_SAMPLES,
+    TAG_MIN_COUNT,
+    TAG_P99_MIN_US,
+    TAG_P99_RATIO,
+    TAIL_BURST_CONCENTRATION,
+    TAIL_BURST_MIN_VALUES,
+    TAIL_BURST_SHARE,
+)
+
+__all__ = ["busy_fraction", "class_p99", "cpu_per_request_ms", "is_slow_class",
+           "machine_contended", "oncpu_ratio", "reference_class", "service_share",
+           "slow_classes", "tail_in_contention"]
+
+
+def busy_fraction(f: Facts) -> float | None:
+    """Share of the time the service's request slots were busy (utilization law: X * S / c).
+
+    Throughput times the mean service time is the mean number of requests in service;
+    divided by the slots (workers x threads) it is how busy they were. Near 1, arrivals
+    find every slot taken and wait in the listen backlog: that wait is the residual.
+    """
+    service = f.app.mean_us if f.app else sum(s.mean_us for s in f.stages.values()) or None
+    if not service or not f.concurrency or not f.achieved_rps:
+        return None
+    return f.achieved_rps * service / 1e6 / f.concurrency
+
+
+def oncpu_ratio(f: Facts, stage: str) -> float | None:
+    """On-CPU seconds of a stage (profile) / its wall seconds (Server-Timing), or None.
+
+    Near 1 the stage computes; near 0 it waits (I/O, a lock, the GIL, or a CPU it does not
+    get on a busy machine). Needs the profile's stage map to use the Server-Timing names.
+    """
+    p, st = f.profile, f.stages.get(stage)
+    if p is None or st is None or not p.rate_hz or stage not in p.oncpu or f.duration_s <= 0:
+        return None
+    wall_s = st.mean_us * st.count / 1e6 * min(1.0, p.window_s / f.duration_s)
+    if wall_s * p.rate_hz < ONCPU_MIN_SAMPLES:  # too few samples: the ratio is noise
+        return None
+    return min(1.0, p.oncpu[stage] / p.rate_hz / wall_s)
+
+
+def service_share(f: Facts, st: StageFacts) -> float:
+    """A stage's share of the service time (``app``, else the sum of the stages)."""
+    total = f.app.share if f.app else sum(s.share for s in f.stages.values())
+    return st.share / total if total > 0 else 0.0
+
+
+def machine_contended(f: Facts) -> bool:
+    """Other processes take a large share of a busy machine (the service is starved)."""
+    if f.system_cpu_mean_pct is None or f.system_cpu_mean_pct < MACHINE_SYSTEM_PCT:
+        return False
+    other = f.system_cpu_mean_pct / 100.0 - f.machine_share.get("service", 0.0) \
+        - f.machine_share.get("loadgen", 0.0)
+    return other >= MACHINE_OTHER_SHARE
+
+
+def tail_in_contention(f: Facts, stage: str) -> float | None:
+    """The stage's tail sits in the seconds when other processes crowded the machine.
+
+    A window's mean system CPU hides a burst: 10 s of 100 % among 60 s of 60 % averages
+    under the busy threshold, yet a computing stage preempted in those 10 s gets a tail.
+    The share of the tail in contended intervals (machine busy and others taking
+    MACHINE_OTHER_SHARE) when at least half of the values at or above the stage's p99 fell
+    there and the tail is at least twice as concentrated there as the stage's values are;
+    else None.
+    """
+    per = f.stage_tail_intervals.get(stage)
+    if not per or not f.interval_machine:
+        return None
+    values = tail = values_hot = tail_hot = 0
+    for t, n, top in per:
+        values += n
+        tail += top
+        m = f.interval_machine.get(t)
+        if m is not None and m[0] >= MACHINE_SYSTEM_PCT and m[1] >= MACHINE_OTHER_SHARE:
+            values_hot += n
+            tail_hot += top
+    if tail < TAIL_BURST_MIN_VALUES or values == 0:
+        return None
+    share = tail_hot / tail
+    return share if share >= TAIL_BURST_SHARE \
+        and share >= TAIL_BURST_CONCENTRATION * values_hot / values else None
+
+
+def class_p99(t: TagFacts, ref: TagFacts) -> tuple[bool, int | None, int | None]:
+    """(judged on the service's own time?, class p99, reference p99) in µs.
+
+    The service's own time per class when the service sends it: in a queue, one class's
+    slow requests delay every class's client time alike.
+    """
+    own = bool(t.service_p99_us and ref.service_p99_us)
+    return (own, t.service_p99_us, ref.service_p99_us) if own else (own, t.p99_us, ref.p99_us)
+
+
+def is_slow_class(t: TagFacts, ref: TagFacts) -> bool:
+    _, tp, rp = class_p99(t, ref)
+    return bool(t.count >= TAG_MIN_COUNT and tp and rp and tp >= TAG_P99_RATIO * rp
+                and tp - rp >= TAG_P99_MIN_US)
+
+
+def reference_class(rows: list[TagFacts]) -> TagFacts:
+    """The class others are judged against: ``production``, else the most frequent."""
+    return next((t for t in rows if t.value == "production"), max(rows, key=lambda t: t.count))
+
+
+def classes_by_key(f: Facts) -> dict[str, list[TagFacts]]:
+    by_key: dict[str, list[TagFacts]] = {}
+    for t in f.tags:
+        by_key.setdefault(t.key, []).append(t)
+    return by_key
+
+
+def slow_classes(f: Facts) -> list[tuple[TagFacts, TagFacts]]:
+    """(slow class, its reference class) for every tag key of the traffic."""
+    out = []
+    for rows in classes_by_key(f).values():
+        ref = reference_class(rows)
+        out += [(t, ref) for t in rows if t is not ref and is_slow_class(t, ref)]
+    return out
+
+
+def cpu_per_request_ms(f: Facts) -> float | None:
+    """The service tree's CPU time per request (psutil), ms; None when unknown."""
+    if not f.service_cpu_mean_pct or not f.achieved_rps:
+        return None
+    return f.service_cpu_mean_pct / 100.0 / f.achieved_rps * 1000.0

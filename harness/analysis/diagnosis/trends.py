@@ -1,0 +1,100 @@
+"""What a diagnosis reads from a run directory beyond its summary: the memory trend, the
+machine's CPU per interval, where a stage's tail fell, the model versions and the
+service's concurrency. Pure readers returning plain values; ``facts`` assembles them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import linregress
+
+from harness import stats
+from harness.analysis.summary import LOADGEN_ROLES, SERVICE_ROLES
+from harness.rundir import RunDir
+
+__all__ = ["concurrency", "interval_machine", "model_versions", "rss_trend", "tail_intervals"]
+
+
+def rss_trend(rd: RunDir, start: float, end: float) -> tuple[float | None, float | None]:
+    """Least-squares slope (bytes/s) and r² of the service tree's RSS over the window
+    (``scipy.stats.linregress``; r² is 0 for a flat line, as no trend explains it)."""
+    per_t: dict[float, int] = {}
+    for r in rd.resources():
+        if r.role in SERVICE_ROLES and start - 0.5 <= r.t <= end + 0.5:
+            per_t[r.t] = per_t.get(r.t, 0) + int(r.rss_bytes)
+    if len(per_t) < 8:
+        return None, None
+    t = np.array(sorted(per_t), dtype=float)
+    y = np.array([per_t[k] for k in sorted(per_t)], dtype=float)
+    fit = linregress(t - t[0], y)
+    slope, rvalue = float(fit.slope), float(fit.rvalue)
+    return slope, rvalue * rvalue if np.isfinite(rvalue) else 0.0
+
+
+def model_versions(meta: dict[str, Any]) -> dict[str, str]:
+    """Model name -> version served, from run.json's target (models, service options)."""
+    target = meta.get("target") or {}
+    found: dict[str, str] = {}
+    for name, info in (target.get("models") or {}).items():
+        if isinstance(info, dict) and info.get("default_version"):
+            found[str(name)] = str(info["default_version"])
+    asked = (target.get("service_options") or {})
+    for key in ("versions", "model_versions"):
+        for name, version in (asked.get(key) or {}).items():
+            found[str(name)] = str(version)
+    return found
+
+
+def concurrency(meta: dict[str, Any], workers: int) -> int | None:
+    """Requests the service can serve at once (workers x threads), when known."""
+    opts = (meta.get("target") or {}).get("service_options") or {}
+    if isinstance(opts.get("workers"), int) and opts["workers"] > 0:
+        threads = opts.get("threads") if opts.get("worker_class") == "gthread" else 1
+        return int(opts["workers"]) * int(threads or 1)
+    return workers or None
+
+
+def interval_machine(rd: RunDir, starts: list[tuple[float, float]], cpus: int
+                     ) -> dict[float, tuple[float, float]]:
+    """Interval start -> (system CPU %, other processes' share of the machine), from the
+    resources samples that fall inside the interval."""
+    own_roles = set(SERVICE_ROLES) | set(LOADGEN_ROLES) | {"profiler"}
+    by_t: dict[float, list[float]] = {}  # t -> [system %, own % of one core]
+    for r in rd.resources():
+        slot = by_t.setdefault(r.t, [-1.0, 0.0])
+        if r.role == "system":
+            slot[0] = r.cpu_percent
+        elif r.role in own_roles:
+            slot[1] += r.cpu_percent
+    samples = sorted((t, s, own) for t, (s, own) in by_t.items() if s >= 0)
+    out: dict[float, tuple[float, float]] = {}
+    i = 0
+    for t0, dt in sorted(starts):
+        while i < len(samples) and samples[i][0] < t0:
+            i += 1
+        j = i
+        inside = []
+        while j < len(samples) and samples[j][0] < t0 + dt:
+            inside.append(samples[j])
+            j += 1
+        if inside:
+            system = sum(s for _, s, _ in inside) / len(inside)
+            own = sum(o for _, _, o in inside) / len(inside) / (100.0 * max(1, cpus))
+            out[round(t0, 3)] = (system, max(0.0, system / 100.0 - own))
+    return out
+
+
+def tail_intervals(rd: RunDir, stage: str, p99_us: int, start: float
+                   ) -> tuple[set[tuple[float, float]], list[tuple[float, int, int]]]:
+    """The window's intervals in which the stage has values, as (start, length), and
+    (start, values, values >= p99) for each."""
+    spans, counts = set(), []
+    for t, dt, hist in rd.interval_histograms("stage", stage=stage):
+        if t < start - 1e-6:
+            continue  # warm-up
+        arr = stats.counts_array(hist)
+        idx = hist.get_counts_array_index(int(p99_us))
+        spans.add((round(t, 3), dt))
+        counts.append((round(t, 3), int(arr.sum()), int(arr[idx:].sum())))
+    return spans, counts

@@ -1,0 +1,242 @@
+"""Every threshold of the self-check and the diagnosis rules, with its value and its reason.
+
+One table, so a number is defined once and its reason sits beside it. The module-level
+names are the values the rules use; ``THRESHOLDS`` holds the same entries with unit and
+reason (``harness.analysis.rules.thresholds.THRESHOLDS["BUSY_SATURATED"].reason``).
+Calibration runs behind the reasons: docs/diagnose.md; the self-check's: docs/run-directory.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from harness.stats import drift
+
+__all__ = ["THRESHOLDS", "Threshold"]
+
+V = TypeVar("V", float, int, dict[str, float])
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A threshold: its value, its unit and why it is where it is."""
+
+    name: str
+    value: float | int | dict[str, float]
+    unit: str
+    reason: str
+
+
+THRESHOLDS: dict[str, Threshold] = {}
+
+
+def _t(name: str, value: V, unit: str, reason: str) -> V:
+    if name in THRESHOLDS:
+        raise ValueError(f"threshold {name!r} is defined twice")
+    THRESHOLDS[name] = Threshold(name, value, unit, reason)
+    return value
+
+
+# -- the load generator and the schedule (self-check and the measurement layer) ------------
+LOADGEN_SATURATED_PCT = _t(
+    "LOADGEN_SATURATED_PCT", 90.0, "% of one core",
+    "the load driver is one gevent loop per process: it saturates at one core, and its own "
+    "queueing then shows as latency (Locust warns at 90 % too)")
+LOADGEN_SATURATED_SHARE = _t(
+    "LOADGEN_SATURATED_SHARE", 0.10, "share of samples",
+    "a few samples above 90 % are start-up or a GC pause; in more than 10 % of the window "
+    "the driver was late on its own schedule")
+RATE_SHORTFALL = _t(
+    "RATE_SHORTFALL", 0.95, "achieved / target rate",
+    "Poisson arrivals over a short window miss the nominal rate by a few percent; below "
+    "95 % the load that was asked for was not applied")
+SCHEDULE_DELAY_SHARE = _t(
+    "SCHEDULE_DELAY_SHARE", 0.10, "share of the mean corrected latency",
+    "late starts are charged to the service by the corrected latency: that matters when "
+    "the delay is a visible part of it, not when a few starts slip by 1 ms")
+LATE_WARNING = _t(
+    "LATE_WARNING", 0.01, "share of started requests",
+    "more than 1 % of starts after the late threshold: the schedule was not kept")
+LOOP_LATE_SHARE = _t(
+    "LOOP_LATE_SHARE", 0.10, "share of the mean corrected latency",
+    "the load generator's own lateness (its loop woke late: busy, short of CPU, a timer's "
+    "~1 ms resolution) is added to the corrected latency by the harness itself; above 10 % "
+    "of it the corrected numbers are the harness's as much as the service's")
+TRACES_JOINED_SHARE = _t(
+    "TRACES_JOINED_SHARE", 0.99, "share of traced requests",
+    "exporters drop spans under pressure and services may not continue every context: "
+    "below 99 % joined, the trace-derived stages describe a sample of the requests")
+DROPPED_ERROR = _t(
+    "DROPPED_ERROR", 0.01, "share of scheduled requests",
+    "requests that never started are load that was not applied; above 1 % the rate is wrong")
+# -- the run itself (self-check) -------------------------------------------------------------
+RUN_COMPLETE_SHARE = _t(
+    "RUN_COMPLETE_SHARE", 0.90, "measured / planned duration",
+    "a window 10 % shorter than planned means the load stopped early or started late")
+NEGATIVE_RESIDUAL_ERROR = _t(
+    "NEGATIVE_RESIDUAL_ERROR", 0.01, "share of requests",
+    "a service time above the client time is a wrong Server-Timing or clock; a few are "
+    "rounding, above 1 % the stage breakdown is not to be trusted")
+TRANSPORT_ERROR_SHARE = _t(
+    "TRANSPORT_ERROR_SHARE", 0.001, "share of requests",
+    "requests with no HTTP answer are left out of the percentiles: beyond a trace (0.1 %) "
+    "the percentiles describe the survivors")
+CONTENTION_SYSTEM_PCT = _t(
+    "CONTENTION_SYSTEM_PCT", 90.0, "% of all cores (mean)",
+    "the self-check warns when the machine had no spare CPU at all; the diagnosis judges "
+    "contention from 85 % with the other processes' share (MACHINE_SYSTEM_PCT)")
+PROFILE_ERRORS = _t(
+    "PROFILE_ERRORS", 0.01, "share of samples",
+    "a few sampling errors are normal (a frame read mid-update); many mean a bad profile")
+PROFILE_LAG_S = _t(
+    "PROFILE_LAG_S", 1.0, "s",
+    "py-spy more than a second behind its schedule samples a different moment than it says")
+# -- the machine and the service (infrastructure layer) ---------------------------------------
+MACHINE_SYSTEM_PCT = _t(
+    "MACHINE_SYSTEM_PCT", 85.0, "% of all cores (mean)",
+    "from here the run queue is rarely empty on 2 shared cores: stages wait for a CPU")
+MACHINE_OTHER_SHARE = _t(
+    "MACHINE_OTHER_SHARE", 0.20, "share of the machine",
+    "other processes taking a fifth of a busy machine starve the service and the load "
+    "generator: absolute latencies are the machine's, not the service's")
+BUSY_SATURATED = _t(
+    "BUSY_SATURATED", 0.85, "utilization (rate x service time / slots)",
+    "at 85 % busy, arrivals find every worker taken often enough that the queue dominates "
+    "(the calibration's saturated runs: 85-92 %)")
+WORKER_CPU_SATURATED = _t(
+    "WORKER_CPU_SATURATED", 85.0, "% of one core (mean)",
+    "a single-threaded worker using 85 % of a core is CPU-bound; below, it also waits")
+SERVICE_CPU_SATURATED = _t(
+    "SERVICE_CPU_SATURATED", 0.90, "service tree CPU / all cores",
+    "the service uses (nearly) every core: more workers cannot help")
+MACHINE_SERVICE_CRITICAL = _t(
+    "MACHINE_SERVICE_CRITICAL", SERVICE_CPU_SATURATED * 0.9, "service share of the machine",
+    "a machine saturated by the service itself (>= 81 %, 90 % of SERVICE_CPU_SATURATED) is "
+    "critical: more load cannot be served; less is the load generator's doing")
+IMBALANCE_SHARE = _t(
+    "IMBALANCE_SHARE", 0.70, "busiest worker's share of all workers' CPU",
+    "with 2 workers an even split is 50 %; 70 % means one worker gets most connections")
+IMBALANCE_MIN_CPU = _t(
+    "IMBALANCE_MIN_CPU", 50.0, "% of one core, all workers",
+    "an idle service's split is noise: judged only once the workers use half a core")
+RSS_GROWTH_BYTES = _t(
+    "RSS_GROWTH_BYTES", 20 * 2**20, "bytes over the window",
+    "model loading and allocator warm-up move RSS by a few MiB; 20 MiB is growth")
+RSS_GROWTH_FRACTION = _t(
+    "RSS_GROWTH_FRACTION", 0.05, "of the starting RSS",
+    "a large service grows by 20 MiB in noise; growth must also be 5 % of its size")
+RSS_FIT_R2 = _t(
+    "RSS_FIT_R2", 0.7, "r² of the least-squares line",
+    "a steady leak is a line; a step (a cache filled once) fits one badly")
+RESIDUAL_INFO = _t(
+    "RESIDUAL_INFO", 0.30, "share of the client time",
+    "time outside the service's own timing worth naming (queueing, WSGI, network)")
+RESIDUAL_WARNING = _t(
+    "RESIDUAL_WARNING", 0.50, "share of the client time",
+    "half the latency queueing is a warning when the workers are busy (RESIDUAL_BUSY) on a "
+    "machine that is not contended")
+RESIDUAL_BUSY = _t(
+    "RESIDUAL_BUSY", 0.60, "utilization",
+    "below 60 % busy the queue comes from bursts, not from too few workers")
+UNATTRIBUTED_WARNING = _t(
+    "UNATTRIBUTED_WARNING", 0.30, "share of the client time",
+    "time inside the service (app) in no named stage: framework, locks, GC")
+# -- stages (upstream, model, serialization layers) -------------------------------------------
+STAGE_WARNING = _t(
+    "STAGE_WARNING", {"upstream": 0.30, "serialization": 0.10, "infrastructure": 0.30},
+    "share of the service time",
+    "a feature fetch taking 30 % of the service time, or serialization 10 %, is worth "
+    "acting on; judged against the service time (app), which queueing does not inflate")
+STAGE_INFO = _t(
+    "STAGE_INFO", {"upstream": 0.10, "serialization": 0.03, "infrastructure": 0.10,
+                   "model": 0.30},
+    "share of the service time",
+    "where the time goes, for the record (inference is normally most of it)")
+TAIL_RATIO = _t(
+    "TAIL_RATIO", 5.0, "stage p99 / p50",
+    "a stage whose p99 is 5x its median has a tail of its own, not just noise")
+TAIL_OF_CLIENT = _t(
+    "TAIL_OF_CLIENT", 0.30, "stage p99 / client p99",
+    "only a stage tail that is a visible part of the client's tail")
+TAIL_MIN_US = _t(
+    "TAIL_MIN_US", 1000, "µs (p99 - p50)",
+    "a 5x tail of a 50 µs stage is 200 µs: not worth a finding")
+TAIL_BURST_SHARE = _t(
+    "TAIL_BURST_SHARE", 0.5, "share of the stage's values above p99",
+    "the tail sits in CPU bursts when at least half of it fell in busy seconds ...")
+TAIL_BURST_CONCENTRATION = _t(
+    "TAIL_BURST_CONCENTRATION", 2.0, "tail share / share of all values",
+    "... and the tail is at least twice as concentrated there as the stage's values are "
+    "(bursts that hold as many values as tail explain nothing)")
+TAIL_BURST_MIN_VALUES = _t(
+    "TAIL_BURST_MIN_VALUES", 5, "values above p99",
+    "fewer tail values than this cannot show where the tail sits")
+ONCPU_COMPUTE = _t(
+    "ONCPU_COMPUTE", 0.6, "on-CPU / wall seconds",
+    "a stage on-CPU 60 % of its wall time computes (py-spy's sampling misses some)")
+ONCPU_WAITING = _t(
+    "ONCPU_WAITING", 0.3, "on-CPU / wall seconds",
+    "on-CPU 30 % or less: mostly waiting (I/O, a lock, the GIL, or a CPU it does not get)")
+ONCPU_MIN_SAMPLES = _t(
+    "ONCPU_MIN_SAMPLES", 10, "expected profile samples (stage wall seconds x rate)",
+    "with fewer the ratio is noise: a computing stage expected to get 1 sample (0.05 s of "
+    "it at 20 Hz) got 0, read as waiting, 37 % of the time")
+# -- input data and failures -------------------------------------------------------------------
+TAG_MIN_COUNT = _t(
+    "TAG_MIN_COUNT", 30, "requests of the class",
+    "fewer requests give no stable p99 to compare")
+TAG_P99_RATIO = _t(
+    "TAG_P99_RATIO", 2.0, "class p99 / reference class p99",
+    "an input class at twice the production class's p99 takes a slow path")
+TAG_P99_MIN_US = _t(
+    "TAG_P99_MIN_US", 5000, "µs above the reference p99",
+    "and 5 ms above it: twice a 1 ms p99 is not a problem")
+TAG_FAIL_PCT = _t(
+    "TAG_FAIL_PCT", 5.0, "% of the class's requests",
+    "an input class that fails 5 % of the time is rejected or breaks the service")
+FAILURE_PCT = _t(
+    "FAILURE_PCT", 1.0, "% of requests",
+    "failures above 1 % are a finding of their own")
+FAILURE_CRITICAL_PCT = _t(
+    "FAILURE_CRITICAL_PCT", 5.0, "% of requests",
+    "from 5 % the latency of the survivors no longer describes the service")
+PREDICTION_SHIFT_PSI = _t(
+    "PREDICTION_SHIFT_PSI", drift.PSI_MODERATE, "PSI",
+    "a test on hundreds of predictions detects shifts too small to matter: a warning needs "
+    "a practical size too, PSI 'moderate' (0.1) ...")
+PREDICTION_SHIFT_JS = _t(
+    "PREDICTION_SHIFT_JS", drift.DISTANCE_THRESHOLD, "Jensen-Shannon distance",
+    "... or a JS distance of 0.1 (the drift threshold of docs/monitoring.md)")
+# -- a run against its baseline (change layer) ------------------------------------------------
+CHANGE_CONFIDENCE = _t(
+    "CHANGE_CONFIDENCE", 0.95, "probability",
+    "of each percentile difference's interval (each run's at sqrt(0.95))")
+GROWTH_WARNING = _t(
+    "GROWTH_WARNING", 0.25, "relative growth of a tail percentile",
+    "run-to-run drift of a shared machine is not in the intervals: a change is a warning "
+    "only when it is also large, and a stage grew (A/A pairs stay quiet)")
+LOAD_TOLERANCE = _t(
+    "LOAD_TOLERANCE", 0.05, "relative difference",
+    "users or rate may differ this much between comparable runs")
+CAUSE_SHARE = _t(
+    "CAUSE_SHARE", 0.25, "share of the growth",
+    "a service stage that explains a quarter of the growth is the cause; queueing grows as "
+    "a consequence of a slower service")
+NAME_DOMINANCE = _t(
+    "NAME_DOMINANCE", 1.5, "growth / the next request name's",
+    "a fault in one model also slows the others sharing its workers: 'most' needs a margin")
+FUNCTION_GROWTH = _t(
+    "FUNCTION_GROWTH", 0.05, "share of on-CPU samples (points)",
+    "a function whose share of the profile grew by 5 points is worth listing")
+FUNCTION_MIN_SAMPLES = _t(
+    "FUNCTION_MIN_SAMPLES", 10, "samples",
+    "fewer samples of a function are noise")
+CPU_GROWTH = _t(
+    "CPU_GROWTH", 0.50, "relative growth of CPU time per request",
+    "psutil's CPU time per request moves by -15 % .. +35 % between A/A runs on a contended "
+    "2-core VM (cache pollution, steal charged to the running task); the fault matrix's "
+    "injected CPU faults add +37 % .. +80 %")
+CPU_GROWTH_MIN_MS = _t(
+    "CPU_GROWTH_MIN_MS", 0.5, "ms of CPU per request",
+    "and by at least this much: 50 % of a tiny CPU cost is noise")
