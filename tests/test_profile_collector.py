@@ -7,6 +7,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -243,17 +244,26 @@ class GatedPyspy:
     """A py-spy that is slow to attach for exactly as long as a test wants: a slow machine,
     made deterministic. The wrapper appends its arguments to ``started`` (so the test
     knows py-spy was started on a pid), then waits until the file ``go`` exists before it
-    becomes the real py-spy. Until then it is a shell that dies of the SIGINT the
-    collector sends at the end of the window, as a py-spy still attaching does."""
+    becomes the real py-spy. Until then it dies of the SIGINT the collector sends at the
+    end of the window, as a py-spy still attaching does: it sets SIGINT's default action
+    first, as py-spy installs its own handler, because a pytest started in the background
+    by a non-interactive shell passes SIGINT down ignored (a shell wrapper then outlived
+    the SIGINT and the test failed)."""
 
     def __init__(self, tmp_path: Path) -> None:
         real = find_pyspy(None)[0]
         assert real is not None
         self.path = tmp_path / "gated-py-spy"
         self.started, self.go = tmp_path / "pyspy-started", tmp_path / "pyspy-go"
-        self.path.write_text(f'#!/bin/sh\necho "$*" >> {self.started}\n'
-                             f"while [ ! -e {self.go} ]; do sleep 0.01; done\n"
-                             f'exec {real} "$@"\n')
+        self.path.write_text(
+            f"#!{sys.executable}\n"
+            "import os, signal, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            f"with open({str(self.started)!r}, 'a') as f:\n"
+            "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
+            f"while not os.path.exists({str(self.go)!r}):\n"
+            "    time.sleep(0.01)\n"
+            f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n")
         self.path.chmod(0o755)
 
     def wait_started(self, pid: int, timeout_s: float = 20.0) -> None:
@@ -385,7 +395,7 @@ def test_window_ending_while_pyspy_attaches_is_missed_not_failed(tmp_path: Path)
         target.wait()
     assert not gate.go.exists()  # the real py-spy never ran
     (row,) = status["processes"]
-    assert row["missed"] == "the measured window ended while py-spy was attaching"
+    assert row.get("missed") == "the measured window ended while py-spy was attaching", row
     assert row["exited"] is False and "failed" not in row
     assert status["missed_processes"] == 1 and status["failed_processes"] == 0
     # nothing was sampled at all, so there is no profile, and the reason says why
