@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARTIFACTS := artifacts/manifest.json
 
-.PHONY: demo test test-fast lint venv system-deps artifacts fastsvc-artifacts bytecode clean \
-	bench-quick
+.PHONY: demo test test-fast test-stress lint venv system-deps artifacts fastsvc-artifacts \
+	bytecode clean bench-quick
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: venv system-deps artifacts bytecode
 
 test-fast: venv artifacts bytecode
 	$(PY) -m pytest -q -m "not slow"
+
+# The suite on a busy machine, as CI often is: one CPU-burning process per core runs as
+# long as pytest does. Arguments go to pytest: make test-stress ARGS="tests/test_x.py -k y"
+test-stress: venv system-deps artifacts bytecode
+	bash scripts/stress-test-suite.sh $(ARGS)
 
 # Reduced validation benchmarks (a few minutes; the full ones: benchmarks/README.md)
 bench-quick: venv system-deps artifacts

@@ -164,13 +164,28 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, RunDir]
 
 @pytest.mark.slow
 def test_same_run_aa_says_no_significant_difference(real_runs: tuple[RunDir, RunDir]) -> None:
-    run, _ = real_runs
-    c = compare(run, run, name_a="predict fraud v1 a", name_b="predict fraud v1 b",
-                percentiles=(50, 90))
-    decided = [r for r in c.rows if r.verdict != "insufficient data"]
-    assert len(decided) >= 8  # client, app, fetch, infer, serialize, residual x 2
-    quiet = [r for r in decided if r.verdict == "no significant difference"]
-    assert len(quiet) >= 0.9 * len(decided), "\n".join(format_comparison(c))
+    """BENCHMARKS.md claims >= 95 % of A/A comparisons say "no significant difference"
+    (60/60 measured). Here: the two names of one request (interleaved at random) in each
+    of the two real runs, 6 series x 2 percentiles x 2 runs = 24 rows, and at most one
+    false alarm: 95.8 % when all 24 are decided. The bar is a count, set from the
+    statistic's behaviour: a row alarms only when the two sides' sqrt(95 %) intervals do
+    not overlap, and rows of one run are not independent (client = app + residual, p50
+    and p90 of one series); simulated on lognormal stages with that dependence (3000 runs
+    of 12 rows, 900 requests a name), a run had one false alarm 1 % of the time and two
+    0.1 %, so two runs give two or more with a probability of about 0.3 %. A name-dependent
+    bias of the pipeline (recording, merging) moves whole series: several rows at once.
+    With both cores busy the burned run once had 29 requests a name, too few for its p90
+    rows ("insufficient data", not counted): then one alarm is 1 in 18."""
+    rows = []
+    for run in real_runs:
+        c = compare(run, run, name_a="predict fraud v1 a", name_b="predict fraud v1 b",
+                    percentiles=(50, 90))
+        rows += [(run.path.name, r) for r in c.rows if r.verdict != "insufficient data"]
+    # client, app, fetch, infer, serialize, residual: every p50 and at least one run's p90
+    assert len(rows) >= 18
+    alarms = [(name, r.metric, r.stage, r.percentile, r.verdict) for name, r in rows
+              if r.verdict != "no significant difference"]
+    assert len(alarms) <= 1, alarms
 
 
 @pytest.mark.slow
@@ -207,13 +222,17 @@ def test_interleaved_versions_and_separate_runs_detect_known_slowdowns(
 @pytest.mark.slow
 def test_check_on_a_real_run(real_runs: tuple[RunDir, RunDir]) -> None:
     run, _ = real_runs
-    easy = check(run, parse_slo({"objectives": [{"name": "predict fraud v1 a",
-                                                 "latency": {"p50": "60s"},
-                                                 "error_rate": "50%"}]}))
-    assert easy.verdict in ("pass", "invalid")  # invalid only if the busy host tripped it
-    if easy.verdict == "invalid":
-        assert easy.self_check_errors
+    slo = parse_slo({"objectives": [{"name": "predict fraud v1 a", "latency": {"p50": "60s"},
+                                     "error_rate": "50%"}]})
+    easy = check(run, slo)
     assert [r.verdict for r in easy.rows] == ["pass", "pass"]
+    # every row passes, so the verdict is the run's own self-check: "invalid" exactly when
+    # one of its checks failed with severity error (a busy host can trip one), else "pass"
+    errors = [f"{c['check']}: {c['detail']}" for c in
+              json.loads((run.path / "summary.json").read_text())["self_check"]
+              if not c["ok"] and c["severity"] == "error"]
+    assert (easy.verdict, easy.self_check_errors) == ("invalid" if errors else "pass", errors)
+    assert check(run, slo, ignore_self_check=True).verdict == "pass"
     hard = check(run, parse_slo({"objectives": [{"latency": {"p50": "1us"}}]}),
                  ignore_self_check=True)
     assert hard.verdict == "fail"

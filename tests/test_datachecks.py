@@ -464,24 +464,37 @@ def _serve(body: bytes | None) -> tuple[object, str]:
 def test_prometheus_collector_files_and_status(tmp_path: Path) -> None:
     import time
 
+    from collector_support import wait_for
+
     from harness.run.collectors.base import CollectorContext
     from harness.run.collectors.prometheus import PrometheusCollector
 
     server, url = _serve(START.encode())
+    index = tmp_path / "metrics" / "scrapes.json"
     try:
         col = PrometheusCollector.from_options({"url": url, "every_s": 1})
         now = time.time()
         col.start(CollectorContext(tmp_path, None, None, now, now + 2))
-        time.sleep(1.4)
+        # not a fixed sleep: until the first periodic scrape (1 s after the start one) is
+        # on disk; on a busy machine another may follow before stop(), hence the loop below
+        wait_for(lambda: index.exists() and len(json.loads(index.read_text())["scrapes"]) >= 2,
+                 20, "the start scrape and a periodic one")
         status = col.stop()
         assert col.stop() is status  # idempotent
     finally:
         server.shutdown()  # type: ignore[attr-defined]
-    assert status["ok"] and status["errors"] == [] and status["scrapes"] == 3
-    labels = [s["label"] for s in json.loads((tmp_path / "metrics/scrapes.json").read_text())
-              ["scrapes"]]
-    assert labels == ["start", "t+1", "end"]
+    scrapes = json.loads(index.read_text())["scrapes"]
+    assert status["ok"] and status["errors"] == [] and status["scrapes"] == len(scrapes) >= 3
+    assert [s["label"] for s in (scrapes[0], scrapes[-1])] == ["start", "end"]
+    assert scrapes[0]["t"] >= now and [s["t"] for s in scrapes] == sorted(s["t"] for s in scrapes)
+    # the k-th periodic scrape waited k x every_s after the start one and is labelled with
+    # the whole seconds since measure_start, read just before its own timestamp
+    for k, s in enumerate(scrapes[1:-1], start=1):
+        seconds = int(s["label"].removeprefix("t+"))
+        assert s["label"] == f"t+{seconds}" and k <= seconds <= round(s["t"] - now), s
+        assert (tmp_path / "metrics" / s["file"]).read_text() == START
     assert (tmp_path / "metrics" / "start.prom").read_text() == START
+    assert all(s["bytes"] == len(START.encode()) for s in scrapes)
 
     server, url = _serve(None)
     try:

@@ -417,3 +417,125 @@ def test_the_change_finding_names_the_request_where_the_stage_grew_most():
               if x.layer == "change"][0]
     assert change.data["stage"] == "stage:infer" and change.data["most_in_request"] is None
     assert "most in request" not in change.title
+
+
+# -- branches: late starts, self-check, model versions, profile function growth ----------
+
+def test_requests_started_late_is_the_load_generators_lag_not_the_services():
+    from harness.analysis.diagnosis.single import single_rules as measurement
+    from harness.analysis.rules.thresholds import SCHEDULE_DELAY_SHARE as DELAY_SHARE
+
+    late = "requests started late: the load generator lagged its schedule"
+    # open model at its target rate, 30 % of the corrected latency spent waiting to start,
+    # the workers 34 % busy (100 req/s x 6.8 ms / 2): the generator lagged
+    base = dict(model="open", target_rps=100.0, rps=100.0, late=300, started=1000)
+    (found,) = [x for x in measurement(_facts(schedule_delay_share=0.3, **base))
+                if x.title == late]
+    assert (found.severity, found.layer, found.score) == ("warning", "measurement", 0.3)
+    assert found.evidence == ["the mean schedule delay is 30.0 % of the corrected latency "
+                              f"(limit {100 * DELAY_SHARE:.1f} %); 300 of 1000 late"]
+    # at the limit, or a closed model (no schedule), or a saturated service (the users
+    # waited for it: the corrected latency is then the truth): no such finding
+    for facts in (_facts(schedule_delay_share=DELAY_SHARE, **base),
+                  _facts(schedule_delay_share=0.3, **{**base, "model": "closed"}),
+                  _facts(schedule_delay_share=0.3, **{**base, "rps": 260.0,
+                                                      "target_rps": 260.0})):
+        assert not [x for x in measurement(facts) if x.title == late]
+    # short of the target rate, the shortfall is the finding instead
+    short = measurement(_facts(schedule_delay_share=0.3, **{**base, "rps": 80.0}))
+    assert [x.title for x in short if x.layer == "measurement"] == [
+        "target rate not achieved: 80.0 of 100 req/s"]
+
+
+def test_a_failed_self_check_that_invalidates_the_numbers_is_a_warning():
+    from harness.analysis.diagnosis.single import single_rules as measurement
+    from harness.rundir.records import CheckEntry
+
+    checks = [
+        CheckEntry("run_complete", False, "error", "stopped early (SIGTERM)"),
+        # a warning only: not a finding
+        CheckEntry("negative_residuals", False, "warning", "3 of 1000 requests"),
+        # has a rule of its own (loadgen saturation)
+        CheckEntry("loadgen_cpu", False, "error", "above 90 %"),
+        CheckEntry("out_of_range", True, "info", "none"),
+        CheckEntry("measured_data", False, "error", "0 requests in a measured window of 5.0 s"),
+    ]
+    found = [x for x in measurement(_facts(self_check=checks))
+             if x.title.startswith("self-check failed")]
+    assert [(x.title, x.severity, x.layer, x.score) for x in found] == [
+        ("self-check failed: run_complete", "warning", "measurement", 0.0),
+        ("self-check failed: measured_data", "warning", "measurement", 0.0)]
+    assert found[0].evidence == ["stopped early (SIGTERM) (summary self-check)"]
+    assert found[0].next_steps == ["read the run's summary: harness summary RUN"]
+
+
+def _versions(run_versions: dict[str, str], infer_us: int) -> Facts:
+    f = _facts(model_versions=run_versions)
+    f.histograms = {"client": _hist([9000] * 400), "stage:app": _hist([7000] * 400),
+                    "stage:infer": _hist([infer_us] * 400)}
+    return f
+
+
+def test_a_model_version_change_is_named_and_warned_when_inference_grew():
+    from harness.analysis.diagnosis.change import change_rules
+
+    base = _versions({"fraud": "v1", "churn": "v1"}, 6000)
+    same_cost = change_rules(_versions({"fraud": "v2", "churn": "v1", "new": "v1"}, 6000),
+                             base)
+    (found,) = [x for x in same_cost if x.title.startswith("model version changed")]
+    # only the model both runs report, with its versions; no inference growth: information
+    assert (found.title, found.severity, found.layer, found.score) == (
+        "model version changed: fraud v1 -> v2", "info", "model", 0.0)
+    assert found.data == {"versions": {"fraud": ["v1", "v2"]}}
+    assert found.evidence == ["run.json target models of both runs"]
+    # the same change with inference 6 -> 9 ms at every request: a warning, with the delta
+    slower = change_rules(_versions({"fraud": "v2", "churn": "v1"}, 9000), base)
+    (found,) = [x for x in slower if x.title.startswith("model version changed")]
+    assert (found.severity, found.score) == ("warning", 0.5)
+    # (400 values a side: p95 is the highest percentile both runs bound)
+    assert found.evidence[1].startswith("stage:infer p95: 6.003 ms -> 9.007 ms (+3.004 ms")
+    assert not [x for x in change_rules(_versions({"fraud": "v1", "churn": "v1"}, 9000), base)
+                if x.title.startswith("model version changed")]
+
+
+def test_profile_functions_whose_share_grew_are_listed():
+    from harness.analysis.diagnosis.change import change_rules
+
+    def run(functions: dict[str, int]) -> Facts:
+        f = _facts()
+        f.histograms = {"client": _hist([9000] * 400)}
+        f.profile = ProfileFacts(sum(functions.values()), 20.0, 20.0, functions=functions)
+        return f
+
+    base = run({"predict (m.py)": 100, "encode (j.py)": 850, "lookup (s.py)": 50})
+    new = run({"predict (m.py)": 400, "encode (j.py)": 560, "lookup (s.py)": 36, "tiny": 4})
+    (found,) = [x for x in change_rules(new, base) if x.title.startswith("profile:")]
+    assert (found.title, found.severity, found.layer) == (
+        "profile: functions whose share of on-CPU samples grew", "info", "change")
+    # 10 % -> 40 %; encode and lookup shrank; "tiny" grew from 0 but has < 10 samples
+    assert found.evidence == ["predict (m.py): 10.0 % -> 40.0 %"]
+    # growth below 5 points of the share is not listed; no profile on one side: no finding
+    small = run({"predict (m.py)": 140, "encode (j.py)": 810, "lookup (s.py)": 50})
+    assert not [x for x in change_rules(small, base) if x.title.startswith("profile:")]
+    assert not [x for x in change_rules(new, _facts(histograms={"client": _hist([9000] * 400)}))
+                if x.title.startswith("profile:")]
+
+
+def test_a_short_stages_on_cpu_ratio_is_unknown_not_waiting():
+    """A stage with a few expected profile samples: 0 samples is chance, not "waiting"
+    (a clean run on a busy machine got a serialization tail warning this way: 0.1 s of
+    serialize at 20 Hz is 2 expected samples)."""
+    from harness.analysis.diagnosis.single import oncpu_ratio
+
+    def tailed(count: int) -> Facts:
+        f = _facts(system_cpu_mean_pct=97.0)  # others take 72 % of the machine
+        f.stages["serialize"] = StageFacts("serialize", 0.05, 500.0, 100, 6000, count)
+        f.profile = ProfileFacts(400, 20.0, 20.0, oncpu={"serialize": 0, "infer": 400})
+        return f
+
+    short, long = tailed(200), tailed(2000)  # 0.1 s and 1 s of serialize over the run
+    assert oncpu_ratio(short, "serialize") is None
+    assert oncpu_ratio(long, "serialize") == 0.0  # 20 expected samples, none: it waits
+    # a computing stage's tail on a contended machine is the machine's; a waiting one's not
+    assert _tail_finding(short).severity == "info"
+    assert _tail_finding(long).severity == "warning"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import jsonschema
+import psutil
 import pytest
 from collector_support import children, gunicorn, python, wait_for
 
@@ -75,6 +78,11 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 '''
+# For the test that compares the on-CPU and wall views: ~20 ms of CPU (enough samples of
+# it at 100 Hz) and a 300 ms wait, which stays longer than the loop's wall time even when
+# a busy machine stretches the CPU time 7-fold (measured with both cores busy: with the
+# 7 ms loop and 50 ms wait above, the wait then had fewer wall samples than the loop).
+APP_LONG_WAIT = APP.replace("wait(0.05)", "wait(0.3)").replace("(60000)", "(180000)")
 APP_MAP = {"name": "test_app", "rules": [
     {"stage": "compute", "function": "crunch_numbers"},
     {"stage": "upstream", "function": "wait_for_upstream"},
@@ -103,18 +111,22 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
     map_path.write_text(json.dumps(APP_MAP))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    with gunicorn(APP, tmp_path) as (service, url):
+    with gunicorn(APP_LONG_WAIT, tmp_path) as (service, url):
         workers = children(service.pid)
         load = subprocess.Popen(["wrk", "-t1", "-c2", "-d5s", url], stdout=subprocess.DEVNULL)
         collector = ProfileCollector()
         ctx = context(run_dir, service.pid, 0.5, 3.0, wall=True, stage_map=str(map_path),
                       rate_hz=100)
+        worker_cpu0 = _cpu_s(workers)
+        children_cpu0 = _reaped_children_cpu_s()
         collector.start(ctx)
-        assert collector.pids() == []  # nothing runs before the measured window
-        time.sleep(1.0)
-        assert len(collector.pids()) == 4  # one py-spy per worker and view
-        time.sleep(2.7)
+        # one py-spy per worker and view (the idle master has none), started in the window
+        wait_for(lambda: len(collector.pids()) == 4, 10, "4 py-spys")
+        time.sleep(max(0.0, ctx.measure_end + 0.2 - time.time()))
+        worker_cpu = _cpu_s(workers) - worker_cpu0
         status = collector.stop()
+        # every py-spy has been reaped by stop(): the kernel's account of their CPU time
+        pyspy_cpu = _reaped_children_cpu_s() - children_cpu0
         assert collector.stop() == status
         load.wait()
     pdir = run_dir / "profile"
@@ -130,12 +142,20 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
     for pid in workers:
         assert rows[pid]["sampled"] is True and rows[pid]["parent"] == service.pid
         assert rows[pid]["samples"]["oncpu"] > 0 and rows[pid]["samples"]["wall"] > 0
+    # nothing ran before the measured window: the window and every py-spy began in it
     assert status["window"]["start"] >= ctx.measure_start - 0.05
-    # 2 workers x ~12 % on CPU (7 ms loop per ~57 ms request) x 100 Hz x 3 s: ~70 expected
-    assert status["samples"] > 35
-    # py-spy's own CPU, from each py-spy's rusage: 4 py-spys at 100 Hz for 3 s
-    assert 0 < status["cpu_s"] < 4 * 3.0
-    assert status["cpu_s"] == pytest.approx(sum(rows[pid]["cpu_s"] for pid in workers), abs=0.01)
+    assert min(rows[pid]["since"] for pid in workers) >= status["window"]["start"] - 0.001
+    # On-CPU samples: the workers used worker_cpu CPU-seconds in and around the window
+    # (~0.2 s quiet). py-spy counts a thread that waits for a CPU as on it, so a busy
+    # machine gives more, and never fewer than half (py-spy may fall behind); one thread
+    # per worker cannot give more than rate x window each.
+    assert 0.5 * worker_cpu * 100 <= status["samples"] <= 2 * 100 * 3.0 + 10, worker_cpu
+    # py-spy's own CPU, from each py-spy's rusage, is what the kernel charged the test
+    # process for its reaped children (the py-spys were the only ones reaped meanwhile),
+    # to the rounding of 4 values to 1 ms
+    assert status["cpu_s"] == pytest.approx(pyspy_cpu, abs=0.005)
+    assert 0 < status["cpu_s"] == pytest.approx(sum(rows[pid]["cpu_s"] for pid in workers),
+                                                 abs=0.01)
     on_disk = json.loads((pdir / "status.json").read_text())
     assert {k: v for k, v in on_disk.items() if k != "by_view"} == status
     # the map given is the map used; every bundled map's coverage is beside it
@@ -169,9 +189,21 @@ def test_real_gunicorn_oncpu_and_wall(tmp_path: Path) -> None:
     stages = json.loads((pdir / "stages.json").read_text())
     assert stages["map"]["name"] == "test_app"
     cpu, wall_by = stages["oncpu"], stages["wall"]
-    # CPU goes to the loop; wall time mostly to the 50 ms wait (~10x the loop on an idle machine)
-    assert cpu["compute"] > 3 * cpu["upstream"]
+    # CPU goes to the loop, wall time to the wait. py-spy counts a thread that is runnable
+    # as on-CPU, so on a busy machine the wait gains the delay before each woken worker
+    # gets a CPU, and the loop stretches in wall time: with both cores busy the on-CPU
+    # view once had 37 samples in a 200 ms wait and 33 in a 7 ms loop (a quiet machine:
+    # ~30x the other way), and with a 50 ms wait the wall view once had 173 in the wait and
+    # 267 in the loop. What holds on any machine is per stage, on-CPU samples over wall
+    # samples: the loop never blocks, so about 1 (the two py-spys sample different
+    # instants: 0.4-2.5 measured), the wait only while it waits for a CPU after its wake-up
+    # (<= 0.064 measured with both cores busy, ~0 quiet). A view recorded in the other's
+    # mode or a stage map matching the wrong frames breaks this; the ratios between
+    # stages are the machine's.
     assert wall_by["upstream"] > wall_by["compute"]
+    compute_oncpu = cpu["compute"] / wall_by["compute"]
+    upstream_oncpu = cpu["upstream"] / wall_by["upstream"]
+    assert upstream_oncpu <= 0.25 and compute_oncpu > 3 * upstream_oncpu, (cpu, wall_by)
     wall_detail = stages["detail"]["wall"]["stages"]
     assert wall_detail["upstream"]["waiting"] >= 0.9 * wall_detail["upstream"]["samples"]
     assert wall_detail["compute"]["waiting"] == 0
@@ -184,15 +216,26 @@ def test_recycled_workers_get_their_own_pyspy(tmp_path: Path) -> None:
     run_dir.mkdir()
     with gunicorn(APP, tmp_path, args=["--max-requests", "15"]) as (service, url):
         first = children(service.pid)
-        load = subprocess.Popen(["wrk", "-t1", "-c2", "-d4s", url], stdout=subprocess.DEVNULL)
-        # the wall view: a worker that lives ~1 s gets ~20 samples however little CPU it
-        # used (on-CPU, the CI machine once had 10 samples in all)
-        collector = ProfileCollector(views=("wall",), stop_timeout_s=5)
-        collector.start(context(run_dir, service.pid, 0.0, 3.5))
-        time.sleep(3.7)
-        status = collector.stop()
-        load.wait()
-    # ~17 requests/s per worker for 3.5 s, recycled every 15: several generations
+        load = subprocess.Popen(["wrk", "-t1", "-c2", "-d60s", url], stdout=subprocess.DEVNULL)
+        try:
+            # the wall view: a worker that lives ~1 s gets ~20 samples however little CPU it
+            # used (on-CPU, the CI machine once had 10 samples in all)
+            collector = ProfileCollector(views=("wall",), stop_timeout_s=5)
+            collector.start(context(run_dir, service.pid, 0.0, 60.0))
+            # ~17 requests/s per worker on a quiet machine, recycled every 15: not on a
+            # timer, but until gunicorn has started two workers after the first two
+            seen = set(first)
+
+            def two_more() -> bool:
+                seen.update(children(service.pid))
+                return len(seen) >= 4
+
+            wait_for(two_more, 60, "two recycled workers")
+            time.sleep(1.0)  # the newest worker's py-spy attaches (0.5 s look) and samples
+            status = collector.stop()
+        finally:
+            load.terminate()
+            load.wait()
     sampled = [row for row in status["processes"] if row["sampled"]]
     assert len(sampled) >= 4 and set(first) <= {row["pid"] for row in sampled}
     assert any(row["exited"] for row in sampled)
@@ -206,34 +249,58 @@ def test_recycled_workers_get_their_own_pyspy(tmp_path: Path) -> None:
     assert sum(s.count for s in stacks) == status["samples"]
 
 
-def profile_family(tmp_path: Path, code: str, window_s: float,
-                   pyspy: Path | None = None) -> tuple[int, list[int], dict]:
-    """Run ``code`` (it prints 'ready' once its children are up), profile its tree for
-    ``window_s`` and kill it: (parent pid, its children at the start, the status)."""
-    parent = python(code)
-    try:
-        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
-        kids = children(parent.pid)
-        collector = ProfileCollector(pyspy=pyspy, stop_timeout_s=5)
-        collector.start(context(tmp_path, parent.pid, 0.0, window_s))
-        time.sleep(window_s + 0.3)
-        status = collector.stop()
-    finally:
-        for pid in children(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()
-    return parent.pid, kids, status
+class GatedPyspy:
+    """A py-spy that is slow to attach for exactly as long as a test wants: a slow machine,
+    made deterministic. The wrapper appends its arguments to ``started`` (so the test
+    knows py-spy was started on a pid), then waits until the file ``go`` exists before it
+    becomes the real py-spy. Until then it dies of the SIGINT the collector sends at the
+    end of the window, as a py-spy still attaching does: it sets SIGINT's default action
+    first, as py-spy installs its own handler, because a pytest started in the background
+    by a non-interactive shell passes SIGINT down ignored (a shell wrapper then outlived
+    the SIGINT and the test failed)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        real = find_pyspy(None)[0]
+        assert real is not None
+        self.path = tmp_path / "gated-py-spy"
+        self.started, self.go = tmp_path / "pyspy-started", tmp_path / "pyspy-go"
+        self.path.write_text(
+            f"#!{sys.executable}\n"
+            "import os, signal, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            f"with open({str(self.started)!r}, 'a') as f:\n"
+            "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
+            f"while not os.path.exists({str(self.go)!r}):\n"
+            "    time.sleep(0.01)\n"
+            f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n")
+        self.path.chmod(0o755)
+
+    def wait_started(self, pid: int, timeout_s: float = 20.0) -> None:
+        wait_for(lambda: self.started.exists() and f"--pid {pid} " in self.started.read_text(),
+                 timeout_s, f"py-spy to be started on pid {pid}")
+
+    def release(self) -> None:
+        self.go.touch()
 
 
-def slow_pyspy(tmp_path: Path) -> Path:
-    """A py-spy that starts 1 s late: a slow machine, made deterministic."""
-    wrapper = tmp_path / "slow-py-spy"
-    real = find_pyspy(None)[0]
-    assert real is not None
-    wrapper.write_text(f"#!/bin/sh\nsleep 1\nexec {real} \"$@\"\n")
-    wrapper.chmod(0o755)
-    return wrapper
+def wait_attached(run_dir: Path, pid: int, view: str = "oncpu", timeout_s: float = 20.0) -> None:
+    """Until the py-spy on ``pid`` says it samples (its log in the collector's parts)."""
+    log = run_dir / "profile" / "parts" / f"{view}.{pid}.log"
+    wait_for(lambda: log.exists() and "Sampling process" in log.read_text(errors="replace"),
+             timeout_s, f"py-spy to attach to pid {pid}")
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def _reaped_children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @pytest.mark.slow
@@ -243,7 +310,24 @@ def test_a_process_pyspy_cannot_read_makes_the_profile_partial(tmp_path: Path) -
             "kids = [subprocess.Popen(['sleep', '60']), subprocess.Popen([sys.executable, '-c',"
             " 'while True: sum(i * i for i in range(1000))'])]\n"
             "print('ready', flush=True)\ntime.sleep(60)\n")
-    parent, (sleeper, busy), status = profile_family(tmp_path, code, 2.0)
+    proc = python(code)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        kids = {psutil.Process(pid).name(): pid for pid in children(proc.pid)}
+        sleeper, busy = kids["sleep"], next(v for k, v in kids.items() if k != "sleep")
+        collector = ProfileCollector(stop_timeout_s=5)
+        collector.start(context(tmp_path, proc.pid, 0.0, 60.0))
+        # not on a timer: until py-spy has given up on the sleeper and samples the other
+        wait_attached(tmp_path, busy)
+        wait_for(lambda: len(collector.pids()) == 1, 20, "py-spy to give up on sleep")
+        time.sleep(0.5)  # ~10 samples of the busy child at 20 Hz
+        status = collector.stop()
+    finally:
+        for pid in children(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+    parent = proc.pid
     rows = {row["pid"]: row for row in status["processes"]}
     assert rows[parent]["sampled"] is False
     assert rows[busy]["samples"]["oncpu"] > 0 and "failed" not in rows[busy]
@@ -255,20 +339,47 @@ def test_a_process_pyspy_cannot_read_makes_the_profile_partial(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_a_process_gone_before_pyspy_attached_is_missed_not_failed(tmp_path: Path) -> None:
-    # py-spy starts 1 s after the collector saw the process, and one child lives only
-    # 0.4 s. On the CI machine a recycled gunicorn worker ended this way and the profile
-    # was wrongly called partial.
+    # A process seen by the collector ends before its py-spy has attached. On the CI
+    # machine a recycled gunicorn worker ended this way and the profile was wrongly called
+    # partial. Staged: py-spy is held before attaching until the brief child has ended.
+    gate = GatedPyspy(tmp_path)
+    brief_exit = tmp_path / "brief-exit"
+    brief = f"import os, time\nwhile not os.path.exists({str(brief_exit)!r}): time.sleep(0.01)\n"
     code = ("import subprocess, sys, time\n"
             "spin = 'while True: sum(i * i for i in range(1000))'\n"
-            "kids = [subprocess.Popen([sys.executable, '-c', spin]),"
-            " subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.4)'])]\n"
+            f"kids = [subprocess.Popen([sys.executable, '-c', spin]),"
+            f" subprocess.Popen([sys.executable, '-c', {brief!r}])]\n"
             # the brief child is not reaped: ended is ended, zombie or not
             "print('ready', flush=True)\ntime.sleep(60)\n")
-    _, (busy, brief), status = profile_family(tmp_path, code, 2.5, slow_pyspy(tmp_path))
+    parent = python(code)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
+        kids = children(parent.pid)
+        (brief,) = [k for k in kids if "brief-exit" in " ".join(psutil.Process(k).cmdline())]
+        (busy,) = set(kids) - {brief}
+        collector = ProfileCollector(pyspy=gate.path, stop_timeout_s=5)
+        collector.start(context(tmp_path, parent.pid, 0.0, 60.0))
+        gate.wait_started(busy)
+        gate.wait_started(brief)
+        brief_exit.touch()
+        wait_for(lambda: psutil.Process(brief).status() == psutil.STATUS_ZOMBIE, 20,
+                 "the brief child to end")
+        gate.release()
+        wait_attached(tmp_path, busy)
+        time.sleep(0.5)  # ~10 samples of the busy child at 20 Hz
+        status = collector.stop()
+    finally:
+        for pid in children(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
     rows = {row["pid"]: row for row in status["processes"]}
+    assert rows[parent.pid]["sampled"] is False
     assert rows[busy]["samples"]["oncpu"] > 0 and "failed" not in rows[busy]
+    assert "missed" not in rows[busy] and rows[busy]["exited"] is False
     assert rows[brief]["sampled"] is True and "failed" not in rows[brief]
     assert rows[brief]["exited"] is True and rows[brief]["missed"].startswith("exited before")
+    assert rows[brief]["samples"] == {"oncpu": 0}
     assert status["ok"] is True and status["failed_processes"] == 0 and "note" not in status
     assert status["missed_processes"] == 1
 
@@ -276,20 +387,24 @@ def test_a_process_gone_before_pyspy_attached_is_missed_not_failed(tmp_path: Pat
 @pytest.mark.slow
 def test_window_ending_while_pyspy_attaches_is_missed_not_failed(tmp_path: Path) -> None:
     # py-spy started on a process moments before the window ends gets SIGINT before it
-    # has attached; on a loaded machine a new gunicorn worker ended a run this way
-    wrapper = slow_pyspy(tmp_path)
+    # has attached; on a loaded machine a new gunicorn worker ended a run this way.
+    # Staged: the window ends (stop()) while py-spy is held before attaching. (Held by a
+    # 1 s sleep before, this race went the other way on a busy CI machine: py-spy had
+    # attached by the time the window ended.)
+    gate = GatedPyspy(tmp_path)
     target = python("import time\nprint('ready', flush=True)\ntime.sleep(30)\n")
     try:
         assert target.stdout is not None and target.stdout.readline() == b"ready\n"
-        collector = ProfileCollector(pyspy=wrapper, stop_timeout_s=5)
-        collector.start(context(tmp_path, target.pid, 0.0, 0.3))
-        time.sleep(0.5)
+        collector = ProfileCollector(pyspy=gate.path, stop_timeout_s=5)
+        collector.start(context(tmp_path, target.pid, 0.0, 60.0))
+        gate.wait_started(target.pid)
         status = collector.stop()
     finally:
         target.kill()
         target.wait()
+    assert not gate.go.exists()  # the real py-spy never ran
     (row,) = status["processes"]
-    assert row["missed"] == "the measured window ended while py-spy was attaching"
+    assert row.get("missed") == "the measured window ended while py-spy was attaching", row
     assert row["exited"] is False and "failed" not in row
     assert status["missed_processes"] == 1 and status["failed_processes"] == 0
     # nothing was sampled at all, so there is no profile, and the reason says why
@@ -304,18 +419,23 @@ def test_service_dying_mid_profile(tmp_path: Path) -> None:
     run_dir.mkdir()
     with gunicorn(APP, tmp_path) as (service, url):
         workers = children(service.pid)
-        load = subprocess.Popen(["wrk", "-t1", "-c2", "-d3s", url], stdout=subprocess.DEVNULL)
-        collector = ProfileCollector(stop_timeout_s=5)
-        collector.start(context(run_dir, service.pid, 0.0, 30.0))
-        wait_for(collector.pids, 5, "py-spy to start")
-        time.sleep(1.5)
-        for pid in [service.pid, *workers]:  # the whole service crashes
-            os.kill(pid, signal.SIGKILL)
-        service.wait()
-        # py-spy notices by itself, writes what it has and exits
-        wait_for(lambda: not collector.pids(), 15, "py-spy to notice the service died")
-        status = collector.stop()
-        load.wait()
+        load = subprocess.Popen(["wrk", "-t1", "-c2", "-d60s", url], stdout=subprocess.DEVNULL)
+        try:
+            collector = ProfileCollector(rate_hz=100, stop_timeout_s=5)
+            collector.start(context(run_dir, service.pid, 0.0, 60.0))
+            for pid in workers:
+                wait_attached(run_dir, pid)
+            # ~12 % on-CPU each x 100 Hz: ~35 samples expected before the crash
+            time.sleep(1.5)
+            for pid in [service.pid, *workers]:  # the whole service crashes
+                os.kill(pid, signal.SIGKILL)
+            service.wait()
+            # py-spy notices by itself, writes what it has and exits
+            wait_for(lambda: not collector.pids(), 15, "py-spy to notice the service died")
+            status = collector.stop()
+        finally:
+            load.terminate()
+            load.wait()
     assert status["ok"] is True
     assert status["target_exited"] is True
     assert status["note"] == "the service exited while py-spy was sampling: the profile is partial"

@@ -1,5 +1,7 @@
 """The local stack: Debian's Prometheus scrapes the reference service during a harness run;
-its view of the stage histogram must match what the harness counted."""
+its view of the stage histogram must match what the harness counted. The configuration the
+stack writes, and its failures to start, are checked without the binary (they always run);
+only the end-to-end test needs Debian's prometheus."""
 
 from __future__ import annotations
 
@@ -11,24 +13,59 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.exports.stack import PrometheusStack, prometheus_config
 from harness.rundir import RunDir
 from harness.rundir.scrapes import histogram_delta, read_scrape
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
-                                reason="prometheus missing: make system-deps")
+needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
+                                      reason="prometheus missing: make system-deps")
 
 
 def test_config_is_checked() -> None:
-    cfg = prometheus_config("127.0.0.1:8000", 1.0, ["r.yml"])
-    assert cfg["scrape_configs"][0]["job_name"] == "refsvc"
-    assert cfg["global"]["scrape_interval"] == "1000ms"
-    with pytest.raises(ValueError, match="host:port"):
-        prometheus_config("http://127.0.0.1:8000/metrics")
-    with pytest.raises(ValueError, match="scrape_interval_s"):
-        prometheus_config("127.0.0.1:8000", 0.0)
+    assert prometheus_config("127.0.0.1:8000", 1.5, ["r.yml"]) == {
+        "global": {"scrape_interval": "1500ms", "evaluation_interval": "1500ms"},
+        "rule_files": ["r.yml"],
+        "scrape_configs": [{"job_name": "refsvc", "metrics_path": "/metrics",
+                            "static_configs": [{"targets": ["127.0.0.1:8000"]}]}]}
+    assert prometheus_config("localhost:9", 0.1)["rule_files"] == []
+    assert prometheus_config("localhost:9", 300)["global"]["scrape_interval"] == "300000ms"
+    for target in ("http://127.0.0.1:8000/metrics", "127.0.0.1", "host/x:1"):
+        with pytest.raises(ValueError, match=f"target must be host:port \\(got '{target}'\\)"):
+            prometheus_config(target)
+    for interval in (0.0, 0.09, 301):
+        with pytest.raises(ValueError, match=rf"scrape_interval_s must be in \[0.1, 300\] "
+                                             rf"\(got {interval}\)"):
+            prometheus_config("127.0.0.1:8000", interval)
+
+
+def test_the_stack_writes_its_config_and_rules_and_says_why_it_did_not_start(
+        tmp_path: Path) -> None:
+    from harness.analysis.slo import load_slo
+    from harness.exports.prometheus_rules import render_rules
+    from harness.exports.stack import StackError
+
+    with pytest.raises(StackError, match="'no-such-prometheus' is not on PATH"):
+        PrometheusStack("127.0.0.1:8000", binary="no-such-prometheus", work_dir=tmp_path)
+    # `true` stands in for the binary: the files are written before anything starts
+    slo = ROOT / "examples" / "slo.yaml"
+    stack = PrometheusStack("127.0.0.1:8000", slo=slo, scrape_interval_s=2.0, port=1,
+                            work_dir=tmp_path / "prom", binary="true")
+    assert stack.url == "http://127.0.0.1:1" and stack.config_path.parent == tmp_path / "prom"
+    rules = tmp_path / "prom" / "slo-rules.yml"
+    assert rules.read_text() == render_rules(load_slo(slo))
+    assert yaml.safe_load(stack.config_path.read_text()) == prometheus_config(
+        "127.0.0.1:8000", 2.0, [str(rules)])
+    with pytest.raises(StackError, match="prometheus exited with code 0"):
+        stack.start(timeout_s=10)
+    stack.stop()
+    assert rules.is_file()  # a work directory the caller gave is not removed
+    own = PrometheusStack("127.0.0.1:8000", binary="true")
+    assert own.work_dir.is_dir() and not own.work_dir.is_relative_to(tmp_path)
+    own.stop()
+    assert not own.work_dir.exists()  # its own temporary directory is
 
 
 def _infer_count(stack: PrometheusStack) -> float | None:
@@ -37,6 +74,7 @@ def _infer_count(stack: PrometheusStack) -> float | None:
 
 
 @pytest.mark.slow
+@needs_prometheus
 def test_prometheus_sees_what_the_harness_counted(reference_service, tmp_path: Path) -> None:
     svc = reference_service()
     target = svc.url.removeprefix("http://")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import theilslopes
 from test_recording import start_echo
 
 from harness.rundir.replay import (
@@ -168,11 +169,20 @@ def _run_replay(url: str, replay: Path, speed: float, cwd: Path) -> subprocess.C
 @pytest.mark.slow
 @pytest.mark.parametrize("speed", [1.0, 2.0])
 def test_replay_reproduces_inter_arrival_times_and_sends_each_request_once(tmp_path, speed):
-    """Tolerance, on arrival offsets at the server after removing the common start
-    offset: median error < 5 ms, 95 % < 15 ms, all < 30 ms (a user's first request also
-    opens its connection: the first few arrive 10-20 ms late); inter-arrival gaps
-    likewise. Gevent timers, TCP connects and a shared 2-core machine, not the replay's
-    arithmetic, set these."""
+    """Arrival offsets at the server, after removing the common start offset, against
+    the file's times / speed.
+
+    The replay sends request i at start + t_i / speed (absolute offsets: nothing adds up),
+    so what remains is the machine's: gevent timers, a user's first request opening its
+    connection (10-20 ms), a driver waiting for a CPU. Measured with both cores busy
+    (scripts/stress-test-suite.sh, 14 runs): |error| p50 0.5-3.3 ms, p95 5.5-16.4 ms, max
+    9-27 ms; the trend of the error over the schedule (Theil-Sen slope) -0.002..+0.003.
+    A replay bug is systematic: the wrong speed, or gaps that add up (a trend: 0.5 at a
+    wrong speed, 0.02 if every gap gained 0.5 ms), a request sent in another's slot (a
+    whole gap, 25 ms at 40/s and 12.5 ms at 2x, for most requests), a request lost or sent
+    twice. Tolerances: slope < 0.01, median error and median gap error < 10 ms, and no
+    request 100 ms off its slot (four mean gaps; the machine's stalls were <= 27 ms).
+    The tail is not bounded tighter: it is the machine's, not the replay's."""
     times = _schedule(tmp_path / "sched.jsonl", N_REPLAY, 40.0, seed=int(speed))
     server = start_echo(tmp_path)
     try:
@@ -190,8 +200,9 @@ def test_replay_reproduces_inter_arrival_times_and_sends_each_request_once(tmp_p
     err -= np.median(err)
     print("replay arrival error ms: p50 {:.2f} p95 {:.2f} max {:.2f}".format(*tuple(
         1000 * np.percentile(np.abs(err), [50, 95, 100]))))
-    assert np.median(np.abs(err)) < 0.005, err
-    assert np.percentile(np.abs(err), 95) < 0.015, err
-    assert np.abs(err).max() < 0.030, err
+    slope = theilslopes(err, want)[0]
+    assert abs(slope) < 0.01, (slope, err)
+    assert np.median(np.abs(err)) < 0.010, err
+    assert np.abs(err).max() < 0.100, err
     gap_err = np.abs(np.diff(arrived) - np.diff(want))
-    assert np.percentile(gap_err, 95) < 0.015 and gap_err.max() < 0.030, gap_err
+    assert np.median(gap_err) < 0.010, gap_err

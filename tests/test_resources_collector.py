@@ -4,7 +4,16 @@ Tolerances:
 - cpu_percent: psutil derives it from utime+stime in clock ticks (10 ms) over a
   0.25 s sample, so one sample is good to about +-4 points; the mean over the run
   is compared with /proc/PID/stat over the same window to within 10 points
-  (window edges differ by at most one sample).
+  (window edges differ by at most one sample). The samples times their intervals add
+  up to the CPU seconds /proc charged the process, to the tick at each end: an idle
+  process may show a single sample of a few % (one tick in 0.25 s is 4 %) but never
+  more CPU than /proc counted.
+- the sampling rate is not asserted: a machine that starves the sampler thread lowers
+  it, and then the collector must say so. What is asserted is the accounting: every
+  tick of the schedule was either sampled or counted as missed, the achieved rate is
+  what resources.csv shows, and the warning is there exactly when that rate is below
+  90 % of the asked one. Likewise the burner is compared with /proc whatever share of a
+  core a busy machine leaves it.
 - rss_bytes and /proc/PID/status VmRSS read the same kernel counter: equal to
   within 1 MiB (the interpreter may touch a few pages between the two reads).
 """
@@ -67,37 +76,53 @@ def test_cpu_rss_and_rate_against_proc(tmp_path: Path) -> None:
         for p in (burner, alloc):
             assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
         collector = ResourcesCollector()
-        t0, cpu0 = time.time(), proc_cpu_seconds(burner.pid)
+        t0, m0 = time.time(), time.monotonic()
+        cpu0, idle0 = proc_cpu_seconds(burner.pid), proc_cpu_seconds(alloc.pid)
         collector.start(ctx(tmp_path, burner.pid, alloc.pid))
-        time.sleep(1.0)
         # rows are on disk while the run goes on, not only at stop()
-        assert any(r["role"] == "service_master" for r in rows(tmp_path))
-        time.sleep(1.5)
+        wait_for(lambda: any(r["role"] == "service_master" for r in rows(tmp_path)), 20,
+                 "the first sample on disk")
+        time.sleep(max(0.0, t0 + 2.5 - time.time()))
         rss_proc = vmrss_bytes(alloc.pid)
         status = collector.stop()
-        t1, cpu1 = time.time(), proc_cpu_seconds(burner.pid)
+        t1, m1 = time.time(), time.monotonic()
+        cpu1, idle1 = proc_cpu_seconds(burner.pid), proc_cpu_seconds(alloc.pid)
     finally:
         for p in (burner, alloc):
             p.kill()
             p.wait()
     assert status["status"] == "ok" and status["note"] is None
-    assert status["achieved_rate_hz"] >= 3.5
-    assert status["samples"] >= 8
     data = rows(tmp_path)
+    system = [r for r in data if r["role"] == "system"]
+    assert len(system) == status["samples"] >= 2
+    assert all(r["pid"] == "0" and 0.0 <= float(r["cpu_percent"]) <= 100.0 for r in system)
+    # the schedule's accounting: each 0.25 s tick between start and stop was sampled or
+    # counted missed (the first tick is a period after start; stop may cut the last one)
+    ticks = (m1 - m0) * status["rate_hz"]
+    assert ticks - 2 <= status["samples"] + status["missed_ticks"] <= ticks + 1, status
+    times = [float(r["t"]) for r in system]
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    # the CSV keeps t to the ms: the span may be off by 1 ms in >= 0.5 s (0.2 %)
+    assert status["achieved_rate_hz"] == pytest.approx(achieved, rel=0.002, abs=0.001)
+    assert ("warning" in status) == (status["achieved_rate_hz"] < 0.9 * status["rate_hz"])
     burn = [float(r["cpu_percent"]) for r in data if r["role"] == "service_master"]
-    idle = [float(r["cpu_percent"]) for r in data if r["role"] == "loadgen"]
+    idle = [(float(r["t"]), float(r["cpu_percent"])) for r in data if r["role"] == "loadgen"]
     truth = 100.0 * (cpu1 - cpu0) / (t1 - t0)
-    assert truth > 50, f"burner got only {truth:.0f} % of a core: machine too busy to judge"
-    assert abs(sum(burn) / len(burn) - truth) < 10
-    assert max(idle) < 5
+    assert abs(sum(burn) / len(burn) - truth) < 10, (burn, truth)
+    # the idle process: psutil's % times each sample's interval (the first one from the
+    # priming at start, at most t - t0) is the CPU /proc charged it, to a tick at each end
+    starts = [t0] + [t for t, _ in idle[:-1]]
+    charged = sum(pct / 100 * (t - t_prev) for (t, pct), t_prev in zip(idle, starts,
+                                                                         strict=True))
+    assert charged <= (idle1 - idle0) + 2 / CLK_TCK, (idle, idle1 - idle0)
+    assert sum(pct for _, pct in idle) / len(idle) < 5
     rss = int([r for r in data if r["role"] == "loadgen"][-1]["rss_bytes"])
     assert rss >= 200 << 20
     assert abs(rss - rss_proc) <= 1 << 20
-    system = [r for r in data if r["role"] == "system"]
-    assert len(system) == status["samples"]
-    assert all(r["pid"] == "0" and 0.0 <= float(r["cpu_percent"]) <= 100.0 for r in system)
-    # the burner alone keeps at least half of one core busy out of the machine's cores
-    assert sum(float(r["cpu_percent"]) for r in system) / len(system) > 40 / psutil.cpu_count()
+    # the burner's share of one core, spread over the machine's cores, is busy time the
+    # system row must show (within the same 10 points)
+    mean_system = sum(float(r["cpu_percent"]) for r in system) / len(system)
+    assert mean_system >= truth / psutil.cpu_count() - 10, (mean_system, truth)
     meta = json.loads((tmp_path / "resources.json").read_text())
     assert meta["processes"][str(burner.pid)]["role"] == "service_master"
     assert meta["processes"][str(alloc.pid)]["role"] == "loadgen"
@@ -117,14 +142,17 @@ def test_gunicorn_tree_recycled_worker_and_dead_service(tmp_path: Path) -> None:
             collector = ResourcesCollector(rate_hz=10)
             collector.watch(lambda: [watched.pid])  # asked again at every sample
             collector.start(ctx(tmp_path, service.pid, loadgen.pid))
-            time.sleep(0.6)
+            # not on a timer: each step waits for the rows the assertions below need
+            wait_for(lambda: _has_row(tmp_path, workers[0]), 20, "a row of the first worker")
             os.kill(workers[0], signal.SIGKILL)  # gunicorn replaces it
             new = wait_for(lambda: [w for w in children(service.pid) if w not in workers], 15,
                            "a replacement worker")[0]
-            time.sleep(0.5)
+            wait_for(lambda: _has_row(tmp_path, new), 20, "a row of the new worker")
             service.kill()  # the service dies mid-run: sampling goes on
             service.wait()
-            time.sleep(0.6)
+            killed = time.time()
+            wait_for(lambda: any(float(r["t"]) > killed + 0.2 for r in rows(tmp_path)), 20,
+                     "samples after the service died")
             status = collector.stop()
             assert collector.stop() == status  # idempotent
     finally:
@@ -153,13 +181,18 @@ def test_gunicorn_tree_recycled_worker_and_dead_service(tmp_path: Path) -> None:
     assert meta["processes"][str(new)]["role"] == "service_worker"
 
 
+def _has_row(run_dir: Path, pid: int) -> bool:
+    return any(r["pid"] == str(pid) for r in rows(run_dir))
+
+
 def test_external_target_samples_loadgen_and_system(tmp_path: Path) -> None:
     # A childless process as the load generator (pytest itself may have children here).
     loadgen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         collector = ResourcesCollector.from_options({"hz": 20})
         collector.start(ctx(tmp_path, None, loadgen.pid))
-        time.sleep(0.4)
+        wait_for(lambda: {r["role"] for r in rows(tmp_path)} == {"loadgen", "system"}, 20,
+                 "a sample of the load generator and of the system")
         status = collector.stop()
     finally:
         loadgen.kill()

@@ -94,10 +94,14 @@ def test_served_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
     infer = rd.histogram("stage", stage="infer")
     assert infer.get_mean_value() <= app.get_mean_value()
     assert rd.load()["negative_residuals"] == 0
-    # The profile attributes most on-CPU samples of a predict-only load to inference.
+    # The profile attributes most on-CPU samples of the service's own stages in a
+    # predict-only load to inference (measured: 25-58 samples vs 1-11 for fetch and
+    # serialize together). Not more than "framework": py-spy counts a runnable thread as
+    # on-CPU, so on a busy machine a worker woken from accept() waits for a CPU in the
+    # framework's frames (with both cores busy framework once had 33 samples, infer 25).
     stages_json = json.loads((path / "profile" / "stages.json").read_text())
     oncpu = stages_json["oncpu"]
-    assert oncpu["infer"] == max(v for k, v in oncpu.items())
+    assert oncpu["infer"] > 2 * (oncpu["fetch"] + oncpu["serialize"]), oncpu
     assert not descendants_named("gunicorn")
     assert not descendants_named("py-spy")
 
@@ -173,7 +177,10 @@ def test_service_killed_mid_run_is_recorded_and_degraded(tmp_path: Path) -> None
     )
     try:
         master = _wait_for_gunicorn_master(proc.pid)
-        time.sleep(3.0)
+        # not after a fixed 3 s: once a measured interval with answered requests is on
+        # disk (the run lasts 8 s, so the kill lands in the middle of it)
+        _wait_for(lambda: any(_measured_requests(p) for p in tmp_path.glob("*/intervals.jsonl")),
+                  60)
         os.killpg(master.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=90)
     finally:
@@ -214,6 +221,12 @@ def test_interrupt_leaves_an_incomplete_readable_run_and_no_processes(tmp_path: 
     assert rd.load()["measured"]["requests"] > 0
     gone, alive = psutil.wait_procs(tree, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+
+
+def _measured_requests(intervals: Path) -> int:
+    rows = [json.loads(line) for line in intervals.read_text().splitlines()
+            if line.endswith("}")]
+    return sum(r["requests"] - r["failures"] for r in rows if not r["warmup"])
 
 
 def _wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]

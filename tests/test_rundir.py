@@ -1,8 +1,8 @@
 """harness.rundir: creating, writing and reading run directories built file by file.
 
 ``RunBuilder`` writes the files of docs/internals.md directly (hlogs through
-hdrh's HistogramLogWriter), so the reader is tested on exactly the contract.
-test_summary.py reuses it.
+hdrh's HistogramLogWriter, synthetic_runs.write_hlog), so the reader is tested on
+exactly the contract. test_summary.py and test_diagnosis_facts.py reuse it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from hdrh.histogram import HdrHistogram
-from hdrh.log import HistogramLogReader, HistogramLogWriter
+from hdrh.log import HistogramLogReader
+from synthetic_runs import histogram_of, hlog_file_name, write_hlog, write_series_index
 
 from harness import stats
 from harness.run.environment import collect_environment
@@ -74,21 +75,13 @@ class RunBuilder:
                stage: str | None = None, tag: str | None = None, out_of_range: int = 0,
                sig: int = 3) -> None:
         """Interval k covers [T0 + k, T0 + k + 1); warm-up is k < warmup_s."""
-        file = "~".join(x.replace(" ", "_") for x in (metric, name, stage, tag) if x) + ".hlog"
-        with (self.path / "latency" / file).open("w") as f:
-            f.write(f"#[StartTime: {T0:.3f} (seconds since epoch), 2025-11-26 01:38:52]\n")
-            writer = HistogramLogWriter(f)
-            writer.output_legend()
-            for k in sorted(by_interval):
-                h = HdrHistogram(1, 3_600_000_000, sig)
-                for v in by_interval[k]:
-                    assert h.record_value(v)
-                writer.output_interval_histogram(h, float(k) or 1e-9, k + 1.0, 1.0)
+        file = hlog_file_name(metric, name, stage, tag)
+        write_hlog(self.path / "latency" / file, T0,
+                   [(float(k), 1.0, histogram_of(by_interval[k], sig))
+                    for k in sorted(by_interval)])
         self.entries.append({"file": file, "metric": metric, "name": name, "stage": stage,
                              "tag": tag, "out_of_range": out_of_range})
-        write_json_atomic(self.path / "latency" / "series.json", {
-            "interval_s": 1.0, "start_time": T0, "lowest_us": 1, "highest_us": 3_600_000_000,
-            "significant_figures": 3, "series": self.entries})
+        write_series_index(self.path, T0, self.entries)
 
     def intervals(self, rows: list[dict[str, Any]]) -> None:
         with (self.path / "intervals.jsonl").open("w") as f:

@@ -23,19 +23,32 @@ from harness.rundir.replay import ReplayRecord, read_replay, write_replay
 REPO = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
 TAG_LOGGER = '''
-import json, os
+import json, os, time
+import gevent
 from locust import events
 
 _out = open(os.environ["TAG_LOG"], "a", buffering=1)
 
 
 @events.request.add_listener
-def _log(request_type, name, context, response, exception, **_kw):
+def _log(request_type, name, context, response, exception, response_time, **_kw):
     headers = getattr(response, "headers", None) or {}
     _out.write(json.dumps({
+        # each user is one greenlet, and the event fires in it; t: when the request started
+        "user": id(gevent.getcurrent()), "t": time.time() - response_time / 1000.0,
         "name": f"{request_type} {name}", "input_class": context.get("input_class"),
         "outcome": context.get("outcome"), "status": getattr(response, "status_code", 0),
         "failed": exception is not None, "timing": headers.get("Server-Timing")}) + "\\n")
+
+
+@events.test_start.add_listener
+def _start(**_kw):
+    _out.write(json.dumps({"event": "test_start", "t": time.time()}) + "\\n")
+
+
+@events.spawning_complete.add_listener
+def _spawned(user_count, **_kw):
+    _out.write(json.dumps({"event": "spawned", "users": user_count, "t": time.time()}) + "\\n")
 '''
 
 
@@ -53,7 +66,13 @@ def run_locust(scenario: str, host: str, tmp: Path, *args: str, seconds: int = 4
                           env={**os.environ, "PYTHONPATH": str(REPO), "TAG_LOG": str(log),
                                **(env or {})})
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return proc, rows
+    return proc, [r for r in rows if "event" not in r]
+
+
+def runner_events(tmp: Path) -> list[dict]:
+    """test_start and spawning_complete as the tag logger saw them, in all runs in ``tmp``."""
+    return [r for log in sorted(tmp.glob("tags-*.jsonl")) for r in map(
+        json.loads, log.read_text().splitlines()) if "event" in r]
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +152,11 @@ def test_bad_scenario_inputs_fail_before_any_traffic(tmp_path, args, env, messag
 
 @pytest.mark.slow
 def test_a_shape_drives_the_users_and_ends_the_run(tmp_path):
+    """step:start=1,step=2,every=1s,steps=2: one user for a second, then three, then the
+    end of the shape stops the run (no -t). Locust polls the shape once a second and
+    spawns the two new users at 2/s, so the shape's times hold from below exactly (a
+    user cannot start before the tick that adds it) and from above with 0.5 s for a busy
+    machine's lateness."""
     server = start_echo(tmp_path, threads=8)
     try:
         proc, rows = run_locust("production", server.url, tmp_path, "--shape",
@@ -142,7 +166,22 @@ def test_a_shape_drives_the_users_and_ends_the_run(tmp_path):
         server.stop()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Shape test completed" in proc.stderr or "Shape test stopping" in proc.stderr
-    assert rows
+    (start,), spawned = [(e["t"]) for e in runner_events(tmp_path)
+                         if e["event"] == "test_start"], [
+        e for e in runner_events(tmp_path) if e["event"] == "spawned"]
+    # the levels, in order, and when the second one was reached
+    assert [e["users"] for e in spawned] == [1, 3], spawned
+    assert 1.0 <= spawned[1]["t"] - start <= 2.5, spawned
+    first: dict[int, float] = {}
+    for r in sorted(rows, key=lambda r: r["t"]):
+        first.setdefault(r["user"], r["t"])
+    users = sorted(first, key=first.__getitem__)
+    # never more than the shape's 3 users; the added ones only after the 1 s tick
+    assert 2 <= len(users) <= 3, first
+    assert all(first[u] - start >= 1.0 for u in users[1:]), (start, first)
+    # the shape ended the run at 2 s (+0.5): nothing started later, and locust exited by
+    # itself, long before the 90 s the test would wait
+    assert max(r["t"] for r in rows) - start <= 2.5, max(r["t"] for r in rows) - start
 
 
 class Served:

@@ -8,7 +8,7 @@ from harness.analysis.diagnosis.facts import Facts, StageFacts, TagFacts
 from harness.analysis.rules.thresholds import (
     MACHINE_OTHER_SHARE,
     MACHINE_SYSTEM_PCT,
-    ONCPU_MIN_WALL_S,
+    ONCPU_MIN_SAMPLES,
     TAG_MIN_COUNT,
     TAG_P99_MIN_US,
     TAG_P99_RATIO,
@@ -45,7 +45,7 @@ def oncpu_ratio(f: Facts, stage: str) -> float | None:
     if p is None or st is None or not p.rate_hz or stage not in p.oncpu or f.duration_s <= 0:
         return None
     wall_s = st.mean_us * st.count / 1e6 * min(1.0, p.window_s / f.duration_s)
-    if wall_s <= ONCPU_MIN_WALL_S:  # too little stage time over the run: the ratio is noise
+    if wall_s * p.rate_hz < ONCPU_MIN_SAMPLES:  # too few samples: the ratio is noise
         return None
     return min(1.0, p.oncpu[stage] / p.rate_hz / wall_s)
 

@@ -190,9 +190,10 @@ ONCPU_COMPUTE = _t(
 ONCPU_WAITING = _t(
     "ONCPU_WAITING", 0.3, "on-CPU / wall seconds",
     "on-CPU 30 % or less: mostly waiting (I/O, a lock, the GIL, or a CPU it does not get)")
-ONCPU_MIN_WALL_S = _t(
-    "ONCPU_MIN_WALL_S", 0.05, "s of stage time over the run",
-    "under this much stage time, the ratio of a few samples is noise")
+ONCPU_MIN_SAMPLES = _t(
+    "ONCPU_MIN_SAMPLES", 10, "expected profile samples (stage wall seconds x rate)",
+    "with fewer the ratio is noise: a computing stage expected to get 1 sample (0.05 s of "
+    "it at 20 Hz) got 0, read as waiting, 37 % of the time")
 # -- input data and failures -------------------------------------------------------------------
 TAG_MIN_COUNT = _t(
     "TAG_MIN_COUNT", 30, "requests of the class",
