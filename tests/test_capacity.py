@@ -58,6 +58,7 @@ def test_step_seconds_give_enough_samples_for_the_slo(tmp_path: Path) -> None:
     ({"tolerance": 0.9}, "tolerance must be in"),
     ({"max_steps": 0}, "max_steps must be in"),
     ({"step_s": 0.0}, "step must be > 0 s"),
+    ({"warmup_s": 0.5}, r"warm-up must be a whole number of intervals \(1 s\) \(got 0.5 s\)"),
 ])
 def test_bad_options_are_refused(tmp_path: Path, kw: dict, needle: str) -> None:
     slo = parse_slo({"objectives": [{"latency": {"p50": "1s"}}]})

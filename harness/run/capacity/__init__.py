@@ -28,7 +28,9 @@ rate because the service could not keep up) counts as not meeting it, so the
 capacity found is one the data supports at the SLO's confidence.
 
 When the target is the reference service, it is started once for the whole
-sweep (a restart per step would cost seconds and change its warm state).
+sweep (a restart per step would cost seconds and change its warm state). Step ``i`` (from
+1) draws its arrivals with seed ``template.seed + i - 1``: a re-test is a new draw, not a
+replay of its first step's schedule.
 
 A step's achieved rate is its summary's: the intended starts of its measured window that
 were made (or the requests answered, when fewer), so it never exceeds the rate asked. The

@@ -55,6 +55,13 @@ class CapacityOptions:
         if not self.step_s > 0 or self.warmup_s < 0:
             raise ValueError(f"step must be > 0 s and warm-up >= 0 s (got {self.step_s!r}, "
                              f"{self.warmup_s!r})")
+        # The recorder's intervals start with the load, and one that begins in the warm-up is
+        # all warm-up: a warm-up of 0.5 intervals measured latency and requests over the last
+        # 1.5 s of a 2 s step but the schedule over 2 s (target 6.67 req/s for 4 asked).
+        intervals = self.warmup_s / self.template.interval_s
+        if abs(intervals - round(intervals)) > 1e-6:
+            raise ValueError(f"warm-up must be a whole number of intervals "
+                             f"({self.template.interval_s:g} s) (got {self.warmup_s!r} s)")
 
 
 def knee_index(xs: list[float], ys: list[float]) -> int | None:

@@ -62,6 +62,7 @@ class CapacityStep:
     target_rps: float | None = None
     achieved_by: str | None = None
     objectives: tuple[StepObjective, ...] = ()
+    seed: int | None = None  # of the step's arrival schedule
 
     @property
     def passed(self) -> bool:
@@ -90,7 +91,8 @@ class CapacityStep:
             target_rps=_num(d.get("target_rps"), f"{where}.target_rps"),
             achieved_by=None if d.get("achieved_by") is None else str(d["achieved_by"]),
             objectives=tuple(_objective(o, f"{where}.objectives[{i}]")
-                             for i, o in enumerate(objectives[:50])))
+                             for i, o in enumerate(objectives[:50])),
+            seed=_int(d.get("seed"), f"{where}.seed", True))
 
 
 @dataclass(frozen=True)
