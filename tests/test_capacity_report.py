@@ -161,10 +161,14 @@ def test_the_page_of_a_scripted_sweep(tmp_path: Path) -> None:
 def test_the_curve_by_value(tmp_path: Path) -> None:
     fig = curve_figure(_scripted_sweep(tmp_path))
     assert fig is not None
+    traces = {(t.name, t.mode): t for t in fig.data}
+    # one point per rate, at its achieved rate (scripted: min(rate, 27.5)), joined up to the
+    # lowest rate that did not pass (27), the rates beyond it as points
+    assert list(traces["p50", "lines+markers"].x) == [4.0, 8.0, 16.0, 24.0, 26.0, 27.0]
+    assert list(traces["p50", "markers"].x) == [27.5, 27.5]
+    assert list(traces["p50", "lines+markers"].y)[:2] == [5.0, 5.0]
+    assert traces["p99", "markers"].y[-1] == 2500.0
     traces = {t.name: t for t in fig.data}
-    # one point per rate, at its achieved rate (scripted: min(rate, 27.5))
-    assert list(traces["p50"].x) == [4.0, 8.0, 16.0, 24.0, 26.0, 27.0, 27.5, 27.5]
-    assert list(traces["p50"].y)[:2] == [5.0, 5.0] and traces["p99"].y[-1] == 2500.0
     # the SLO's bounds: p50 is a line of the curve; infer p99 is drawn with its own values
     bounds = sorted((s.y0, s.line.color) for s in fig.layout.shapes)
     assert bounds == [(40.0, "#d62728"), (1000.0, CURVE_PERCENTILES[0][2])]
@@ -215,7 +219,8 @@ def test_a_real_sweep_s_report_in_headless_chromium(sweep: CapacityResult,
             ").length")
         assert drawn == 2
         points = browser.evaluate("document.getElementById('plot-curve')._fullData"
-                                  ".filter(t => t.name === 'p99')[0].x.length")
+                                  ".filter(t => t.name === 'p99')"
+                                  ".reduce((n, t) => n + t.x.length, 0)")
         assert points == len(sweep.curve())
         assert browser.console_errors() == [] and browser.remote_requests() == []
         shot = browser.screenshot(tmp_path / "sweep-report.png")

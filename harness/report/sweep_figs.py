@@ -9,6 +9,7 @@ rows the SLO check judged), so the figure shows what the verdicts were decided o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,17 +131,28 @@ _SCALES = [{"type": "buttons", "direction": "right", "x": 1, "y": 1.1, "xanchor"
 
 
 def curve_figure(result: CapacityResult) -> go.Figure | None:
-    """p50, p90 and p99 against the achieved rate; the SLO's bounds, each rate's verdict,
-    the capacity and the knee."""
+    """p50, p90 and p99 against the achieved rate (joined up to the lowest rate that did not
+    pass, points beyond it); the SLO's bounds, each rate's verdict, the capacity and the
+    knee."""
     points = _points(result)
     if not points:
         return None
     xs = [p.latest.achieved_rps for p in points]
     fig = go.Figure()
+    # A line up to the lowest rate that did not pass; beyond it the achieved rate is the
+    # service's (it no longer follows the rate asked), so those points are not joined.
+    limit = result.limit_rps if result.limit_rps is not None else math.inf
     for name, key, color in CURVE_PERCENTILES:
-        fig.add_trace(go.Scatter(x=xs, y=_ms_line(points, key), mode="lines+markers",
-                                 name=name, line={"color": color},
-                                 hovertext=[_hover(p) for p in points], hoverinfo="text"))
+        ys = _ms_line(points, key)
+        for beyond in (False, True):
+            pick = [i for i, p in enumerate(points) if (p.rate_rps > limit) == beyond]
+            if pick:
+                fig.add_trace(go.Scatter(
+                    x=[xs[i] for i in pick], y=[ys[i] for i in pick],
+                    mode="markers" if beyond else "lines+markers", name=name, legendgroup=name,
+                    showlegend=not beyond or len(pick) == len(points),
+                    line={"color": color}, marker={"color": color},
+                    hovertext=[_hover(points[i]) for i in pick], hoverinfo="text"))
     slos = slo_curves(points)
     _slo_lines(fig, xs, slos)
     judged = _judged_line(points, slos)
