@@ -67,6 +67,7 @@ def test_step_seconds_give_enough_samples_for_the_slo(tmp_path: Path) -> None:
     ({"tolerance": 0.9}, "tolerance must be in"),
     ({"max_steps": 0}, "max_steps must be in"),
     ({"step_s": 0.0}, "step must be > 0 s"),
+    ({"warmup_s": 0.5}, r"warm-up must be a whole number of intervals \(1 s\) \(got 0.5 s\)"),
 ])
 def test_bad_options_are_refused(tmp_path: Path, kw: dict, needle: str) -> None:
     slo = parse_slo({"objectives": [{"latency": {"p50": "1s"}}]})
@@ -210,7 +211,9 @@ def test_the_curve_has_one_row_per_rate_with_its_re_tests(tmp_path: Path) -> Non
 
 
 def _table_row(result: CapacityResult, rate: float) -> str:
-    return next(line for line in format_capacity(result) if line.startswith(f"{rate:>9g} "))
+    """The table's row of ``rate`` without its mark (``<- capacity``)."""
+    line = next(line for line in format_capacity(result) if line.startswith(f"{rate:>9g} "))
+    return line.removesuffix("  <- capacity")
 
 
 def _replay(result: CapacityResult, opts: CapacityOptions) -> CapacityResult:
@@ -282,6 +285,9 @@ def test_real_sweep_brackets_the_capacity_of_one_worker(tmp_path: Path) -> None:
         rd = RunDir(step.run_dir)
         assert Path(step.run_dir).parent == result.sweep_dir
         assert rd.meta["load"]["rate"] == pytest.approx(step.rate_rps)
+        # counted by intended start: never above what the step's schedule held (issue 19)
+        assert step.achieved_rps is not None and step.target_rps is not None, table
+        assert step.achieved_rps <= step.target_rps, table
         assert (rd.path / "summary.json").is_file()
         if step.phase == "confirm":
             assert step.rate_rps in {s.rate_rps for s in result.steps[:i]}

@@ -86,6 +86,7 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         for line in format_capacity(result):
             print(line)
+        print(f"report: harness report {result.sweep_dir}")
     if result.converged:
         return 0
     return 1 if result.capacity_rps is None and result.limit_rps is not None \

@@ -38,6 +38,7 @@ from harness.load.recorder import LatencyRecorder
 from harness.load.servicetotal import ServiceTotal
 from harness.load.tracecontext import TraceContext
 from harness.rundir.atomic import write_text_atomic
+from harness.rundir.records.load import achieved_count
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_START", "SHAPE_ENDED", "Emitter", "Plan", "Role",
            "StartError", "StopSignal", "install_recording", "load_summary", "run_users",
@@ -300,13 +301,15 @@ def load_summary(
     m = rec.measured
     since = rec.measured_since if rec.measured_since is not None else end
     span = max(0.0, end - since)
-    measured: dict[str, Any] = {
-        "requests": m.requests, "failures": m.failures,
-        "achieved_rps": round(m.requests / span, 3) if span > 0 else None,
-    }
+    measured: dict[str, Any] = {"requests": m.requests, "failures": m.failures}
     if config.open_model:
         measured.update(window or {"scheduled": 0, "started": 0, "late": 0, "dropped": 0})
         measured["late_threshold_us"] = config.late_threshold_us
+    # by intended start in the open model, never above the target (achieved_count)
+    achieved, measured["achieved_by"] = achieved_count(
+        m.requests, measured.get("started"), measured.get("scheduled"))
+    measured["achieved"] = achieved
+    measured["achieved_rps"] = round(achieved / span, 3) if span > 0 else None
     target = config.rate if config.open_model else None
     if config.open_model and window and span > 0:
         # What was asked is what the schedule held in the window: Poisson arrivals at 40/s

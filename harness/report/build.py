@@ -75,8 +75,9 @@ def _requests_html(summary: Summary) -> str:
                   "p99.9 ms", "max ms"], rows)
     lb = summary.load
     if lb.target_rps:
+        by = " (intended starts made)" if lb.achieved_by == "started" else ""
         body += (f'<p class="note">target {lb.target_rps:g} req/s, achieved '
-                 f'{lb.achieved_rps or 0:.2f} req/s; late starts {lb.late}, '
+                 f'{lb.achieved_rps or 0:.2f} req/s{by}; late starts {lb.late}, '
                  f'dropped {lb.dropped}</p>')
     body += ('<p class="note">~ marks a percentile with fewer samples than a '
              f'{100 * summary.confidence:.0f} % upper bound needs.</p>')

@@ -34,6 +34,7 @@ from harness.rundir.records import (
     TagRow,
     Window,
 )
+from harness.rundir.records.load import achieved_count
 
 __all__ = ["CONFIDENCE", "PERCENTILES", "summarize", "summarize_record"]
 
@@ -152,8 +153,20 @@ def _residual_split(residual: StageRow | None, load: LoadReport) -> dict[str, fl
             "rest_share": round(residual.share * (1 - part), 4)}
 
 
-def _load_block(rd: RunDir, load: LoadReport, achieved: float | None, open_model: bool
-                ) -> LoadBlock:
+def _achieved(load: LoadReport, count: int, seconds: float) -> tuple[float | None, str]:
+    """(achieved_rps, what it counts) from ``count`` requests answered in the window, by
+    load.json's rule (harness.rundir.records.load.achieved_count): in the open model the
+    window's intended starts that were made, over the target's own seconds, so that it
+    never exceeds target_rps."""
+    m = load.measured
+    n, by = achieved_count(count, m.started, m.scheduled)
+    if m.started is not None and m.scheduled and load.target_rps:
+        return round(load.target_rps * n / m.scheduled, 3), by
+    return (round(n / seconds, 3) if seconds > 0 else None), by
+
+
+def _load_block(rd: RunDir, load: LoadReport, achieved: tuple[float | None, str],
+                open_model: bool) -> LoadBlock:
     m = load.measured
     lateness = loop = None
     if open_model:
@@ -161,7 +174,8 @@ def _load_block(rd: RunDir, load: LoadReport, achieved: float | None, open_model
         hist = rd.histogram("lateness_loop")
         loop = _lateness(hist, mean=True) if hist.get_total_count() else None  # older: none
     return LoadBlock(source=load.source, target_rps=load.target_rps,
-                     nominal_rps=load.nominal_rps, achieved_rps=achieved, users=load.users,
+                     nominal_rps=load.nominal_rps, achieved_rps=achieved[0],
+                     achieved_by=achieved[1], users=load.users,
                      workers=load.workers, scheduled=m.scheduled, started=m.started,
                      late=m.late, dropped=m.dropped, stopped_early=load.stopped_early,
                      stop_reason=load.stop_reason, lateness=lateness,
@@ -215,7 +229,8 @@ def _build(rd: RunDir) -> Summary:
         percentiles=PERCENTILES, confidence=CONFIDENCE,
         min_samples={stats.percentile_key(p): stats.min_samples_for_percentile(p, CONFIDENCE)
                      for p in PERCENTILES},
-        load=_load_block(rd, load, requests[-1].rps, open_model), requests=requests,
+        load=_load_block(rd, load, _achieved(load, requests[-1].count, seconds), open_model),
+        requests=requests,
         tags=tags, stages={k: v for k, v in breakdowns.items() if v is not None},
         resources=resources_block(rd, start, end) if finite else None,
         profile=profile_shares(rd))

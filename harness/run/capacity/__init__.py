@@ -28,10 +28,20 @@ rate because the service could not keep up) counts as not meeting it, so the
 capacity found is one the data supports at the SLO's confidence.
 
 When the target is the reference service, it is started once for the whole
-sweep (a restart per step would cost seconds and change its warm state).
+sweep (a restart per step would cost seconds and change its warm state). Step ``i`` (from
+1) draws its arrivals with seed ``template.seed + i - 1``: a re-test is a new draw, not a
+replay of its first step's schedule.
 
-Modules: ``model`` (options, steps, result, the knee), ``search`` (the bracket search on
-any step runner), ``sweep`` (a step is a real run: find_capacity), ``report`` (the table).
+A step's achieved rate is its summary's: the intended starts of its measured window that
+were made (or the requests answered, when fewer), so it never exceeds the rate asked. The
+knee (Kneedle on p99 against the achieved rate) is a property of the curve, not the answer:
+the table marks the capacity, and says where the knee lies against it.
+
+Modules: ``model`` (options, the knee; the steps and the result are capacity.json's record,
+harness.rundir.records.capacity), ``search`` (the bracket search on any step runner),
+``sweep`` (a step is a real run: find_capacity), ``settings`` (what capacity.json keeps of
+the options and the SLO), ``report`` (the table). The sweep's HTML report is
+harness.report.sweep (``harness report SWEEP_DIR``).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from harness.run.capacity.model import (
     CapacityResult,
     CapacityStep,
     CurvePoint,
+    StepObjective,
     knee_index,
 )
 from harness.run.capacity.report import format_capacity
@@ -49,5 +60,5 @@ from harness.run.capacity.search import StepRunner, search
 from harness.run.capacity.sweep import find_capacity, step_seconds
 
 __all__ = ["CapacityError", "CapacityOptions", "CapacityResult", "CapacityStep",
-           "CurvePoint", "StepRunner", "find_capacity", "format_capacity", "knee_index",
-           "search", "step_seconds"]
+           "CurvePoint", "StepObjective", "StepRunner", "find_capacity", "format_capacity",
+           "knee_index", "search", "step_seconds"]

@@ -1,20 +1,26 @@
 """The capacity sweep's data: its options, its steps, its result, and the knee of its curve.
 
-Latencies in µs (client, from the intended start); rates in requests/s.
+Latencies in µs (client, from the intended start); rates in requests/s. The steps and the
+result are capacity.json's record (harness.rundir.records.capacity, where its reader is
+too), re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness.analysis.slo import Slo
 from harness.run.options import RunOptions
+from harness.rundir.records.capacity import (
+    CapacityResult,
+    CapacityStep,
+    CurvePoint,
+    StepObjective,
+)
 
 __all__ = ["CapacityError", "CapacityOptions", "CapacityResult", "CapacityStep",
-           "CurvePoint", "knee_index"]
+           "CurvePoint", "StepObjective", "knee_index"]
 
 
 class CapacityError(Exception):
@@ -49,85 +55,13 @@ class CapacityOptions:
         if not self.step_s > 0 or self.warmup_s < 0:
             raise ValueError(f"step must be > 0 s and warm-up >= 0 s (got {self.step_s!r}, "
                              f"{self.warmup_s!r})")
-
-
-@dataclass(frozen=True)
-class CapacityStep:
-    """One run of the sweep; latencies in µs (client, from the intended start)."""
-
-    index: int
-    phase: str  # "coarse", "bisect" or "confirm" (a re-test of one of the bracket's ends)
-    rate_rps: float
-    run_dir: str
-    verdict: str
-    achieved_rps: float | None
-    p50_us: int | None
-    p90_us: int | None
-    p99_us: int | None
-    error_rate: float | None
-    failed_rows: list[str]
-    elapsed_s: float
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """One tested rate: how many of its steps passed, and its latest step (whose numbers
-    stand for the rate: one run's numbers together rather than medians of different runs,
-    which would also hide a re-test that disagreed)."""
-
-    rate_rps: float
-    steps: int
-    passes: int
-    latest: CapacityStep
-
-    @property
-    def passed(self) -> bool:
-        """The majority verdict: more than half of the steps passed."""
-        return 2 * self.passes > self.steps
-
-    @property
-    def verdict(self) -> str:
-        """The step's verdict for a rate tested once, else e.g. "pass 2/2" or "fail 1/3"
-        (passes / steps); "tie 1/2" when the budget ran out mid-re-test."""
-        if self.steps == 1:
-            return self.latest.verdict
-        word = "tie" if 2 * self.passes == self.steps else "pass" if self.passed else "fail"
-        return f"{word} {self.passes}/{self.steps}"
-
-
-@dataclass
-class CapacityResult:
-    sweep_dir: Path
-    capacity_rps: float | None  # highest rate that majority-passed below limit_rps
-    limit_rps: float | None  # lowest rate that did not majority-pass
-    converged: bool
-    reason: str
-    steps: list[CapacityStep] = field(default_factory=list)
-    knee_rps: float | None = None
-    elapsed_s: float = 0.0
-
-    def curve(self) -> list[CurvePoint]:
-        """One point per tested rate, by rate."""
-        by_rate: dict[float, list[CapacityStep]] = {}
-        for step in self.steps:
-            by_rate.setdefault(step.rate_rps, []).append(step)
-        return [CurvePoint(rate_rps=rate, steps=len(steps),
-                           passes=sum(s.passed for s in steps), latest=steps[-1])
-                for rate, steps in sorted(by_rate.items())]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sweep_dir": str(self.sweep_dir), "capacity_rps": self.capacity_rps,
-                "limit_rps": self.limit_rps, "converged": self.converged, "reason": self.reason,
-                "knee_rps": self.knee_rps, "elapsed_s": round(self.elapsed_s, 3),
-                "steps": [dataclasses.asdict(s) for s in self.steps],
-                "curve": [{"rate_rps": p.rate_rps, "achieved_rps": p.latest.achieved_rps,
-                           "p50_us": p.latest.p50_us, "p99_us": p.latest.p99_us,
-                           "passed": p.passed, "steps": p.steps, "passes": p.passes}
-                          for p in self.curve()]}
+        # The recorder's intervals start with the load, and one that begins in the warm-up is
+        # all warm-up: a warm-up of 0.5 intervals measured latency and requests over the last
+        # 1.5 s of a 2 s step but the schedule over 2 s (target 6.67 req/s for 4 asked).
+        intervals = self.warmup_s / self.template.interval_s
+        if abs(intervals - round(intervals)) > 1e-6:
+            raise ValueError(f"warm-up must be a whole number of intervals "
+                             f"({self.template.interval_s:g} s) (got {self.warmup_s!r} s)")
 
 
 def knee_index(xs: list[float], ys: list[float]) -> int | None:

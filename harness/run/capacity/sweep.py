@@ -22,9 +22,11 @@ from harness.run.capacity.model import (
     CapacityOptions,
     CapacityResult,
     CapacityStep,
+    StepObjective,
     knee_index,
 )
 from harness.run.capacity.search import search
+from harness.run.capacity.settings import sweep_settings
 from harness.run.options import RunError, RunOptions
 from harness.run.orchestrator import run
 from harness.run.target import ServedTarget, TargetError, serve_reference
@@ -49,9 +51,13 @@ def step_seconds(opts: CapacityOptions, rate: float) -> float:
 def _step(opts: CapacityOptions, base: RunOptions, sweep: Path, index: int, phase: str,
           rate: float) -> CapacityStep:
     began = time.monotonic()
+    # Each step its own arrival draw (seed + index - 1): with one seed for all, every step
+    # replayed the same draw, scaled by its rate, and a re-test replayed its step's schedule
+    # exactly. With 4 s windows seed 1's draw held 7.5/s for 5.5 asked and 27.5/s for 26:
+    # one bias shared by every step, which re-tests could not average out.
     step_opts = dataclasses.replace(base, rate=rate, users=None, spawn_rate=None,
                                     duration_s=step_seconds(opts, rate),
-                                    warmup_s=opts.warmup_s, out=sweep,
+                                    warmup_s=opts.warmup_s, out=sweep, seed=base.seed + index - 1,
                                     tags={**base.tags, "capacity_step": str(index)})
     try:
         result = run(step_opts)
@@ -59,18 +65,23 @@ def _step(opts: CapacityOptions, base: RunOptions, sweep: Path, index: int, phas
         raise CapacityError(f"step {index} at {rate:g} req/s could not run: {exc}") from None
     rd = RunDir(result.run_dir)
     verdict = check(rd, opts.slo)
-    rows = (result.summary or {}).get("requests", [])
-    star: dict[str, Any] = next((r for r in rows if r["name"] == "*"), {})
+    summary = result.summary or {}
+    star: dict[str, Any] = next((r for r in summary.get("requests", []) if r["name"] == "*"),
+                                {})
+    load: dict[str, Any] = summary.get("load") or {}
     client = (star.get("latency") or {}).get("client") or {}
     failed = [f"{r.objective}: {r.verdict} ({r.detail})" for r in verdict.rows
               if r.verdict != "pass"]
     failed += [f"self-check: {e}" for e in verdict.self_check_errors]
     return CapacityStep(
         index=index, phase=phase, rate_rps=rate, run_dir=str(result.run_dir),
-        verdict=verdict.verdict, achieved_rps=star.get("rps"), p50_us=client.get("p50_us"),
-        p90_us=client.get("p90_us"), p99_us=client.get("p99_us"),
+        verdict=verdict.verdict, achieved_rps=load.get("achieved_rps"),
+        p50_us=client.get("p50_us"), p90_us=client.get("p90_us"), p99_us=client.get("p99_us"),
         error_rate=None if star.get("fail_pct") is None else star["fail_pct"] / 100.0,
-        failed_rows=failed, elapsed_s=round(time.monotonic() - began, 3))
+        failed_rows=failed, elapsed_s=round(time.monotonic() - began, 3),
+        target_rps=load.get("target_rps"), achieved_by=load.get("achieved_by"),
+        objectives=tuple(StepObjective(r.objective, r.kind, r.target, r.measured, r.bound,
+                                       r.verdict) for r in verdict.rows), seed=step_opts.seed)
 
 
 def _sweep_dir(out: Path, label: str) -> Path:
@@ -100,7 +111,7 @@ def find_capacity(opts: CapacityOptions,
             raise CapacityError(f"the reference service did not start: {exc}") from None
         base = dataclasses.replace(base, serve=None, target=served.url)
     result = CapacityResult(sweep_dir=sweep, capacity_rps=None, limit_rps=None,
-                            converged=False, reason="")
+                            converged=False, reason="", settings=sweep_settings(opts))
 
     def run_step(index: int, phase: str, rate: float) -> CapacityStep:
         return _step(opts, base, sweep, index, phase, rate)

@@ -217,12 +217,16 @@ class LoadBlock:
     #: the load generator's own share of the late starts (harness/load/pacing.py)
     late_loop: int | None = None
     lateness_loop: Lateness | None = None
+    #: what ``achieved_rps`` counts (harness.rundir.records.load.achieved_count): "started"
+    #: (open model: the window's intended starts that were made) or "requests" (answered)
+    achieved_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         late, loop = self.lateness, self.lateness_loop
         return {k: getattr(self, k) for k in (
             "source", "target_rps", "nominal_rps", "achieved_rps", "users", "workers",
             "scheduled", "started", "late", "dropped", "stopped_early", "stop_reason")} | (
+            {"achieved_by": self.achieved_by} if self.achieved_by is not None else {}) | (
             {"lateness_p50_us": late.p50_us, "lateness_p99_us": late.p99_us,
              "lateness_max_us": late.max_us} if late is not None else {}) | (
             {"late_loop": self.late_loop, "lateness_loop_p50_us": loop.p50_us,
@@ -244,7 +248,8 @@ class LoadBlock:
                    if any(k in d for k in keys) else None, late_loop=d.get("late_loop"),
                    lateness_loop=Lateness(*(d.get(f"lateness_loop_{k}_us")
                                             for k in ("p50", "p99", "max", "mean")))
-                   if "lateness_loop_p50_us" in d else None)
+                   if "lateness_loop_p50_us" in d else None,
+                   achieved_by=d.get("achieved_by"))
 
 
 @dataclass(frozen=True)
