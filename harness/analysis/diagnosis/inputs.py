@@ -15,6 +15,7 @@ from harness.analysis.diagnosis.measures import (
     classes_by_key,
     is_slow_class,
     reference_class,
+    service_saturated,
 )
 from harness.analysis.rules import Finding, rule
 from harness.analysis.rules.thresholds import (
@@ -75,7 +76,7 @@ def _failing(t: TagFacts, ref: TagFacts) -> Finding | None:
         t.traffic_share * t.fail_pct / 100.0)
 
 
-@rule("single", "input_class", layer="input data")
+@rule("single", "input_class", layer="input data", uses=("stages",))
 def input_class(f: Facts) -> list[Finding]:
     """An input class that is slow (p99 against the reference class) or fails often."""
     out: list[Finding] = []
@@ -88,7 +89,7 @@ def input_class(f: Facts) -> list[Finding]:
     return out
 
 
-@rule("single", "failures", layer="input data")
+@rule("single", "failures", layer="input data", uses=("resources", "profile"))
 def failures(f: Facts) -> Finding | None:
     """Failed requests; the input data's doing when the top errors are HTTP 4xx."""
     if not f.requests or 100.0 * f.failures / f.requests < FAILURE_PCT:
@@ -96,8 +97,12 @@ def failures(f: Facts) -> Finding | None:
     pct = 100.0 * f.failures / f.requests
     top = sorted(f.errors.items(), key=lambda kv: -kv[1])[:3]
     client_side = bool(top) and all(" 4" in f" {e}" or "HTTP 4" in e for e, _ in top)
+    saturated = not client_side and service_saturated(f)
     return Finding(
         "critical" if pct >= FAILURE_CRITICAL_PCT else "warning",
         "input data" if client_side else "infrastructure", f"{pct:.1f} % of requests failed",
-        [f"{f.failures} of {f.requests}; " + ", ".join(f"{e}: {n}" for e, n in top)],
-        ["read service.log for the failing requests"], pct / 100.0)
+        [f"{f.failures} of {f.requests}; " + ", ".join(f"{e}: {n}" for e, n in top)]
+        + (["the service is saturated (see that finding): timeouts and refused connections "
+            "are its queue overflowing"] if saturated else []),
+        ["read service.log for the failing requests"], pct / 100.0,
+        {"saturated": saturated})
