@@ -48,35 +48,46 @@ def stage_cpu_growth(run: Facts, baseline: Facts, ca: float, cb: float
     return sorted(rows, key=lambda r: -(r[2] - r[1]))
 
 
+def _cpu_cause(c: ChangeFacts) -> tuple[str, float, float, float, float] | None:
+    """(stage, its ms before, after, CPU per request before, after) when the CPU per request
+    grew significantly and one profile stage explains CAUSE_SHARE of it."""
+    ca, cb = cpu_per_request_ms(c.baseline), cpu_per_request_ms(c.run)
+    if not ca or not cb or cb - ca < max(CPU_GROWTH * ca, CPU_GROWTH_MIN_MS):
+        return None
+    grown = stage_cpu_growth(c.run, c.baseline, ca, cb)
+    if not grown or grown[0][2] - grown[0][1] < CAUSE_SHARE * (cb - ca):
+        return None
+    return grown[0][0], grown[0][1], grown[0][2], ca, cb
+
+
 def loop_queue_cause(c: ChangeFacts, top: Delta | None, title: str
                      ) -> tuple[str, str, list[str]] | None:
-    """An async service saturated in the run and not in the baseline: a waiting stage's
-    growth (an awaited call's span) is mostly its wait for the busy event loop to resume
-    it, as queueing in front of a threaded service is. The cause is what made the loop
-    busy: the profile stage whose CPU per request grew, else the load itself.
+    """An async service whose awaited stage grew most while the loop got busier: an awaited
+    call's span includes its wait for the event loop to resume it, as queueing in front of
+    a threaded service does. The cause is what made the loop busier: a profile stage whose
+    CPU per request grew, else (the loop saturated now, not in the baseline) the load.
     Returns (the cause as a series key, the title, evidence), or None."""
     run = c.run
     if top is None or top.series == "residual" or run.profile is None \
-            or not run.profile.loops or not service_saturated(run) \
-            or service_saturated(c.baseline):
+            or not run.profile.loops:
         return None
     ratio = oncpu_ratio(run, top.series.partition(":")[2])
     if ratio is not None and ratio > ONCPU_WAITING:
         return None  # a computing stage grew: it is the cause itself
+    cause = _cpu_cause(c)
+    saturated = service_saturated(run) and not service_saturated(c.baseline)
+    if cause is None and not saturated:
+        return None
     head = (f"{title.split(';')[0]}, mostly in awaited '{top.series.partition(':')[2]}' "
-            f"(+{_ms(top.diff_us)}): the saturated event loop resumes awaits late")
-    note = ["an awaited call's span includes its wait for the event loop to resume it; the "
-            "loop is saturated in this run and not in the baseline (see the saturation "
-            "finding)"]
-    ca, cb = cpu_per_request_ms(c.baseline), cpu_per_request_ms(run)
-    if ca and cb and cb - ca >= max(CPU_GROWTH * ca, CPU_GROWTH_MIN_MS):
-        grown = stage_cpu_growth(run, c.baseline, ca, cb)
-        if grown and grown[0][2] - grown[0][1] >= CAUSE_SHARE * (cb - ca):
-            stage, a, b = grown[0]
-            return (f"profile:{stage}", f"{head}; behind it the CPU per request grew: "
-                    f"'{stage}' ({stage_layer(stage)}) +{b - a:.2f} ms",
-                    note + [f"CPU per request {ca:.2f} -> {cb:.2f} ms (psutil); '{stage}' "
-                            f"{a:.2f} -> {b:.2f} ms by the profile's shares"])
+            f"(+{_ms(top.diff_us)}): its event loop resumes awaits late")
+    note = ["an awaited call's span includes its wait for the event loop to resume it: a "
+            "loop that computes more per request (or is saturated) lengthens every await"]
+    if cause is not None:
+        stage, a, b, ca, cb = cause
+        return (f"profile:{stage}", f"{head}; behind it the CPU per request grew: "
+                f"'{stage}' ({stage_layer(stage)}) +{b - a:.2f} ms",
+                note + [f"CPU per request {ca:.2f} -> {cb:.2f} ms (psutil); '{stage}' "
+                        f"{a:.2f} -> {b:.2f} ms by the profile's shares"])
     return "residual", f"{head}; the service saturates: requests queue", note
 
 

@@ -11,13 +11,16 @@ from harness.analysis.diagnosis.facts import Facts, ProcessFacts, StageFacts, Ta
 from harness.analysis.rules.thresholds import (
     AWAIT_LOOP_BUSY_MAX,
     BUSY_SATURATED,
+    DROPPED_ERROR,
     IDLE_PROCESS_PCT,
+    LOADGEN_SATURATED_SHARE,
     LOOP_BUSY_SATURATED,
     LOOP_MIN_SAMPLES,
     MACHINE_OTHER_SHARE,
     MACHINE_SYSTEM_PCT,
     ONCPU_MIN_WALL_S,
     ONCPU_WAITING,
+    RATE_SHORTFALL,
     TAG_MIN_COUNT,
     TAG_P99_MIN_US,
     TAG_P99_RATIO,
@@ -28,7 +31,7 @@ from harness.analysis.rules.thresholds import (
 )
 
 __all__ = ["Busy", "awaited_us", "busy_fraction", "busy_processes", "class_p99",
-           "machine_slows", "saturated_processes", "service_saturated",
+           "machine_slows", "overloaded", "saturated_processes", "service_saturated",
            "cpu_per_request_ms", "is_slow_class", "loop_of", "machine_contended",
            "oncpu_ratio", "reference_class", "serving_processes", "service_share",
            "slow_classes", "tail_in_contention"]
@@ -253,3 +256,14 @@ def machine_slows(f: Facts, stage: str) -> bool:
     ratio = oncpu_ratio(f, stage)
     is_async = f.profile is not None and bool(f.profile.loops)
     return contended and (is_async or ratio is None or ratio > ONCPU_WAITING)
+
+
+def overloaded(f: Facts) -> bool:
+    """Open model: the service did not keep up with the rate. The schedule dropped requests
+    because every user of the pool was waiting for an answer (Little's law: the pool is
+    what was in flight), and the load generator itself was not saturated."""
+    if f.model != "open" or not f.target_rps or f.achieved_rps is None or not f.scheduled:
+        return False
+    return (f.achieved_rps < RATE_SHORTFALL * f.target_rps
+            and (f.dropped or 0) / f.scheduled >= DROPPED_ERROR
+            and (f.loadgen_saturated_share or 0.0) <= LOADGEN_SATURATED_SHARE)

@@ -81,9 +81,11 @@ def stage_share(f: Facts) -> list[Finding]:
         of_service = service_share(f, st)
         data = {"stage": st.name, "oncpu": ratio}
         if warn is not None and of_service >= warn:
-            # an async service's awaited stage on a crowded machine waits for the loop too
+            # an async service's awaited stage (not one that computes) on a crowded machine
+            # waits for the starved loop too; a computing stage is slowed like every other
             starved = machine_slows(f, st.name) and f.profile is not None \
-                and bool(f.profile.loops) and of_service < STAGE_ASYNC_CONTENDED
+                and bool(f.profile.loops) and ratio is not None and ratio < ONCPU_COMPUTE \
+                and of_service < STAGE_ASYNC_CONTENDED
             evidence = _share_evidence(f, st, ratio) + (
                 ["the machine is CPU-contended and the service async: an awaited stage "
                  "resumes only when its starved event loop gets to it (see the machine "
