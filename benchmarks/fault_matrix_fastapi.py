@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -125,10 +126,22 @@ def judge(case: Case, mode: str, d: Diagnosis) -> tuple[str, bool]:
     return answer, answer == case.expect
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_port(pair: bool = False) -> int:
+    """A free port of 127.0.0.1; with ``pair`` one whose next port is free too (the traces
+    receiver listens on PORT for OTLP/gRPC and PORT + 1 for OTLP/HTTP)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if not pair:
+                return port
+            with socket.socket() as nxt:
+                try:
+                    nxt.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no pair of free ports on 127.0.0.1")
 
 
 @dataclass
@@ -180,11 +193,9 @@ def start_service(case: Case, workdir: Path, otel_port: int | None,
     return svc
 
 
-def harness_run(out: Path, case: Case, mode: str, *, rate: float, duration: float,
-                warmup: float, seed: int, workdir: Path, artifacts: Path | None = None) -> Path:
-    """Start the case's service, load it with `harness run --target` in the mode, stop it;
-    returns the run directory."""
-    otel_port = _free_port() if mode == "b" else None
+def _run_once(out: Path, case: Case, mode: str, *, rate: float, duration: float,
+              warmup: float, seed: int, workdir: Path, artifacts: Path | None) -> Path:
+    otel_port = _free_port(pair=True) if mode == "b" else None
     svc = start_service(case, workdir, otel_port, artifacts)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [PY, "-m", "harness.cli", "run", str(LOCUSTFILE), "--target", svc.url,
@@ -203,6 +214,20 @@ def harness_run(out: Path, case: Case, mode: str, *, rate: float, duration: floa
         raise RuntimeError(f"harness run for {case.name} ({mode}) left {len(dirs)} run "
                            f"directories (exit {done.returncode}): {done.stderr[-2000:]}")
     return dirs[0]
+
+
+def harness_run(out: Path, case: Case, mode: str, *, rate: float, duration: float,
+                warmup: float, seed: int, workdir: Path, artifacts: Path | None = None) -> Path:
+    """Start the case's service, load it with `harness run --target` in the mode, stop it;
+    returns the run directory. A (b) run whose traces receiver could not listen (a port
+    taken between the check and the bind) is not a (b) run: it is run once more."""
+    for attempt in (1, 2):
+        run = _run_once(out, case, mode, rate=rate, duration=duration, warmup=warmup,
+                        seed=seed, workdir=workdir, artifacts=artifacts)
+        if mode != "b" or (run / "traces" / "status.json").is_file():
+            return run
+        shutil.move(str(run), str(workdir / f"failed-traces-{case.name}-{attempt}"))
+    raise RuntimeError(f"{case.name} (b): the traces collector did not run twice")
 
 
 def one_worker_capacity_rps(run: Path) -> float:

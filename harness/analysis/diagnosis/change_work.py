@@ -21,6 +21,7 @@ from harness.analysis.diagnosis.measures import (
 from harness.analysis.diagnosis.processes import cpu_saturation
 from harness.analysis.rules import Finding, rule
 from harness.analysis.rules.thresholds import (
+    AWAIT_BUSY_GROWTH,
     AWAIT_MIN_US,
     CAUSE_SHARE,
     CPU_GROWTH,
@@ -117,7 +118,8 @@ def cpu_growth(c: ChangeFacts) -> Finding | None:
     else:
         title += ": the service does more work per request"
         evidence.append("no profile stage explains a quarter of it" if grown else
-                        "no profile of both runs to say which stage (drop --no-profile)")
+                        "no profile of both runs with enough on-CPU samples to say which "
+                        f"stage (>= {PROFILE_MIN_SAMPLES}; drop --no-profile, run longer)")
     slower = c.client is not None and c.client.slower
     if c.client is not None:
         evidence.append(describe(c.client))
@@ -136,6 +138,13 @@ def cpu_growth(c: ChangeFacts) -> Finding | None:
 def _blocked(f: Facts) -> float:
     loops = f.profile.loops if f.profile else ()
     return max((lf.blocked_share or 0.0 for lf in loops), default=0.0)
+
+
+def _busy(f: Facts) -> float:
+    """The mean busy share (running or blocked) of the service's event loops."""
+    loops = f.profile.loops if f.profile else ()
+    return sum(lf.busy_share + (lf.blocked_share or 0.0) for lf in loops) / len(loops) \
+        if loops else 0.0
 
 
 def _io_stages(f: Facts) -> list[str]:
@@ -167,6 +176,8 @@ def awaiting_growth(c: ChangeFacts) -> Finding | None:
     median = c.deltas.get(("client", 50.0))
     if median is None or not median.slower or (median.diff_us or 0) < AWAIT_MIN_US:
         return None
+    if _busy(run) - _busy(base) >= AWAIT_BUSY_GROWTH:
+        return None  # the loop waited for a CPU: the machine starved the service
     if wb - wa < max(AWAIT_MIN_US, CAUSE_SHARE * mean_growth) or (
             ca and cb and cb - ca >= max(CPU_GROWTH * ca, CPU_GROWTH_MIN_MS)) \
             or _blocked(run) - _blocked(base) >= LOOP_BLOCKED_WARNING:
