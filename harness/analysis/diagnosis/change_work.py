@@ -24,12 +24,12 @@ from harness.analysis.rules.thresholds import (
     AWAIT_BUSY_GROWTH,
     AWAIT_MIN_US,
     CAUSE_SHARE,
+    CHANGE_PROFILE_MIN_SAMPLES,
     CPU_GROWTH,
     CPU_GROWTH_MIN_MS,
     GROWTH_WARNING,
     LOOP_BLOCKED_WARNING,
     ONCPU_WAITING,
-    PROFILE_MIN_SAMPLES,
 )
 from harness.units import fmt_ms_unit as _ms
 from harness.units import fmt_pct
@@ -42,7 +42,8 @@ def stage_cpu_growth(run: Facts, baseline: Facts, ca: float, cb: float
     """(stage, baseline ms, run ms) of CPU per request by profile stage, most grown first:
     each run's CPU per request (psutil) times the stage's share of its on-CPU samples."""
     pa, pb = baseline.profile, run.profile
-    if pa is None or pb is None or min(pa.running_total, pb.running_total) < PROFILE_MIN_SAMPLES:
+    if pa is None or pb is None \
+            or min(pa.running_total, pb.running_total) < CHANGE_PROFILE_MIN_SAMPLES:
         return []
     rows = [(s, ca * pa.running_share(s), cb * pb.running_share(s))
             for s in set(pa.running) | set(pb.running)]
@@ -119,7 +120,8 @@ def cpu_growth(c: ChangeFacts) -> Finding | None:
         title += ": the service does more work per request"
         evidence.append("no profile stage explains a quarter of it" if grown else
                         "no profile of both runs with enough on-CPU samples to say which "
-                        f"stage (>= {PROFILE_MIN_SAMPLES}; drop --no-profile, run longer)")
+                        f"stage (>= {CHANGE_PROFILE_MIN_SAMPLES}; drop --no-profile, run "
+                        "longer)")
     slower = c.client is not None and c.client.slower
     if c.client is not None:
         evidence.append(describe(c.client))
