@@ -432,6 +432,12 @@ def test_clean_run_against_training_reference(clean_and_nulled: tuple[Path, Path
     # Production-like traffic against its own training distribution: no dataset drift.
     assert report["dataset_drift"] is False, report["drifted_features"]
     assert {p["model"] for p in report["predictions"]} >= {"fraud", "churn"}
+    # Zipf-popular entities are not drift (issue 18): the predictions are judged on the
+    # effective number of entities the recorded traffic asked for, and no finding follows.
+    assert not any(p["shifted"] for p in report["predictions"]), report["predictions"]
+    assert all(p["n_eff_source"] == "traffic" and p["n_eff"] < p["n"]
+               for p in report["predictions"] if p["model"] != "ranking")
+    assert not [f.title for f in findings_from_report(report)]
     json.dumps(report, allow_nan=False)  # no NaN anywhere
     with pytest.raises(ValueError, match="run directory not found"):
         check_run(clean / "nope")

@@ -486,8 +486,13 @@ def test_a_model_version_change_is_named_and_warned_when_inference_grew():
     # only the model both runs report, with its versions; no inference growth: information
     assert (found.title, found.severity, found.layer, found.score) == (
         "model version changed: fraud v1 -> v2", "info", "model", 0.0)
-    assert found.data == {"versions": {"fraud": ["v1", "v2"]}}
-    assert found.evidence == ["run.json target models of both runs"]
+    assert found.data == {"versions": {"fraud": ["v1", "v2"]}, "rule": "model_version",
+                          "evidence": {"used": ["client", "server_timing"],
+                                       "missing": ["profile", "resources"]}}
+    assert found.evidence == [
+        "run.json target models of both runs",
+        "evidence: client histograms, Server-Timing stages; not in this run: profile "
+        "(drop --no-profile), process CPU (psutil) (run the service on the load machine)"]
     # the same change with inference 6 -> 9 ms at every request: a warning, with the delta
     slower = change_rules(_versions({"fraud": "v2", "churn": "v1"}, 9000), base)
     (found,) = [x for x in slower if x.title.startswith("model version changed")]
@@ -513,7 +518,8 @@ def test_profile_functions_whose_share_grew_are_listed():
     assert (found.title, found.severity, found.layer) == (
         "profile: functions whose share of on-CPU samples grew", "info", "change")
     # 10 % -> 40 %; encode and lookup shrank; "tiny" grew from 0 but has < 10 samples
-    assert found.evidence == ["predict (m.py): 10.0 % -> 40.0 %"]
+    assert found.evidence[:-1] == ["predict (m.py): 10.0 % -> 40.0 %"]
+    assert found.evidence[-1].startswith("evidence: client histograms, profile; not in this")
     # growth below 5 points of the share is not listed; no profile on one side: no finding
     small = run({"predict (m.py)": 140, "encode (j.py)": 810, "lookup (s.py)": 50})
     assert not [x for x in change_rules(small, base) if x.title.startswith("profile:")]

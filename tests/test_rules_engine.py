@@ -115,12 +115,14 @@ def test_the_books_hold_the_rules_in_the_documented_order() -> None:
         "run_files"]
     assert ids["single"] == [
         "loadgen_saturated", "rate_shortfall", "late_starts", "few_samples",
-        "self_check_failed", "machine_contended", "machine_saturated", "saturation",
-        "queueing", "service_cpu", "worker_imbalance", "memory_growth", "stage_share",
-        "stage_tail", "unattributed", "model_versions", "traffic_mix", "input_class",
-        "failures"]
+        "self_check_failed", "machine_contended", "cannot_localize", "machine_saturated",
+        "saturation", "queueing", "service_cpu", "worker_imbalance", "memory_growth",
+        "cpu_saturation", "event_loop_blocked", "stage_share", "stage_tail", "unattributed",
+        "model_versions", "cpu_by_stage", "own_code", "awaiting", "client_tail",
+        "traffic_mix", "input_class", "failures"]
     assert ids["change"] == ["not_comparable", "growth", "no_growth", "hidden_names",
-                             "model_version", "profile_functions", "series_table"]
+                             "model_version", "profile_functions", "series_table",
+                             "cpu_growth", "awaiting_growth"]
     assert ids["data"] == ["prediction_shift", "null_features", "missing_features",
                            "feature_problems", "dataset_drift"]
     for name in BOOKS:
@@ -137,8 +139,10 @@ def test_every_threshold_has_its_value_unit_and_reason_once() -> None:
     # a threshold is defined in the table only: no rule module has a number of its own
     rule_modules = ["selfcheck/core.py", "selfcheck/sources.py", "diagnosis/measurement.py",
                     "diagnosis/infrastructure.py", "diagnosis/stages.py", "diagnosis/inputs.py",
-                    "diagnosis/change.py",
-                    "diagnosis/measures.py", "diagnosis/deltas.py", "data/findings.py"]
+                    "diagnosis/change.py", "diagnosis/measures.py", "diagnosis/deltas.py",
+                    "data/findings.py", "diagnosis/processes.py", "diagnosis/cpu.py",
+                    "diagnosis/tail.py", "diagnosis/eventloop.py", "diagnosis/evidence.py",
+                    "diagnosis/profiled.py", "diagnosis/change_work.py"]
     for rel in rule_modules:
         tree = ast.parse((ROOT / "harness" / "analysis" / rel).read_text())
         own = [t.id for node in tree.body if isinstance(node, ast.Assign)

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats as sps
 
 from harness.analysis.data.inputs import ABSENT, Reference, TrafficSample
+from harness.analysis.data.popularity import design_effect, rao_scott_p
 from harness.rundir.scrapes import histogram_delta, read_scrape
 from harness.stats import drift
 
@@ -171,9 +172,15 @@ class PredictionShift:
     warnings: tuple[str, ...] = ()
     #: chi-squared homogeneity p-value when the verdict used it (small samples)
     p_value: float | None = None
+    #: the predictions' effective sample size (entity popularity, ``popularity``) and
+    #: where it came from: ``traffic`` (the recorded entity ids) or ``assumed``
+    n_eff: float | None = None
+    n_eff_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"p_value": self.p_value, "model": self.model, "version": self.version,
+                "n_eff": None if self.n_eff is None else round(self.n_eff, 1),
+                "n_eff_source": self.n_eff_source,
                 "baseline": self.baseline,
                 "n": self.n, "baseline_n": self.baseline_n, "kl": round(self.kl, 6),
                 "js": round(self.js, 6), "psi": round(self.psi, 6),
@@ -189,14 +196,19 @@ def _bin_mean(edges: Sequence[float], counts: Sequence[float]) -> float:
 
 def prediction_shift(model: str, version: str, edges: Sequence[float],
                      counts: Sequence[float], base_counts: Sequence[float],
-                     baseline: str = "reference") -> PredictionShift:
+                     baseline: str = "reference", n_eff: tuple[float, str] | None = None
+                     ) -> PredictionShift:
     """Shift of ``counts`` from ``base_counts`` over the same probability bins ``edges``.
 
     KL is ``D_KL(run || baseline)`` in nats with 0.5 added to every bin; JS is the
     Jensen-Shannon distance (natural log). The verdict follows the feature rule: with
-    <= 1000 run predictions a chi-squared test of homogeneity of the two binned samples
-    (shifted when p < 0.05; JS of a small sample is biased upwards by its noise), above
-    that JS >= 0.1; fewer than 30 predictions on either side: no verdict.
+    <= 1000 (effective) run predictions a chi-squared test of homogeneity of the two binned
+    samples (shifted when p < 0.05; JS of a small sample is biased upwards by its noise),
+    above that JS >= 0.1; fewer than 30 predictions on either side: no verdict.
+
+    ``n_eff`` (effective size, its source): the predictions repeat popular entities, so the
+    chi-squared statistic is divided by the design effect ``n / n_eff`` (Rao-Scott,
+    ``harness.analysis.data.popularity``), and the effective size picks the test.
     """
     if len(edges) != len(counts) + 1 or len(counts) != len(base_counts):
         raise ValueError(f"need len(edges) == len(counts) + 1 == len(base_counts) + 1 (got "
@@ -209,25 +221,24 @@ def prediction_shift(model: str, version: str, edges: Sequence[float],
     kl = drift.kl_divergence(counts, base_counts) if n and bn else 0.0
     js = drift.js_distance(counts, base_counts)
     p_value = None
+    deff = design_effect(n, n_eff[0]) if n_eff else 1.0
     if min(n, bn) < drift.MIN_SAMPLE:
         shifted = None
-    elif n > drift.LARGE_SAMPLE:
+    elif n / deff > drift.LARGE_SAMPLE:
         shifted = js >= drift.DISTANCE_THRESHOLD
     else:
-        p_value = homogeneity_p(counts, base_counts)
+        p_value = rao_scott_p(counts, base_counts, deff)
         shifted = p_value < drift.P_VALUE
     return PredictionShift(model, version, baseline, n, bn, kl, js,
                            drift.psi(base_counts, counts), _bin_mean(edges, counts),
-                           _bin_mean(edges, base_counts), shifted, tuple(warnings), p_value)
+                           _bin_mean(edges, base_counts), shifted, tuple(warnings), p_value,
+                           min(float(n), n_eff[0]) if n_eff else None,
+                           n_eff[1] if n_eff else None)
 
 
 def homogeneity_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Chi-squared test that two binned samples share one distribution (empty bins dropped)."""
-    table = np.array([a, b], dtype=float)
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2:
-        return 1.0  # both in one bin: identical as far as the bins can tell
-    return float(sps.chi2_contingency(table, correction=False).pvalue)
+    return rao_scott_p(a, b, 1.0)
 
 
 def run_predictions(run_dir: Path) -> dict[tuple[str, str], tuple[list[float], list[float]]]:

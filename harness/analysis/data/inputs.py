@@ -96,6 +96,8 @@ class TrafficSample:
     requests: dict[str, int] = field(default_factory=dict)
     versions: dict[str, dict[str, int]] = field(default_factory=dict)
     entity_ids: list[int | None] = field(default_factory=list)
+    #: the model each instance row was sent to (aligned with ``entity_ids``)
+    models: list[str] = field(default_factory=list)
     item_ids: list[list[int]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -142,6 +144,7 @@ def traffic_sample(replay: Replay | str | Path) -> TrafficSample:
             eid = inst.get("entity_id")
             items = inst.get("item_ids")
             sample.entity_ids.append(eid if isinstance(eid, int) else None)
+            sample.models.append(model)
             sample.item_ids.append([i for i in items if isinstance(i, int)]
                                    if isinstance(items, list) else [])
             sample.sent.append(dict(feats))

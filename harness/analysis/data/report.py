@@ -33,6 +33,15 @@ from harness.analysis.data.inputs import (
     load_reference,
     traffic_sample,
 )
+from harness.analysis.data.popularity import (
+    design_effect,
+    effective_n_for,
+    model_collision,
+    model_keys,
+    overlap,
+)
+from harness.analysis.rules.thresholds import POPULARITY_COLLISION, POPULARITY_SHARED
+from harness.rundir import RunDir
 from harness.rundir.replay import ReplayFormatError
 from harness.rundir.scrapes import counter_values, read_scrape
 from harness.stats import drift
@@ -112,6 +121,22 @@ def _missing(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def null_metric_pairs(scrape: dict[str, Any]) -> list[tuple[str, str]]:
+    """(null counter, rows counter) pairs a service exports: the reference service's
+    ``refsvc_null_features_total`` / ``refsvc_feature_rows_total``, or any
+    ``PREFIX_null_features_total{model,feature}`` with its ``PREFIX_feature_rows_total{model}``
+    (the FastAPI example's ``fastsvc_*``): the convention, whatever the service's prefix."""
+    suffix = NULL_METRIC.removeprefix("refsvc")
+    rows_suffix = ROWS_METRIC.removeprefix("refsvc")
+    pairs = []
+    for name in sorted(scrape):
+        if name.endswith(suffix):
+            rows = name[:-len(suffix)] + rows_suffix
+            if rows in scrape:
+                pairs.append((name, rows))
+    return pairs
+
+
 def _null_counts(run_dir: Path) -> tuple[dict[tuple[str, str], tuple[float, float]], bool]:
     """(model, feature) -> (null rows, rows) over the window, from the service's metrics,
     and whether those metrics counted any feature rows at all."""
@@ -119,15 +144,17 @@ def _null_counts(run_dir: Path) -> tuple[dict[tuple[str, str], tuple[float, floa
     if end is None:
         return {}, False
     start = read_scrape(run_dir, "start")
-    rows = {dict(k).get("model", "?"): v
-            for k, v in counter_values(start, end, ROWS_METRIC).items()}
-    out = {}
-    for labels, v in counter_values(start, end, NULL_METRIC).items():
-        lab = dict(labels)
-        model = lab.get("model", "?")
-        if rows.get(model):
-            out[(model, lab.get("feature", "?"))] = (v, rows[model])
-    return out, any(v > 0 for v in rows.values())
+    out, counted = {}, False
+    for null_metric, rows_metric in null_metric_pairs(end):
+        rows = {dict(k).get("model", "?"): v
+                for k, v in counter_values(start, end, rows_metric).items()}
+        counted = counted or any(v > 0 for v in rows.values())
+        for labels, v in counter_values(start, end, null_metric).items():
+            lab = dict(labels)
+            model = lab.get("model", "?")
+            if rows.get(model):
+                out[(model, lab.get("feature", "?"))] = (v, rows[model])
+    return out, counted
 
 
 def _null_features(run: Path, baseline: Path | None, training: Reference,
@@ -149,30 +176,55 @@ def _null_features(run: Path, baseline: Path | None, training: Reference,
     return null_rate_increases(now, rates, "training")
 
 
-def check_run(run_dir: str | Path, baseline: str | Path | None = None, *,
-              reference: str | Path | None = None, traffic: str | Path | None = None,
-              join: bool = True) -> DataReport:
-    """All data checks of a run against the training reference or a ``baseline`` run."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise ValueError(f"run directory not found: {str(run)!r}")
-    training = load_reference(reference)
-    report = DataReport(run.name, Path(baseline).name if baseline else "training reference")
-    sample = _sample(run, traffic, training, join, report.warnings)
-    ref = training
-    if baseline is not None:
-        base_sample = _sample(Path(baseline), None, training, join, report.warnings)
-        ref = reference_from_sample(base_sample, training) if base_sample else Reference(
-            {}, {}, training.schema)
-    if sample is not None:
-        report.features = check_features(ref, sample)
-        report.traffic = {"requests": sample.requests, "rows": sample.rows,
-                          "store_joined": sample.joined, "entities_not_found": sample.not_found,
-                          "source": sample.source}
+def _collision(sample: TrafficSample | None, model: str) -> tuple[float, str]:
+    """The chance two of the model's predictions share an entity: from the recorded traffic,
+    else assumed as production-like traffic's (POPULARITY_COLLISION)."""
+    q = model_collision(sample, model) if sample is not None else None
+    return (q, "traffic") if q is not None else (POPULARITY_COLLISION, "assumed")
+
+
+def _same_hot_set(model: str, run: Path, baseline: Path,
+                  samples: tuple[TrafficSample | None, ...]) -> bool:
+    """Whether a run and its baseline ask for the same popular entities: by their recorded
+    traffic when both have it, else when they ran the same scenario file with the same
+    arguments (the traffic model's seed among them)."""
+    if len(samples) > 1 and samples[0] is not None and samples[1] is not None:
+        return overlap(model_keys(samples[0], model),
+                       model_keys(samples[1], model)) >= POPULARITY_SHARED
+
+    def traffic(d: Path) -> tuple[Any, ...]:
+        meta = RunDir(d).meta
+        argv = [str(a) for a in meta.get("command_line") or []]
+        return ((meta.get("scenario") or {}).get("sha256"),
+                tuple(argv[argv.index("--") + 1:]) if "--" in argv else ())
+    return traffic(run)[0] is not None and traffic(run) == traffic(baseline)
+
+
+def _n_eff(model: str, n: float, bn: float, samples: tuple[TrafficSample | None, ...],
+           shared: bool | None) -> tuple[float, str]:
+    """The effective size of the run's predictions for the shift test. Against the training
+    holdout (``shared`` None; one row per entity) or a baseline with other popular entities
+    (False): the larger design effect of the two sides. Against a baseline with the same
+    popular entities (True), both draw from one popularity-weighted mixture: none."""
+    q, source = _collision(samples[0], model)
+    if shared:
+        return n, "same popular entities as the baseline"
+    deff = design_effect(n, effective_n_for(n, q))
+    if shared is False and len(samples) > 1 and bn > 0:
+        qb, _ = _collision(samples[1], model)
+        deff = max(deff, design_effect(bn, effective_n_for(bn, qb)))
+    return n / deff, source
+
+
+def _predictions(report: DataReport, run: Path, baseline: str | Path | None,
+                 training: Reference, samples: tuple[TrafficSample | None, ...]) -> None:
+    """Prediction shift per (model, version): against the baseline run's predictions when
+    given (same traffic model, same popularity), else the training holdout; the test
+    counts the predictions as the independent observations they are worth."""
     preds = run_predictions(run)
     if not preds:
-        report.warnings.append(f"{run.name}: no metrics/end.prom with {drift.__name__ and ''}"
-                               "prediction histograms: no prediction shift")
+        report.warnings.append(f"{run.name}: no metrics/end.prom with prediction histograms: "
+                               "no prediction shift")
     base_preds = run_predictions(Path(baseline)) if baseline is not None else {}
     for (model, version), (edges, counts) in sorted(preds.items()):
         if baseline is not None:
@@ -190,8 +242,33 @@ def check_run(run_dir: str | Path, baseline: str | Path | None = None, *,
                                        "probability histogram on the service's buckets")
                 continue
             base_counts, label = hist["counts"], "training holdout"
+        shared = None if baseline is None else _same_hot_set(model, run, Path(baseline), samples)
+        n_eff = _n_eff(model, sum(counts), sum(base_counts), samples, shared)
         report.predictions.append(prediction_shift(model, version, edges, counts,
-                                                   base_counts, label))
+                                                   base_counts, label, n_eff))
+
+
+def check_run(run_dir: str | Path, baseline: str | Path | None = None, *,
+              reference: str | Path | None = None, traffic: str | Path | None = None,
+              join: bool = True) -> DataReport:
+    """All data checks of a run against the training reference or a ``baseline`` run."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ValueError(f"run directory not found: {str(run)!r}")
+    training = load_reference(reference)
+    report = DataReport(run.name, Path(baseline).name if baseline else "training reference")
+    sample = _sample(run, traffic, training, join, report.warnings)
+    ref, base_sample = training, None
+    if baseline is not None:
+        base_sample = _sample(Path(baseline), None, training, join, report.warnings)
+        ref = reference_from_sample(base_sample, training) if base_sample else Reference(
+            {}, {}, training.schema)
+    if sample is not None:
+        report.features = check_features(ref, sample)
+        report.traffic = {"requests": sample.requests, "rows": sample.rows,
+                          "store_joined": sample.joined, "entities_not_found": sample.not_found,
+                          "source": sample.source}
+    _predictions(report, run, baseline, training, (sample, base_sample))
     report.missing_features = _missing(run)
     report.null_features = _null_features(run, Path(baseline) if baseline is not None else None,
                                           training, report.warnings)
@@ -239,11 +316,12 @@ def format_data_report(report: DataReport) -> list[str]:
         lines.append(f"dataset drift: {state} ({len(report.drifted)} of {judged} judged "
                      f"features drifted; threshold {int(100 * 0.5)} %)")
     if report.predictions:
-        lines.append(f"{'predictions':<20} {'n':>6} {'base n':>7} {'mean':>6} {'base':>6} "
-                     f"{'KL':>7} {'JS':>6} {'PSI':>6} verdict")
+        lines.append(f"{'predictions':<20} {'n':>6} {'n_eff':>6} {'base n':>7} {'mean':>6} "
+                     f"{'base':>6} {'KL':>7} {'JS':>6} {'PSI':>6} verdict")
         for p in report.predictions:
             verdict = {None: "no verdict", True: "SHIFTED", False: "ok"}[p.shifted]
-            lines.append(f"{p.model + ' ' + p.version:<20} {p.n:>6} {p.baseline_n:>7} "
+            n_eff = "-" if p.n_eff is None else f"{p.n_eff:.0f}"
+            lines.append(f"{p.model + ' ' + p.version:<20} {p.n:>6} {n_eff:>6} {p.baseline_n:>7} "
                          f"{p.mean:>6.3f} {p.baseline_mean:>6.3f} {p.kl:>7.3f} {p.js:>6.3f} "
                          f"{p.psi:>6.3f} {verdict}")
     for model, feats in sorted(report.missing_features.items()):
@@ -253,5 +331,10 @@ def format_data_report(report: DataReport) -> list[str]:
         lines.append(f"null after assembly ({nf['model']}, per service metrics): "
                      f"{nf['feature']} {100 * nf['null_rate']:.1f} % of {nf['rows']} rows "
                      f"({nf['baseline']} {100 * nf['baseline_null_rate']:.1f} %)")
+    if any(p.n_eff_source == "assumed" for p in report.predictions):
+        lines.append("n_eff: the effective number of independent predictions (requests repeat "
+                     "popular entities); this run recorded no traffic, so its entity "
+                     "popularity is assumed as production-like traffic's (Zipf: ~30 "
+                     "independent entities); --record-traffic measures it")
     lines += [f"! {w}" for w in report.warnings]
     return lines

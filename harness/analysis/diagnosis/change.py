@@ -9,6 +9,9 @@ deltas``; thresholds and their reasons: ``harness.analysis.rules.thresholds``.
 
 from __future__ import annotations
 
+import dataclasses
+
+from harness.analysis.diagnosis import change_work  # noqa: F401  (its rules join the book)
 from harness.analysis.diagnosis.deltas import (
     ChangeFacts,
     Delta,
@@ -19,6 +22,7 @@ from harness.analysis.diagnosis.deltas import (
     tail_delta,
     where_stage_grew,
 )
+from harness.analysis.diagnosis.evidence import run_annotated
 from harness.analysis.diagnosis.facts import Facts, TagFacts, stage_layer
 from harness.analysis.diagnosis.measures import (
     busy_fraction,
@@ -52,7 +56,7 @@ CONFIDENCE = CHANGE_CONFIDENCE
 
 def change_rules(run: Facts, baseline: Facts) -> list[Finding]:
     """Findings about how ``run`` differs from ``baseline``, in the book's order."""
-    return BOOK.run(compare_facts(run, baseline))
+    return run_annotated(BOOK.rules, compare_facts(run, baseline), run.evidence)
 
 
 def comparability(run: Facts, baseline: Facts) -> list[str]:
@@ -165,7 +169,7 @@ def _saturated_note(c: ChangeFacts, top: Delta | None) -> list[str]:
             f"{100 * busy_a:.0f} %): this slower stage is why it saturates and requests queue"]
 
 
-@rule("change", "growth", layer="change")
+@rule("change", "growth", layer="change", uses=("stages", "resources", "profile"))
 def growth(c: ChangeFacts) -> Finding | None:
     """The client's tail grew significantly: the stage that grew most, and why."""
     client = c.client
@@ -173,6 +177,10 @@ def growth(c: ChangeFacts) -> Finding | None:
         return None
     rel = client.diff_us / client.a_us if client.a_us else 1.0
     top, explained, title, behind = _blame(c, client, rel)
+    queued = change_work.loop_queue_cause(c, top, title)
+    if queued is not None:
+        top = dataclasses.replace(top, series=queued[0]) if top is not None else None
+        title = queued[1]
     where = where_stage_grew(c.run, c.baseline, top.series, client.percentile) \
         if top is not None and top.series != "residual" else None
     if where is not None:
@@ -197,11 +205,11 @@ def growth(c: ChangeFacts) -> Finding | None:
         "critical" if saturated else severity, "change", title,
         [describe(client)] + ([describe(top)] if top else [])
         + [describe(d) for d in c.grew if d is not top] + machine_note + saturated
-        + c.name_lines,
+        + (queued[2] if queued else []) + c.name_lines,
         ["look at that stage's layer findings below and at the profile functions that grew"],
         explained if top else rel,
         {"stage": top.series if top else None, "explained": explained,
-         "via": "residual" if behind is not None else None,
+         "via": "event loop" if queued else "residual" if behind is not None else None,
          "input_class": new_slow[0].tag if new_slow else None,  # the first, as before
          "most_in_request": where[0] if where is not None else None,
          "machine": list(drift) if drift else None})
@@ -222,7 +230,7 @@ def no_growth(c: ChangeFacts) -> Finding | None:
                    [describe(client)], [], 0.0)
 
 
-@rule("change", "hidden_names", layer="change")
+@rule("change", "hidden_names", layer="change", uses=("stages",))
 def hidden_names(c: ChangeFacts) -> list[Finding]:
     """A request name that got significantly slower while all traffic together did not.
 
@@ -257,7 +265,7 @@ def hidden_names(c: ChangeFacts) -> list[Finding]:
     return out
 
 
-@rule("change", "model_version", layer="model")
+@rule("change", "model_version", layer="model", uses=("stages",))
 def model_version(c: ChangeFacts) -> Finding | None:
     """A model version changed: a warning when an inference stage grew significantly.
     A model only one run reports is unknown on the other side, not a change."""
@@ -267,13 +275,26 @@ def model_version(c: ChangeFacts) -> Finding | None:
     if not changed:
         return None
     infer = [d for d in c.grew if stage_layer(d.series.partition(":")[2]) == "model"]
+    cpu = _model_cpu_growth(c)
     return Finding(
-        "warning" if infer else "info", "model",
+        "warning" if infer or cpu else "info", "model",
         "model version changed: " + ", ".join(f"{m} {x} -> {y}"
                                              for m, (x, y) in sorted(changed.items())),
-        ["run.json target models of both runs"] + [describe(d) for d in infer],
+        ["run.json target models of both runs"] + [describe(d) for d in infer] + cpu,
         ["compare the versions' cost offline (predict_proba CPU per row)"],
-        0.5 if infer else 0.0, {"versions": {m: list(v) for m, v in changed.items()}})
+        0.5 if infer or cpu else 0.0, {"versions": {m: list(v) for m, v in changed.items()}})
+
+
+def _model_cpu_growth(c: ChangeFacts) -> list[str]:
+    """Without stage times: the model stage's CPU per request grew significantly (psutil
+    CPU per request that grew by CPU_GROWTH, split by the profile's stage shares)."""
+    ca, cb = cpu_per_request_ms(c.baseline), cpu_per_request_ms(c.run)
+    if c.run.stages or ca is None or cb is None \
+            or cb - ca < max(CPU_GROWTH * ca, CPU_GROWTH_MIN_MS):
+        return []
+    return [f"'{s}' CPU per request {a:.2f} -> {b:.2f} ms (psutil x profile share)"
+            for s, a, b in change_work.stage_cpu_growth(c.run, c.baseline, ca, cb)
+            if stage_layer(s) == "model" and b - a >= CAUSE_SHARE * (cb - ca)]
 
 
 def function_growth(run: Facts, baseline: Facts) -> list[tuple[str, float, float]]:
@@ -292,7 +313,7 @@ def function_growth(run: Facts, baseline: Facts) -> list[tuple[str, float, float
     return sorted(grown, key=lambda g: g[1] - g[2])
 
 
-@rule("change", "profile_functions", layer="change")
+@rule("change", "profile_functions", layer="change", uses=("profile",))
 def profile_functions(c: ChangeFacts) -> Finding | None:
     """Functions whose share of the on-CPU samples grew."""
     grown = function_growth(c.run, c.baseline)
@@ -304,7 +325,7 @@ def profile_functions(c: ChangeFacts) -> Finding | None:
         ["open both profiles' oncpu.speedscope.json side by side"], 0.0)
 
 
-@rule("change", "series_table", layer="change")
+@rule("change", "series_table", layer="change", uses=("stages",))
 def series_table(c: ChangeFacts) -> Finding:
     """Every series' p50 and p99 change, for the record."""
     return Finding("info", "change", "percentile changes per series (baseline -> run)",

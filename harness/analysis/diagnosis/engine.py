@@ -50,8 +50,11 @@ class Diagnosis:
     @property
     def primary(self) -> Finding | None:
         """The answer to "where did the time go": the first finding outside the
-        measurement layer (measurement findings say how far to trust the answer)."""
-        return next((f for f in self.findings if f.layer != "measurement"), None)
+        measurement layer (measurement findings say how far to trust the answer) that is
+        not a record (``data["record"]``: the model versions served). None when nothing
+        localizes: a run with client latency only says so in its measurement findings."""
+        return next((f for f in self.findings if f.layer != "measurement"
+                     and not f.data.get("record")), None)
 
     def to_dict(self) -> dict[str, Any]:
         primary = self.primary

@@ -19,7 +19,10 @@ from hdrh.histogram import HdrHistogram
 
 from harness import stats
 from harness.analysis.diagnosis import trends
+from harness.analysis.diagnosis.evidence import Evidence, read_evidence
+from harness.analysis.diagnosis.profiled import ProfileFacts, read_profile
 from harness.analysis.rules import LAYERS, SEVERITIES, Finding
+from harness.analysis.rules.thresholds import IDLE_PROCESS_PCT
 from harness.analysis.summary import summarize_record
 from harness.rundir import RunDir
 from harness.rundir.records import (
@@ -27,13 +30,13 @@ from harness.rundir.records import (
     CheckEntry,
     LatencyBlock,
     LoadReport,
-    ProfileStatus,
     Summary,
 )
-from harness.rundir.stacks import parse_collapsed
 
-__all__ = ["LAYERS", "SEVERITIES", "Facts", "Finding", "ProfileFacts", "StageFacts",
-           "TagFacts", "WorkerFacts", "extract_facts", "stage_layer"]
+__all__ = ["LAYERS", "SEVERITIES", "Evidence", "Facts", "Finding", "ProcessFacts",
+           "active_workers",
+           "ProfileFacts", "StageFacts", "TagFacts", "WorkerFacts", "extract_facts",
+           "stage_layer"]
 
 # Stage names are whatever the service sends in Server-Timing; these patterns place the
 # usual names in the engineer's layers. A stage no pattern knows stays in "infrastructure"
@@ -64,6 +67,7 @@ class StageFacts:
     p50_us: int | None
     p99_us: int | None
     count: int
+    p999_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,20 @@ class WorkerFacts:
     cpu_mean_pct: float
     cpu_p95_pct: float
     saturated_share: float
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """One process of the service (psutil over the window) and what it is."""
+
+    pid: int
+    role: str
+    cpu_mean_pct: float
+    cpu_max_pct: float = 0.0
+    #: its command line, when the profile collector saw it
+    command: str = ""
+    #: a helper of the service's tree that serves no requests (resource tracker...)
+    helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,24 +109,6 @@ class TagFacts:
     #: p99 of the service's own time (Server-Timing ``app``) for this class: free of the
     #: queueing that one class's slow requests impose on every class
     service_p99_us: int | None = None
-
-
-@dataclass(frozen=True)
-class ProfileFacts:
-    """The py-spy profile as the rules need it: samples per stage and per function."""
-
-    samples: int
-    rate_hz: float
-    window_s: float
-    #: on-CPU samples per stage of the stage map (``other`` and ``framework`` included)
-    oncpu: dict[str, int] = field(default_factory=dict)
-    #: wall view: fraction of a stage's samples spent waiting (I/O, locks); empty without it
-    waiting: dict[str, float] = field(default_factory=dict)
-    #: per stage, the functions most often running themselves: [(function, samples)]
-    top_self: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    #: self (leaf) samples per function over the whole on-CPU profile
-    functions: dict[str, int] = field(default_factory=dict)
-    lag_warnings: int = 0
 
 
 @dataclass
@@ -168,41 +168,46 @@ class Facts:
     #: per stage: (interval start, values, values at or above the stage's p99 over the
     #: window) for each measured interval in which the stage has values
     stage_tail_intervals: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
+    #: the same for the client's own histograms (values >= the client p99)
+    client_tail_intervals: list[tuple[float, int, int]] = field(default_factory=list)
+    #: "request:NAME" / "tag:KEY=VALUE" -> (requests, requests at or above the client p99)
+    tail_by_class: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: every process of the service's tree (psutil), helpers included
+    processes: list[ProcessFacts] = field(default_factory=list)
+    #: what the run has to localize time with (Server-Timing, traces, profile, psutil);
+    #: None (facts built by hand): derived from the fields that are set (``sources``)
+    evidence_read: Evidence | None = None
+
+    @property
+    def evidence(self) -> Evidence:
+        """The run's evidence as read from its directory, else as the fields show it."""
+        if self.evidence_read is not None:
+            return self.evidence_read
+        kinds = {"client"}
+        if self.stages or self.app is not None:
+            kinds.add("server_timing")
+        if self.processes or self.service_cpu_mean_pct is not None:
+            kinds.add("resources")
+        if self.profile is not None:
+            kinds |= {"profile_wall" if v == "wall" else "profile" for v in self.profile.views}
+        return Evidence(frozenset(kinds), self.profile.stage_map if self.profile else None)
+
+
+def active_workers(f: Facts) -> list[WorkerFacts]:
+    """The workers that serve requests: a process of the tree that used (almost) no CPU
+    under load (multiprocessing's resource tracker, a forkserver) or whose command is such
+    a helper is no worker: it is neither balanced nor counted as a request slot."""
+    known = {p.pid: p for p in f.processes}
+    return [w for w in f.workers if w.cpu_mean_pct >= IDLE_PROCESS_PCT
+            and not (w.pid in known and known[w.pid].helper)]
 
 
 def _stage(name: str, block: LatencyBlock | None, share: float = 1.0) -> StageFacts | None:
     if block is None or not block.count:
         return None
     return StageFacts(name, float(getattr(block, "share", share) or 0.0),
-                      float(block.mean_us or 0.0), block.p50_us, block.p99_us, int(block.count))
-
-
-def _profile(rd: RunDir) -> ProfileFacts | None:
-    raw = rd.profile_status()
-    status = None if raw is None else ProfileStatus.from_dict(raw)
-    if status is None or not status.ok:
-        return None
-    stages = rd.read_json("profile/stages.json") or {}
-    detail = stages.get("detail") or {}
-    waiting: dict[str, float] = {}
-    for name, st in ((detail.get("wall") or {}).get("stages") or {}).items():
-        if st.get("samples"):
-            waiting[name] = float(st.get("waiting") or 0) / float(st["samples"])
-    top_self = {name: [(t["function"], int(t["samples"])) for t in st.get("top_self") or []]
-                for name, st in ((detail.get("oncpu") or {}).get("stages") or {}).items()}
-    functions: dict[str, int] = {}
-    path = rd.path / "profile" / "oncpu.collapsed"
-    if path.is_file():
-        try:
-            for stack in parse_collapsed(path.read_text(encoding="utf-8", errors="replace")):
-                if stack.leaf is not None:
-                    functions[stack.leaf.key] = functions.get(stack.leaf.key, 0) + stack.count
-        except ValueError as exc:
-            rd.warnings.append(f"profile/oncpu.collapsed is malformed ({exc}); functions ignored")
-    return ProfileFacts(status.samples, float(status.rate_hz or 0.0),
-                        max(0.0, float(status.window_s)),
-                        {k: int(v) for k, v in (stages.get("oncpu") or {}).items()},
-                        waiting, top_self, functions, status.lag_warnings)
+                      float(block.mean_us or 0.0), block.p50_us, block.p99_us, int(block.count),
+                      block.p999_us)
 
 
 def _from_summary(s: Summary, meta: dict[str, Any]) -> Facts:
@@ -224,24 +229,44 @@ def _from_summary(s: Summary, meta: dict[str, Any]) -> Facts:
     return f
 
 
+def total_stage(breakdown: Breakdown | None, series: list[dict[str, Any]]) -> str | None:
+    """The stage that is the service's own total: the summary's ``service_total`` when it
+    names a stage, else ``app`` (Server-Timing), else a series marked ``total`` (the
+    trace-derived ``server`` span)."""
+    names = {st.stage for st in breakdown.stages if st.stage} if breakdown else set()
+    named = breakdown.service_total if breakdown else None
+    if named in names:
+        return named
+    if "app" in names:
+        return "app"
+    return next((str(e["stage"]) for e in series if e.get("metric") == "stage"
+                 and e.get("total") and e.get("stage") in names), None)
+
+
 def _stages(f: Facts, rd: RunDir, s: Summary, breakdown: Breakdown | None,
-            per_name: bool) -> None:
+            per_name: bool) -> str | None:
+    """Fill the stages, the service total (``f.app``, whatever its name; its histograms are
+    keyed ``stage:app``) and, with ``per_name``, each request name's histograms."""
     stage_names = [st.stage for st in breakdown.stages if st.stage] if breakdown else []
+    total = total_stage(breakdown, rd.series())
     for name in stage_names:
         st = _stage(name, breakdown.stage(name) if breakdown else None)
         if st is None:
             continue
-        if breakdown is not None and name == breakdown.service_total:
-            f.app = st  # the service's own total, whatever the service calls it
+        if name == total:
+            f.app = st
         else:
             f.stages[name] = st
-        f.histograms[f"stage:{name}"] = rd.histogram("stage", stage=name)
+        f.histograms["stage:app" if name == total else f"stage:{name}"] = rd.histogram(
+            "stage", stage=name)
     names = [r.name for r in s.named if r.count]
     if per_name and len(names) > 1:
         for req in names:
             f.by_name[req] = {"client": rd.histogram("client", name=req)}
-            f.by_name[req].update({f"stage:{stage}": rd.histogram("stage", name=req, stage=stage)
+            f.by_name[req].update({"stage:app" if stage == total else f"stage:{stage}":
+                                   rd.histogram("stage", name=req, stage=stage)
                                    for stage in stage_names})
+    return total
 
 
 def _resources(f: Facts, rd: RunDir, s: Summary) -> None:
@@ -254,6 +279,12 @@ def _resources(f: Facts, rd: RunDir, s: Summary) -> None:
     if procs:
         f.loadgen_saturated_share = max(p.saturated_share for p in procs)
         f.loadgen_cpu_mean_pct = max(p.cpu_mean_pct for p in procs)
+    start, end = s.window.start, s.window.end
+    if start is not None and end is not None:
+        commands = trends.process_commands(rd)
+        f.processes = [ProcessFacts(pid, role, mean, top, commands.get(pid, ""),
+                                    bool(trends.HELPER_COMMAND.search(commands.get(pid, ""))))
+                       for pid, role, mean, top in trends.service_processes(rd, start, end)]
     service = res.service
     if service is not None:
         f.service_cpu_mean_pct = service.cpu_mean_pct
@@ -261,7 +292,6 @@ def _resources(f: Facts, rd: RunDir, s: Summary) -> None:
                      for w in service.workers]
         f.rss_start_bytes = service.rss_start_bytes
         f.rss_growth_bytes = service.rss_growth_bytes
-        start, end = s.window.start, s.window.end
         if start is not None and end is not None:
             f.rss_slope_bytes_per_s, f.rss_fit_r2 = trends.rss_trend(rd, start, end)
     f.system_cpu_mean_pct = res.system.cpu_mean_pct if res.system else None
@@ -269,10 +299,19 @@ def _resources(f: Facts, rd: RunDir, s: Summary) -> None:
                        if v is not None}
 
 
-def _tail(f: Facts, rd: RunDir, start: float | None) -> None:
-    if start is None or not f.stages:
+def _tail(f: Facts, rd: RunDir, s: Summary) -> None:
+    start = s.window.start
+    if start is None:
         return
     spans: set[tuple[float, float]] = set()
+    if f.client is not None and f.client.p99_us:
+        spans, f.client_tail_intervals = trends.tail_intervals(rd, None, f.client.p99_us,
+                                                               start, metric="client")
+        classes: dict[str, tuple[str, str | None]] = {
+            f"request:{r.name}": (r.name, None) for r in s.named if r.count}
+        classes.update({f"tag:{t.tag}": ("*", t.tag) for t in s.tags if t.count})
+        f.tail_by_class = trends.tail_by_class(rd, classes if len(classes) > 1 else {},
+                                               f.client.p99_us)
     for name, st in f.stages.items():
         if st.p99_us:
             stage_spans, f.stage_tail_intervals[name] = trends.tail_intervals(
@@ -289,11 +328,6 @@ def _tag_service_p99(rd: RunDir, tag: str, total: str | None) -> int | None:
     return stats.percentiles(hist, [99.0])[99.0] if hist.get_total_count() else None
 
 
-def _total_name(s: Summary) -> str | None:
-    overall = s.stages.get("*")
-    return overall.service_total if overall is not None else None
-
-
 def extract_facts(rd: RunDir, per_name: bool = False) -> Facts:
     """Read everything the rules need from a run directory (through its summary).
 
@@ -305,19 +339,26 @@ def extract_facts(rd: RunDir, per_name: bool = False) -> Facts:
     f = _from_summary(s, meta)
     if f.client is not None:
         f.histograms["client"] = rd.histogram("client")
-    _stages(f, rd, s, s.stages.get("*"), per_name)
+    total_stage_name = _stages(f, rd, s, s.stages.get("*"), per_name)
     if f.residual is not None:
         f.histograms["residual"] = rd.histogram("residual")
     _resources(f, rd, s)
-    f.concurrency = trends.concurrency(meta, len(f.workers))
+    f.profile = read_profile(rd)
+    # an async worker serves many requests at once: its slots are not workers x threads
+    f.concurrency = None if f.profile is not None and f.profile.loops \
+        else trends.concurrency(meta, len(active_workers(f)))
     total = max(1, f.requests)
     for row in s.tags:
         block = row.latency.client
         f.tags.append(TagFacts(row.tag, row.key, row.value, int(row.count), row.count / total,
                                float(row.fail_pct or 0.0), block.p50_us, block.p99_us,
-                               _tag_service_p99(rd, row.tag, _total_name(s))))
-    f.profile = _profile(rd)
-    _tail(f, rd, s.window.start)
+                               _tag_service_p99(rd, row.tag, total_stage_name)))
+    _tail(f, rd, s)
+    f.evidence_read = read_evidence(
+        rd.series(), resources=bool(f.processes),
+        profile_views=f.profile.views if f.profile else (),
+        stage_map=f.profile.stage_map if f.profile else None,
+        metrics=(rd.path / "metrics" / "end.prom").is_file())
     f.model_versions = trends.model_versions(meta)
     if not f.errors:
         f.errors = {k.partition("|")[2] or k: v

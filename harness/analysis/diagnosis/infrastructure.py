@@ -6,7 +6,7 @@ Registered in the ``single`` book; thresholds and their reasons:
 
 from __future__ import annotations
 
-from harness.analysis.diagnosis.facts import Facts, stage_layer
+from harness.analysis.diagnosis.facts import Facts, active_workers, stage_layer
 from harness.analysis.diagnosis.measurement import machine_evidence
 from harness.analysis.diagnosis.measures import busy_fraction, machine_contended, service_share
 from harness.analysis.rules import Finding, rule
@@ -33,7 +33,7 @@ __all__: list[str] = []
 
 
 
-@rule("single", "machine_saturated", layer="infrastructure")
+@rule("single", "machine_saturated", layer="infrastructure", uses=("resources",))
 def machine_saturated(f: Facts) -> Finding | None:
     """The machine's CPUs are saturated by the service and its load (not by others)."""
     if f.system_cpu_mean_pct is None or f.system_cpu_mean_pct < MACHINE_SYSTEM_PCT:
@@ -49,7 +49,7 @@ def machine_saturated(f: Facts) -> Finding | None:
 
 def _saturation_evidence(f: Facts, busy: float) -> list[str]:
     residual = f.residual.share if f.residual else 0.0
-    worker_cpu = [w.cpu_mean_pct for w in f.workers]
+    worker_cpu = [w.cpu_mean_pct for w in active_workers(f)]
     evidence = [f"{f.achieved_rps:.1f} req/s x {_ms(f.app.mean_us if f.app else None)} "
                 f"mean service time / {f.concurrency} worker slots = "
                 f"{fmt_pct(min(busy, 1.0))} busy (limit {fmt_pct(BUSY_SATURATED)})"]
@@ -67,7 +67,7 @@ def _saturation_evidence(f: Facts, busy: float) -> list[str]:
     return evidence
 
 
-@rule("single", "saturation", layer="infrastructure")
+@rule("single", "saturation", layer="infrastructure", uses=("stages", "resources"))
 def saturation(f: Facts) -> Finding | None:
     """The service's workers were busy all the time (utilization law): requests queue."""
     busy = busy_fraction(f)
@@ -90,7 +90,7 @@ def saturation(f: Facts) -> Finding | None:
         {"busy": busy, "dominant_stage": dominant.name if dominant else None})
 
 
-@rule("single", "queueing", layer="infrastructure")
+@rule("single", "queueing", layer="infrastructure", uses=("stages", "resources"))
 def queueing(f: Facts) -> Finding | None:
     """Much of the latency is outside the service's own timing (short of saturation)."""
     busy = busy_fraction(f)
@@ -113,7 +113,7 @@ def queueing(f: Facts) -> Finding | None:
         residual, {"busy": busy})
 
 
-@rule("single", "service_cpu", layer="infrastructure")
+@rule("single", "service_cpu", layer="infrastructure", uses=("resources",))
 def service_cpu(f: Facts) -> Finding | None:
     """The service's process tree uses every CPU of the machine."""
     total = f.service_cpu_mean_pct
@@ -125,13 +125,14 @@ def service_cpu(f: Facts) -> Finding | None:
         ["more cores, or a cheaper model path"], 0.5)
 
 
-@rule("single", "worker_imbalance", layer="infrastructure")
+@rule("single", "worker_imbalance", layer="infrastructure", uses=("resources",))
 def worker_imbalance(f: Facts) -> Finding | None:
     """One worker does most of the work (connections pinned to it)."""
-    worker_cpu = [w.cpu_mean_pct for w in f.workers]
-    if len(f.workers) < 2 or sum(worker_cpu) < IMBALANCE_MIN_CPU:
+    workers = active_workers(f)  # multiprocessing's resource tracker is no worker
+    worker_cpu = [w.cpu_mean_pct for w in workers]
+    if len(workers) < 2 or sum(worker_cpu) < IMBALANCE_MIN_CPU:
         return None
-    top = max(f.workers, key=lambda w: w.cpu_mean_pct)
+    top = max(workers, key=lambda w: w.cpu_mean_pct)
     share = top.cpu_mean_pct / sum(worker_cpu)
     if share < IMBALANCE_SHARE:
         return None
@@ -139,12 +140,12 @@ def worker_imbalance(f: Facts) -> Finding | None:
         "warning", "infrastructure", f"worker imbalance: pid {top.pid} does {fmt_pct(share)} "
         "of the work",
         ["worker CPU (% of one core): " + ", ".join(
-            f"{w.pid}: {w.cpu_mean_pct:.0f}" for w in f.workers)],
+            f"{w.pid}: {w.cpu_mean_pct:.0f}" for w in workers)],
         ["check the load balancing in front of the workers (SO_REUSEPORT, keep-alive "
-         "connections pinned to one worker)"], share - 1.0 / len(f.workers))
+         "connections pinned to one worker)"], share - 1.0 / len(workers))
 
 
-@rule("single", "memory_growth", layer="infrastructure")
+@rule("single", "memory_growth", layer="infrastructure", uses=("resources",))
 def memory_growth(f: Facts) -> Finding | None:
     """The service's memory grows steadily (a least-squares line that fits)."""
     if f.rss_slope_bytes_per_s is None or f.rss_fit_r2 is None or not f.rss_start_bytes:

@@ -14,7 +14,9 @@ from harness.analysis.diagnosis.measures import (
     class_p99,
     classes_by_key,
     is_slow_class,
+    overloaded,
     reference_class,
+    service_saturated,
 )
 from harness.analysis.rules import Finding, rule
 from harness.analysis.rules.thresholds import (
@@ -75,7 +77,7 @@ def _failing(t: TagFacts, ref: TagFacts) -> Finding | None:
         t.traffic_share * t.fail_pct / 100.0)
 
 
-@rule("single", "input_class", layer="input data")
+@rule("single", "input_class", layer="input data", uses=("stages",))
 def input_class(f: Facts) -> list[Finding]:
     """An input class that is slow (p99 against the reference class) or fails often."""
     out: list[Finding] = []
@@ -88,7 +90,7 @@ def input_class(f: Facts) -> list[Finding]:
     return out
 
 
-@rule("single", "failures", layer="input data")
+@rule("single", "failures", layer="input data", uses=("resources", "profile"))
 def failures(f: Facts) -> Finding | None:
     """Failed requests; the input data's doing when the top errors are HTTP 4xx."""
     if not f.requests or 100.0 * f.failures / f.requests < FAILURE_PCT:
@@ -96,8 +98,15 @@ def failures(f: Facts) -> Finding | None:
     pct = 100.0 * f.failures / f.requests
     top = sorted(f.errors.items(), key=lambda kv: -kv[1])[:3]
     client_side = bool(top) and all(" 4" in f" {e}" or "HTTP 4" in e for e, _ in top)
+    saturated = not client_side and (service_saturated(f) or overloaded(f))
     return Finding(
         "critical" if pct >= FAILURE_CRITICAL_PCT else "warning",
-        "input data" if client_side else "infrastructure", f"{pct:.1f} % of requests failed",
-        [f"{f.failures} of {f.requests}; " + ", ".join(f"{e}: {n}" for e, n in top)],
-        ["read service.log for the failing requests"], pct / 100.0)
+        "input data" if client_side else "infrastructure", f"{pct:.1f} % of requests failed"
+        + (" under a load the service did not keep up with" if saturated else ""),
+        [f"{f.failures} of {f.requests}; " + ", ".join(f"{e}: {n}" for e, n in top)]
+        + ([f"the service did not keep up: {f.dropped or 0} of {f.scheduled or 0} scheduled "
+            "requests never started, every user of the pool waiting for an answer, or it is "
+            "saturated (see that finding): timeouts, refused connections and a store's "
+            "errors under that load are its queue overflowing"] if saturated else []),
+        ["read service.log for the failing requests"], pct / 100.0,
+        {"saturated": saturated})

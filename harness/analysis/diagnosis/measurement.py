@@ -8,11 +8,11 @@ thresholds and their reasons: ``harness.analysis.rules.thresholds``.
 from __future__ import annotations
 
 from harness import stats
+from harness.analysis.diagnosis.evidence import HOW_TO_ADD, missing_kinds
 from harness.analysis.diagnosis.facts import Facts
-from harness.analysis.diagnosis.measures import busy_fraction
+from harness.analysis.diagnosis.measures import service_saturated
 from harness.analysis.rules import Finding, rule
 from harness.analysis.rules.thresholds import (
-    BUSY_SATURATED,
     LOADGEN_SATURATED_PCT,
     LOADGEN_SATURATED_SHARE,
     MACHINE_OTHER_SHARE,
@@ -20,9 +20,9 @@ from harness.analysis.rules.thresholds import (
     RATE_SHORTFALL,
     SCHEDULE_DELAY_SHARE,
 )
-from harness.units import fmt_pct
+from harness.units import fmt_ms_unit, fmt_pct
 
-__all__ = ["machine_evidence"]
+__all__ = ["machine_evidence", "rate_short"]
 
 #: self-checks whose failure puts every number of the run in doubt
 _SELF_CHECKS = ("run_complete", "out_of_range", "negative_residuals", "measured_data")
@@ -45,6 +45,11 @@ def loadgen_saturated(f: Facts) -> Finding | None:
          "use FastHttpUser and keep work out of the locustfile's tasks"], 1.0)
 
 
+def rate_short(f: Facts) -> bool:
+    """Open model: the achieved rate fell below RATE_SHORTFALL of the target."""
+    return _rate_short(f)
+
+
 def _rate_short(f: Facts) -> bool:
     return f.model == "open" and bool(f.target_rps) and f.achieved_rps is not None \
         and f.achieved_rps < RATE_SHORTFALL * (f.target_rps or 0.0)
@@ -55,8 +60,7 @@ def rate_shortfall(f: Facts) -> Finding | None:
     """Open model: the target rate was not achieved (by the harness, or the service)."""
     if not _rate_short(f) or f.achieved_rps is None or not f.target_rps:
         return None
-    busy = busy_fraction(f)
-    service_bound = busy is not None and busy >= BUSY_SATURATED
+    service_bound = service_saturated(f)
     return Finding(
         "warning" if service_bound else "critical", "measurement",
         f"target rate not achieved: {f.achieved_rps:.1f} of {f.target_rps:g} req/s",
@@ -64,7 +68,7 @@ def rate_shortfall(f: Facts) -> Finding | None:
          f"{fmt_pct(RATE_SHORTFALL)}; load.json)",
          f"{f.dropped or 0} of {f.scheduled or 0} scheduled requests never started, "
          f"{f.late or 0} started late"]
-        + (["the service's workers were busy all the time (see saturation): the users "
+        + (["the service was busy all the time (see its saturation finding): the users "
             "waited for it; latency is still measured from the intended start"]
            if service_bound else []),
         ["see the saturation finding" if service_bound else
@@ -75,9 +79,8 @@ def rate_shortfall(f: Facts) -> Finding | None:
 @rule("single", "late_starts", layer="measurement")
 def late_starts(f: Facts) -> Finding | None:
     """Open model: requests started late because the load generator lagged its schedule."""
-    busy = busy_fraction(f)
     if _rate_short(f) or f.model != "open" or f.schedule_delay_share <= SCHEDULE_DELAY_SHARE \
-            or (busy is not None and busy >= BUSY_SATURATED):
+            or service_saturated(f):
         return None
     return Finding(
         "warning", "measurement", "requests started late: the load generator lagged "
@@ -136,3 +139,21 @@ def machine_contended(f: Facts) -> Finding | None:
          "a quiet machine, and queueing grows with it"],
         ["rerun on a quiet or dedicated machine before trusting absolute latencies",
          "compare runs made under the same conditions only"], 0.0, {"other": other})
+
+
+@rule("single", "cannot_localize", layer="measurement")
+def cannot_localize(f: Facts) -> Finding | None:
+    """Neither stage times nor a profile: say plainly what the run can and cannot tell."""
+    ev = f.evidence
+    if ev.stages or ev.has("profile") or f.client is None:
+        return None
+    sees = "client latency and the service's CPU (psutil)" if ev.has("resources") \
+        else "client latency only"
+    can = ("whether the service is CPU-bound or saturated, not which stage the time goes to"
+           if ev.has("resources") else "how slow, not where")
+    return Finding(
+        "info", "measurement", f"{sees}: the harness cannot localize the time in this run",
+        [f"client p50 {fmt_ms_unit(f.client.p50_us)}, p99 {fmt_ms_unit(f.client.p99_us)} over "
+         f"{f.client.count} requests: it can tell {can}"],
+        [f"to localize: {HOW_TO_ADD[k]}" for k in missing_kinds(ev)], 0.0,
+        {"missing": missing_kinds(ev)})

@@ -4,21 +4,36 @@ which input classes are slow, the service's CPU per request. Pure functions of `
 
 from __future__ import annotations
 
-from harness.analysis.diagnosis.facts import Facts, StageFacts, TagFacts
+from dataclasses import dataclass
+
+from harness.analysis.diagnosis.eventloop import LoopFacts
+from harness.analysis.diagnosis.facts import Facts, ProcessFacts, StageFacts, TagFacts
 from harness.analysis.rules.thresholds import (
+    AWAIT_LOOP_BUSY_MAX,
+    BUSY_SATURATED,
+    DROPPED_ERROR,
+    IDLE_PROCESS_PCT,
+    LOADGEN_SATURATED_SHARE,
+    LOOP_BUSY_SATURATED,
+    LOOP_MIN_SAMPLES,
     MACHINE_OTHER_SHARE,
     MACHINE_SYSTEM_PCT,
     ONCPU_MIN_SAMPLES,
+    ONCPU_WAITING,
+    RATE_SHORTFALL,
     TAG_MIN_COUNT,
     TAG_P99_MIN_US,
     TAG_P99_RATIO,
     TAIL_BURST_CONCENTRATION,
     TAIL_BURST_MIN_VALUES,
     TAIL_BURST_SHARE,
+    WORKER_CPU_SATURATED,
 )
 
-__all__ = ["busy_fraction", "class_p99", "cpu_per_request_ms", "is_slow_class",
-           "machine_contended", "oncpu_ratio", "reference_class", "service_share",
+__all__ = ["Busy", "awaited_us", "busy_fraction", "busy_processes", "class_p99",
+           "machine_slows", "overloaded", "saturated_processes", "service_saturated",
+           "cpu_per_request_ms", "is_slow_class", "loop_of", "machine_contended",
+           "oncpu_ratio", "reference_class", "serving_processes", "service_share",
            "slow_classes", "tail_in_contention"]
 
 
@@ -135,3 +150,120 @@ def cpu_per_request_ms(f: Facts) -> float | None:
     if not f.service_cpu_mean_pct or not f.achieved_rps:
         return None
     return f.service_cpu_mean_pct / 100.0 / f.achieved_rps * 1000.0
+
+
+def serving_processes(f: Facts) -> list[ProcessFacts]:
+    """The service's processes that serve requests: not helpers, using CPU under load.
+
+    Workers (children of the top process) when there are any: the top process of a
+    gunicorn or uvicorn tree only supervises them; but it is kept too when it does real
+    work itself (MLServer's front process parses and dispatches every request).
+    """
+    active = [p for p in f.processes if not p.helper and p.cpu_mean_pct >= IDLE_PROCESS_PCT]
+    workers = [p for p in active if p.role == "service_worker"]
+    if not workers:
+        return active
+    top = [p for p in active if p.role != "service_worker"
+           and p.cpu_mean_pct >= min(w.cpu_mean_pct for w in workers) / 2]
+    return top + workers
+
+
+def loop_of(f: Facts, pid: int) -> LoopFacts | None:
+    """The event loop of one process, when the profile has one with enough samples (a
+    profile of one process has no process frame: its loop belongs to the only process)."""
+    if f.profile is None:
+        return None
+    loops = [lf for lf in f.profile.loops if lf.ticks >= LOOP_MIN_SAMPLES
+             and (lf.pid == pid or (lf.pid is None and len(f.processes) == 1))]
+    return loops[0] if loops else None
+
+
+@dataclass(frozen=True)
+class Busy:
+    """How busy one serving process was: its CPU (psutil, % of a core) and its event
+    loop's running share (profile; running or runnable, so a CPU it waits for counts)."""
+
+    process: ProcessFacts
+    cpu: float
+    loop: float | None
+
+    @property
+    def share(self) -> float:
+        return max(self.cpu, self.loop or 0.0)
+
+
+def busy_processes(f: Facts) -> list[Busy]:
+    """Every serving process with its busy share."""
+    out = []
+    for p in serving_processes(f):
+        lf = loop_of(f, p.pid)
+        out.append(Busy(p, p.cpu_mean_pct / 100.0, lf.busy_share if lf else None))
+    return out
+
+
+def awaited_us(f: Facts) -> float | None:
+    """Mean time per request an async service spends neither running on its loop nor
+    queued for it: awaiting I/O, or outside the service. None without a loop profile.
+
+    Per loop, U is its busy share (callbacks running or blocked) and X its throughput (the
+    run's rate split evenly between the loops); S = U / X is the loop time per request and
+    S / (1 - U) the M/M/1 time in the service if requests only computed and queued. The
+    rest of the client's mean latency went by with the loop idle.
+    """
+    if f.profile is None or f.client is None or not f.achieved_rps:
+        return None
+    loops = [lf for lf in f.profile.loops if lf.ticks >= LOOP_MIN_SAMPLES]
+    roles = {p.pid: p.role for p in f.processes}
+    if not loops or len({roles.get(lf.pid or -1) for lf in loops}) > 1:
+        return None  # loops in a front process and its workers: a pipeline, not parallel
+    u = sum(lf.busy_share + (lf.blocked_share or 0.0) for lf in loops) / len(loops)
+    if u >= AWAIT_LOOP_BUSY_MAX:
+        return 0.0  # a saturated loop: the wait is its queue
+    s_us = u / (f.achieved_rps / len(loops)) * 1e6
+    return max(0.0, f.client.mean_us - s_us / (1.0 - u))
+
+
+def _saturated(b: Busy) -> bool:
+    return b.cpu >= WORKER_CPU_SATURATED / 100.0 or (b.loop or 0.0) >= LOOP_BUSY_SATURATED
+
+
+def saturated_processes(f: Facts) -> list[Busy]:
+    """The saturated processes every request passes: a front process (one that serves
+    requests itself) that is saturated, or the workers when all of them are on average."""
+    procs = busy_processes(f)
+    front = [b for b in procs if b.process.role != "service_worker" and _saturated(b)]
+    workers = [b for b in procs if b.process.role == "service_worker"]
+    if workers and sum(b.share for b in workers) / len(workers) >= min(
+            WORKER_CPU_SATURATED / 100.0, LOOP_BUSY_SATURATED):
+        return front + workers
+    return front
+
+
+def service_saturated(f: Facts) -> bool:
+    """The service was busy all the time: by the utilization law over its own time
+    (Server-Timing or traces), or by its processes' CPU and event loops."""
+    busy = busy_fraction(f)
+    return (busy is not None and busy >= BUSY_SATURATED) or bool(saturated_processes(f))
+
+
+def machine_slows(f: Facts, stage: str) -> bool:
+    """Whether a CPU-contended machine explains a stage's time: a stage that computes (or
+    that the profile cannot judge) is preempted at random; in an async service any stage,
+    as an awaited call resumes only when the starved event loop gets to it (and a local
+    store's own process is starved too). A waiting stage of a threaded service keeps its
+    time: a CPU-starved machine does not make a sleep longer."""
+    contended = machine_contended(f) or tail_in_contention(f, stage) is not None
+    ratio = oncpu_ratio(f, stage)
+    is_async = f.profile is not None and bool(f.profile.loops)
+    return contended and (is_async or ratio is None or ratio > ONCPU_WAITING)
+
+
+def overloaded(f: Facts) -> bool:
+    """Open model: the service did not keep up with the rate. The schedule dropped requests
+    because every user of the pool was waiting for an answer (Little's law: the pool is
+    what was in flight), and the load generator itself was not saturated."""
+    if f.model != "open" or not f.target_rps or f.achieved_rps is None or not f.scheduled:
+        return False
+    return (f.achieved_rps < RATE_SHORTFALL * f.target_rps
+            and (f.dropped or 0) / f.scheduled >= DROPPED_ERROR
+            and (f.loadgen_saturated_share or 0.0) <= LOADGEN_SATURATED_SHARE)

@@ -10,7 +10,16 @@ The derived quantities they share are in ``measures`` (re-exported here).
 
 from __future__ import annotations
 
-from harness.analysis.diagnosis import infrastructure, inputs, measurement, stages
+from harness.analysis.diagnosis import (
+    cpu,
+    infrastructure,
+    inputs,
+    measurement,
+    processes,
+    stages,
+    tail,
+)
+from harness.analysis.diagnosis.evidence import run_annotated
 from harness.analysis.diagnosis.facts import Facts
 from harness.analysis.diagnosis.measures import (
     busy_fraction,
@@ -26,7 +35,7 @@ __all__ = ["BOOK", "busy_fraction", "machine_contended", "oncpu_ratio", "rules",
            "service_share", "single_rules", "slow_classes", "tail_in_contention"]
 
 BOOK = book("single")
-BOOK.order_modules(measurement, infrastructure, stages, inputs)
+BOOK.order_modules(measurement, infrastructure, processes, stages, cpu, tail, inputs)
 
 
 def rules() -> tuple[Rule, ...]:
@@ -35,5 +44,6 @@ def rules() -> tuple[Rule, ...]:
 
 
 def single_rules(f: Facts) -> list[Finding]:
-    """Every single-run finding of ``f``, unranked, in the book's order."""
-    return BOOK.run(f)
+    """Every single-run finding of ``f``, unranked, in the book's order; each says its rule
+    and the evidence it used (``evidence.annotate``)."""
+    return run_annotated(BOOK.rules, f, f.evidence)

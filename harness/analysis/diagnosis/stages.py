@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from harness.analysis.diagnosis.facts import Facts, StageFacts, stage_layer
 from harness.analysis.diagnosis.measures import (
-    machine_contended,
+    machine_slows,
     oncpu_ratio,
     service_share,
     tail_in_contention,
@@ -22,11 +22,13 @@ from harness.analysis.rules.thresholds import (
     MACHINE_SYSTEM_PCT,
     ONCPU_COMPUTE,
     ONCPU_WAITING,
+    STAGE_ASYNC_CONTENDED,
     STAGE_INFO,
     STAGE_WARNING,
     TAIL_MIN_US,
     TAIL_OF_CLIENT,
     TAIL_RATIO,
+    UNATTRIBUTED_TRACES_WARNING,
     UNATTRIBUTED_WARNING,
 )
 from harness.units import fmt_ms_unit as _ms
@@ -53,7 +55,8 @@ def _steps(layer: str, st: StageFacts) -> list[str]:
 def _share_evidence(f: Facts, st: StageFacts, ratio: float | None) -> list[str]:
     evidence = [f"stage '{st.name}' mean {_ms(st.mean_us)}, p50 {_ms(st.p50_us)}, p99 "
                 f"{_ms(st.p99_us)}; {fmt_pct(st.share)} of the summed client time "
-                f"(Server-Timing); {fmt_pct(service_share(f, st))} of the service time"]
+                f"({f.evidence.stage_label}); {fmt_pct(service_share(f, st))} of the "
+                "service time"]
     if ratio is not None:
         kind = ("on-CPU: it computes" if ratio >= ONCPU_COMPUTE else
                 "mostly waiting (I/O, lock, GIL, or CPU it does not get)"
@@ -66,7 +69,7 @@ def _share_evidence(f: Facts, st: StageFacts, ratio: float | None) -> list[str]:
     return evidence
 
 
-@rule("single", "stage_share", layer="upstream")
+@rule("single", "stage_share", layer="upstream", uses=("stages", "profile"))
 def stage_share(f: Facts) -> list[Finding]:
     """A stage's share of the service time: a warning from STAGE_WARNING, else info."""
     out = []
@@ -78,9 +81,19 @@ def stage_share(f: Facts) -> list[Finding]:
         of_service = service_share(f, st)
         data = {"stage": st.name, "oncpu": ratio}
         if warn is not None and of_service >= warn:
-            out.append(Finding("warning", layer, f"{label} takes {fmt_pct(st.share)} of the "
-                               "latency", _share_evidence(f, st, ratio), _steps(layer, st),
-                               st.share, data))
+            # an async service's awaited stage (not one that computes) on a crowded machine
+            # waits for the starved loop too; a computing stage is slowed like every other
+            starved = machine_slows(f, st.name) and f.profile is not None \
+                and bool(f.profile.loops) and ratio is not None and ratio < ONCPU_COMPUTE \
+                and of_service < STAGE_ASYNC_CONTENDED
+            evidence = _share_evidence(f, st, ratio) + (
+                ["the machine is CPU-contended and the service async: an awaited stage "
+                 "resumes only when its starved event loop gets to it (see the machine "
+                 "finding): information until it is larger than "
+                 f"{fmt_pct(STAGE_ASYNC_CONTENDED)} of the service time"] if starved else [])
+            out.append(Finding("info" if starved else "warning", layer,
+                               f"{label} takes {fmt_pct(st.share)} of the latency", evidence,
+                               _steps(layer, st), st.share, data))
         elif of_service >= info:
             out.append(Finding("info", layer, f"{label} ('{st.name}') is {fmt_pct(st.share)} "
                                "of the latency", _share_evidence(f, st, ratio),
@@ -88,7 +101,8 @@ def stage_share(f: Facts) -> list[Finding]:
     return out
 
 
-@rule("single", "stage_tail", layer="upstream")
+@rule("single", "stage_tail", layer="upstream",
+      uses=("stages", "profile", "resources"))
 def stage_tail(f: Facts) -> list[Finding]:
     """A stage whose p99 is far above its median and a visible part of the client's p99."""
     out = []
@@ -99,12 +113,11 @@ def stage_tail(f: Facts) -> list[Finding]:
                 and st.p99_us - st.p50_us >= TAIL_MIN_US):
             continue
         layer = stage_layer(st.name)
-        ratio = oncpu_ratio(f, st.name)
         # A CPU-starved machine preempts computing stages at random: their tail is then the
-        # machine's (see its finding); a waiting stage's tail stays the stage's own.
+        # machine's (see its finding); a waiting stage's tail stays the stage's own, except
+        # in an async service, whose awaited calls resume on the starved event loop.
         in_bursts = tail_in_contention(f, st.name)
-        machine_tail = (machine_contended(f) or in_bursts is not None) \
-            and (ratio is None or ratio > ONCPU_WAITING)
+        machine_tail = machine_slows(f, st.name)
         evidence = [f"'{st.name}' p99 {_ms(st.p99_us)} vs p50 {_ms(st.p50_us)}; client p99 "
                     f"{_ms(client_p99)} ({fmt_pct(st.p99_us / client_p99)} of it)"]
         if in_bursts is not None:
@@ -120,7 +133,7 @@ def stage_tail(f: Facts) -> list[Finding]:
     return out
 
 
-@rule("single", "unattributed", layer="infrastructure")
+@rule("single", "unattributed", layer="infrastructure", uses=("stages",))
 def unattributed(f: Facts) -> Finding | None:
     """Time inside the service (``app``) that no named stage accounts for."""
     if f.app is None or not f.stages:
@@ -129,11 +142,16 @@ def unattributed(f: Facts) -> Finding | None:
     gap = f.app.share - inner
     if gap < UNATTRIBUTED_WARNING:
         return None
+    # a server span covers the framework's own work (routing, validation, middleware),
+    # which a service's own Server-Timing total usually leaves out
+    traces = f.evidence.stages == "traces"
     return Finding(
-        "warning", "infrastructure", f"{fmt_pct(gap)} of the latency is inside the service "
+        "info" if traces and gap < UNATTRIBUTED_TRACES_WARNING else "warning",
+        "infrastructure", f"{fmt_pct(gap)} of the latency is inside the service "
         "but in no named stage", [f"app share {fmt_pct(f.app.share)}, named stages "
-                                  f"{fmt_pct(inner)} (Server-Timing)"],
-        ["add Server-Timing entries for the unnamed part (parsing, validation, locks)"], gap)
+                                  f"{fmt_pct(inner)} ({f.evidence.stage_label})"],
+        ["add Server-Timing entries (or spans) for the unnamed part (parsing, validation, "
+         "locks)"], gap)
 
 
 @rule("single", "model_versions", layer="model")
@@ -144,4 +162,4 @@ def model_versions(f: Facts) -> Finding | None:
     return Finding("info", "model", "model versions served: " + ", ".join(
         f"{k} {v}" for k, v in sorted(f.model_versions.items())),
         ["run.json target models / service options"], [], 0.0,
-        {"versions": dict(f.model_versions)})
+        {"versions": dict(f.model_versions), "record": True})

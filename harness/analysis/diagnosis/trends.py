@@ -4,6 +4,7 @@ service's concurrency. Pure readers returning plain values; ``facts`` assembles 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,13 @@ from harness import stats
 from harness.analysis.summary import LOADGEN_ROLES, SERVICE_ROLES
 from harness.rundir import RunDir
 
-__all__ = ["concurrency", "interval_machine", "model_versions", "rss_trend", "tail_intervals"]
+__all__ = ["HELPER_COMMAND", "concurrency", "interval_machine", "model_versions",
+           "process_commands", "rss_trend", "service_processes", "tail_by_class",
+           "tail_intervals"]
+
+#: command lines of processes that belong to a service's tree but serve no requests
+HELPER_COMMAND = re.compile(r"multiprocessing[./](resource_tracker|forkserver|semaphore_tracker)"
+                            r"|from multiprocessing\.(resource_tracker|forkserver) import")
 
 
 def rss_trend(rd: RunDir, start: float, end: float) -> tuple[float | None, float | None]:
@@ -85,12 +92,13 @@ def interval_machine(rd: RunDir, starts: list[tuple[float, float]], cpus: int
     return out
 
 
-def tail_intervals(rd: RunDir, stage: str, p99_us: int, start: float
+def tail_intervals(rd: RunDir, stage: str | None, p99_us: int, start: float,
+                   metric: str = "stage"
                    ) -> tuple[set[tuple[float, float]], list[tuple[float, int, int]]]:
-    """The window's intervals in which the stage has values, as (start, length), and
-    (start, values, values >= p99) for each."""
+    """The window's intervals in which the stage (or the ``client``: ``metric="client"``,
+    ``stage=None``) has values, as (start, length), and (start, values, values >= p99)."""
     spans, counts = set(), []
-    for t, dt, hist in rd.interval_histograms("stage", stage=stage):
+    for t, dt, hist in rd.interval_histograms(metric, stage=stage):
         if t < start - 1e-6:
             continue  # warm-up
         arr = stats.counts_array(hist)
@@ -98,3 +106,38 @@ def tail_intervals(rd: RunDir, stage: str, p99_us: int, start: float
         spans.add((round(t, 3), dt))
         counts.append((round(t, 3), int(arr.sum()), int(arr[idx:].sum())))
     return spans, counts
+
+
+def tail_by_class(rd: RunDir, classes: dict[str, tuple[str, str | None]], p99_us: int
+                  ) -> dict[str, tuple[int, int]]:
+    """Per class label -> (successful requests, those at or above ``p99_us``), for the
+    classes given as label -> (request name, tag): where the client's tail comes from."""
+    out = {}
+    for label, (name, tag) in classes.items():
+        hist = rd.histogram("client", name, tag=tag)
+        total = int(hist.get_total_count())
+        if total:
+            arr = stats.counts_array(hist)
+            out[label] = (total, int(arr[hist.get_counts_array_index(int(p99_us)):].sum()))
+    return out
+
+
+def service_processes(rd: RunDir, start: float, end: float
+                      ) -> list[tuple[int, str, float, float]]:
+    """(pid, role, mean CPU % of one core, max) of each service process over the window
+    (psutil samples whose period ends inside it)."""
+    per: dict[tuple[int, str], list[float]] = {}
+    for r in rd.resources():
+        if r.role in SERVICE_ROLES and start < r.t <= end + 0.5:
+            per.setdefault((r.pid, r.role), []).append(float(r.cpu_percent))
+    return [(pid, role, sum(v) / len(v), max(v)) for (pid, role), v in sorted(per.items())]
+
+
+def process_commands(rd: RunDir) -> dict[int, str]:
+    """pid -> command line of the service's processes the profile collector saw."""
+    status = rd.profile_status() or {}
+    out = {}
+    for p in status.get("processes") or []:
+        if isinstance(p, dict) and isinstance(p.get("pid"), int):
+            out[int(p["pid"])] = str(p.get("command") or "")[:2000]
+    return out

@@ -71,6 +71,9 @@ class Rule:
     id: str
     layer: str
     func: Callable[..., Any]
+    #: the evidence kinds the rule reads (harness.analysis.diagnosis.evidence.KINDS, or
+    #: ``stages``: Server-Timing or trace-derived), named in its findings
+    uses: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -107,7 +110,7 @@ class RuleBook:
         self._rules: dict[str, Rule] = {}
         self._modules: tuple[str, ...] = ()
 
-    def rule(self, id: str, layer: str) -> Callable[[F], F]:
+    def rule(self, id: str, layer: str, uses: tuple[str, ...] = ()) -> Callable[[F], F]:
         """Decorator: register the function under ``id``; returns it unchanged."""
         if not _ID.match(id):
             raise ValueError(f"rule id must match {_ID.pattern} (got {id!r})")
@@ -115,7 +118,7 @@ class RuleBook:
             raise ValueError(f"layer must be one of {LAYERS} (got {layer!r})")
 
         def register(func: F) -> F:
-            new = Rule(self.name, id, layer, func)
+            new = Rule(self.name, id, layer, func, tuple(uses))
             old = self._rules.get(id)
             # re-importing a module (importlib.reload) registers the same rule again
             if old is not None and (old.module, old.func.__qualname__) != (
@@ -163,6 +166,8 @@ def book(name: str) -> RuleBook:
         raise ValueError(f"book must be one of {BOOKS} (got {name!r})") from None
 
 
-def rule(book_name: str, id: str, layer: str) -> Callable[[F], F]:
-    """Register a rule in the named book: ``@rule("single", "slow_fetch", layer="upstream")``."""
-    return book(book_name).rule(id, layer)
+def rule(book_name: str, id: str, layer: str, uses: tuple[str, ...] = ()
+         ) -> Callable[[F], F]:
+    """Register a rule in the named book: ``@rule("single", "slow_fetch", layer="upstream")``;
+    ``uses`` names the evidence it reads (``("stages", "profile")``)."""
+    return book(book_name).rule(id, layer, uses)

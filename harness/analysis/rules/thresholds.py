@@ -154,6 +154,12 @@ RESIDUAL_BUSY = _t(
 UNATTRIBUTED_WARNING = _t(
     "UNATTRIBUTED_WARNING", 0.30, "share of the client time",
     "time inside the service (app) in no named stage: framework, locks, GC")
+UNATTRIBUTED_TRACES_WARNING = _t(
+    "UNATTRIBUTED_TRACES_WARNING", 0.60, "share of the client time",
+    "a trace's server span covers the framework's own work (routing, request validation, "
+    "middleware, the response's send), which Server-Timing's app total usually leaves out: "
+    "the clean FastAPI example has 36-41 % of its client time there on a contended "
+    "machine; a 30 ms blocking call outside the child spans puts 63 % there")
 # -- stages (upstream, model, serialization layers) -------------------------------------------
 STAGE_WARNING = _t(
     "STAGE_WARNING", {"upstream": 0.30, "serialization": 0.10, "infrastructure": 0.30},
@@ -165,6 +171,13 @@ STAGE_INFO = _t(
                    "model": 0.30},
     "share of the service time",
     "where the time goes, for the record (inference is normally most of it)")
+STAGE_ASYNC_CONTENDED = _t(
+    "STAGE_ASYNC_CONTENDED", 0.50, "share of the service time",
+    "an async service's awaited stage (a store call) on a CPU-contended machine includes the "
+    "wait for its starved event loop to resume it: the clean FastAPI example's fetch span "
+    "was 35-41 % of its server span with other processes at 90 % of the machine (and its "
+    "v2-model runs 30-44 %), a 20 ms slower store 77-86 %; below half of the service time "
+    "it is not the store's alone")
 TAIL_RATIO = _t(
     "TAIL_RATIO", 5.0, "stage p99 / p50",
     "a stage whose p99 is 5x its median has a tail of its own, not just noise")
@@ -194,6 +207,95 @@ ONCPU_MIN_SAMPLES = _t(
     "ONCPU_MIN_SAMPLES", 10, "expected profile samples (stage wall seconds x rate)",
     "with fewer the ratio is noise: a computing stage expected to get 1 sample (0.05 s of "
     "it at 20 Hz) got 0, read as waiting, 37 % of the time")
+# -- a service without Server-Timing: processes, event loop, profile, client tail ------------
+IDLE_PROCESS_PCT = _t(
+    "IDLE_PROCESS_PCT", 1.0, "% of one core (mean over the window)",
+    "a process of the service that used less than 1 % of a core while the load ran serves no "
+    "requests: multiprocessing's resource tracker (0.0-0.08 % in the MLServer runs), a "
+    "forkserver, a supervisor; it is not a worker to balance or to count as a request slot")
+LOOP_BUSY_SATURATED = _t(
+    "LOOP_BUSY_SATURATED", 0.85, "share of the event loop's samples running a callback",
+    "the loop thread of an async service is one request slot for CPU work: busy (running "
+    "or runnable) 85 % of the time, as BUSY_SATURATED for workers, arrivals find it taken "
+    "and wait. FastAPI example at 20 req/s per worker, other processes at 90 % of 2 cores: "
+    "clean 8-31 %; v2 model, a slow encoder or one worker for the load: 79-100 %; MLServer "
+    "with parallel workers off, 8 users: 91-97 %")
+LOOP_BLOCKED_WARNING = _t(
+    "LOOP_BLOCKED_WARNING", 0.15, "share of the event loop's wall samples",
+    "samples of the loop thread inside a callback in the wall view but not on-CPU: the loop "
+    "sleeps in a synchronous call (time.sleep, a sync client's socket read) and serves "
+    "nothing meanwhile. Clean FastAPI and MLServer runs on a contended 2-core machine: "
+    "0-8 %; a 30 ms time.sleep per request: 85 % (one worker, 27 req/s), 57-63 % (two "
+    "workers, 20 req/s each)")
+LOOP_BLOCKED_CRITICAL = _t(
+    "LOOP_BLOCKED_CRITICAL", 0.5, "share of the event loop's wall samples",
+    "a loop blocked half of the time makes every request queue behind the blocking calls: "
+    "it decides the latency, as a saturated service does")
+LOOP_OFFCPU_RATIO = _t(
+    "LOOP_OFFCPU_RATIO", 0.3, "on-CPU / wall samples of one callback frame",
+    "a callback frame the on-CPU view sees in at most 30 % of its wall samples sleeps there "
+    "(a time.sleep line: 9 of 127); computing frames on a contended machine lose some "
+    "on-CPU samples too, spread over every frame at ratios of 0.7-0.9")
+LOOP_LEAF_MIN = _t(
+    "LOOP_LEAF_MIN", 3, "wall samples of one callback frame",
+    "fewer wall samples of a frame give no on-CPU ratio")
+LOOP_MIN_SAMPLES = _t(
+    "LOOP_MIN_SAMPLES", 40, "samples of the loop thread",
+    "2 s at the default 20 Hz: fewer cannot give a share to +-15 points")
+WAIT_FOR_LOAD = _t(
+    "WAIT_FOR_LOAD", 0.5, "client latency / (users / throughput)",
+    "closed model, Little's law: users / throughput is each user's cycle (latency + think "
+    "time); when the latency is half of it or more, the users mostly wait for the service")
+AWAIT_SHARE = _t(
+    "AWAIT_SHARE", 0.5, "share of the mean client latency",
+    "an async service's requests that spend half their latency with the loop idle (neither "
+    "computing nor queued for the loop, by the M/M/1 estimate S / (1 - U)) wait on what "
+    "they await: an upstream call")
+AWAIT_LOOP_BUSY_MAX = _t(
+    "AWAIT_LOOP_BUSY_MAX", 0.95, "event loop busy share",
+    "above this the M/M/1 estimate S / (1 - U) diverges: a loop this busy is saturated and "
+    "the wait is its queue, not awaited I/O")
+AWAIT_MIN_US = _t(
+    "AWAIT_MIN_US", 5000, "µs of awaited time per request",
+    "a few ms awaited per request is a store round trip on a healthy service; 5 ms is not")
+AWAIT_BUSY_GROWTH = _t(
+    "AWAIT_BUSY_GROWTH", 0.10, "event loop busy share (absolute)",
+    "a slower awaited dependency leaves the loop as busy or idler (the FastAPI example's "
+    "20 ms slower store: -0.06 .. +0.05); a machine starving the service makes its loop "
+    "busier without more CPU per request (runnable, not running: an A/A pair at 93 % other "
+    "load went 0.20 -> 0.49): longer waits then are the machine's, not an await's")
+CLIENT_TAIL_RATIO = _t(
+    "CLIENT_TAIL_RATIO", 5.0, "client p99 / p50 (or p99.9 / p50 / 2)",
+    "a client p99 5x its median is a tail of its own (MLServer saturated: 26x); clean "
+    "FastAPI runs: 2.5-4x, up to 16x when other processes take 90 % of the machine, which "
+    "the rule then calls the machine's (info); p99.9 judged at twice the ratio")
+CLIENT_TAIL_MIN_US = _t(
+    "CLIENT_TAIL_MIN_US", 5000, "µs (p99 - p50)",
+    "a 5x tail of a 1 ms median is 4 ms: not worth a finding")
+TAIL_CLASS_CONCENTRATION = _t(
+    "TAIL_CLASS_CONCENTRATION", 2.0, "tail share / traffic share",
+    "a request name or input class holding at least twice its traffic share of the values "
+    "above the client p99 (and half of them) is where the tail comes from")
+CPU_STAGE_WARNING = _t(
+    "CPU_STAGE_WARNING", {"serialization": 0.25, "upstream": 0.30, "own_code": 0.30},
+    "share of the service's on-CPU samples (waits excluded)",
+    "CPU the service spends encoding (clean FastAPI: 0-7 %, MLServer: 4-8 %; the slow-"
+    "serialization fault: 50-71 %), in its store client (clean: 0-13 %) or in its own code "
+    "(clean: 0-8 %) beyond these is worth acting on; inference and the framework are where "
+    "a model service's CPU normally goes (info)")
+CPU_STAGE_INFO = _t(
+    "CPU_STAGE_INFO", 0.10, "share of the service's on-CPU samples",
+    "a stage below 10 % of the CPU is not named among where the CPU goes")
+PROFILE_MIN_SAMPLES = _t(
+    "PROFILE_MIN_SAMPLES", 50, "on-CPU samples (waits excluded)",
+    "shares of fewer samples move by +-7 points (binomial, 50 %): too few to rank stages")
+CHANGE_PROFILE_MIN_SAMPLES = _t(
+    "CHANGE_PROFILE_MIN_SAMPLES", 20, "on-CPU samples (waits excluded) of each run",
+    "splitting a CPU-per-request growth by stage subtracts the baseline's stage shares: "
+    "with 20 samples a share is known to +-11 points (binomial, 95 %, at 20 %), and the "
+    "faults that grow the CPU per request by 50 % or more move the grown stage's share by "
+    "40-60 points (FastAPI example: v2 model infer 20 -> 73 %, slow encoder serialize 3 -> "
+    "70 %); a clean FastAPI baseline at 40 req/s gets 43-83 samples in 8 s")
 # -- input data and failures -------------------------------------------------------------------
 TAG_MIN_COUNT = _t(
     "TAG_MIN_COUNT", 30, "requests of the class",
@@ -220,6 +322,18 @@ PREDICTION_SHIFT_PSI = _t(
 PREDICTION_SHIFT_JS = _t(
     "PREDICTION_SHIFT_JS", drift.DISTANCE_THRESHOLD, "Jensen-Shannon distance",
     "... or a JS distance of 0.1 (the drift threshold of docs/monitoring.md)")
+POPULARITY_COLLISION = _t(
+    "POPULARITY_COLLISION", 0.03, "probability that two requests ask for the same entity",
+    "when a run did not record its traffic, its predictions are assumed as clustered as "
+    "production-like traffic: Zipf 1.1 over 5,000-100,000 entities (the production "
+    "scenario's and the FastAPI locustfile's) gives 0.027-0.037, an effective sample of "
+    "~30 predictions however many were made (harness/analysis/data/popularity.py)")
+POPULARITY_SHARED = _t(
+    "POPULARITY_SHARED", 0.5, "overlap of two runs' entity frequencies",
+    "runs that ask for the same popular entities (the same traffic seed) draw their "
+    "predictions from the same popularity-weighted mixture: compared with each other, "
+    "their predictions are independent draws (no design effect); runs of another hot set "
+    "overlap by a few percent")
 # -- a run against its baseline (change layer) ------------------------------------------------
 CHANGE_CONFIDENCE = _t(
     "CHANGE_CONFIDENCE", 0.95, "probability",
