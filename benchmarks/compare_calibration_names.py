@@ -1,14 +1,18 @@
-"""Calibration of `harness compare`: false alarms on A/A, detection and CI coverage on A/B.
+"""Calibration of the one-run comparison (`harness versions`, `harness compare RUN --name-a
+--name-b`): false alarms on A/A, detection and CI coverage on A/B, within one run.
 
-    .venv/bin/python benchmarks/compare_calibration.py [--runs 10] [--rate 200] [--duration 10]
+    .venv/bin/python benchmarks/compare_calibration_names.py [--runs 10] [--duration 10]
+
+(Comparisons across separate runs: benchmarks/compare_calibration.py.)
 
 Each run loads tests/known_latency_server.py through `harness run --target` (open model,
 no profiler) with benchmarks/locustfiles/calibration_names.py: four request names
 interleaved at random, whose delays the locustfile draws from a known lognormal (median
 10 ms, sigma 0.5) and asks the server for (``?delay_ms=``): ``A`` and ``A2`` the same
 distribution (A/A), ``B10`` and ``B30`` 10 % and 30 % slower at every quantile. The
-comparisons are `harness.analysis.compare.compare(run, run, name_a=..., name_b=...)` (names mode:
-both sides under the same machine conditions, so what is calibrated is the statistics).
+comparisons are `harness.analysis.compare.compare_names(run, name_a, name_b)` (what `harness
+versions` runs: both sides under the same machine conditions, so what is calibrated is the
+statistics; Holm over each pair's rows and the 5 % margin included).
 
 Reported per pair and percentile (p50, p90, p99): the share of runs with verdict "no
 significant difference" (A/A: target >= 95 %), the share detected as "slower" (A/B), and
@@ -37,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from known_latency_server import start_subprocess  # noqa: E402
 
-from harness.analysis.compare import compare  # noqa: E402
+from harness.analysis.compare import compare_names  # noqa: E402
 from harness.rundir import RunDir  # noqa: E402
 
 LOCUSTFILE = ROOT / "benchmarks" / "locustfiles" / "calibration_names.py"
@@ -81,16 +85,19 @@ def evaluate(run_path: Path) -> list[dict]:
     run = RunDir(run_path)
     rows = []
     for a, b, factor in PAIRS:
-        c = compare(run, run, name_a=a, name_b=b, percentiles=PERCENTILES)
+        c = compare_names(run, a, b, percentiles=PERCENTILES)
         for r in c.rows:
-            if not (r.metric == "client" or (r.metric == "stage" and r.stage == "total")):
+            metric, stage = r.series.metric, r.series.stage
+            if not (metric == "client" or (metric == "stage" and stage == "total")):
                 continue
             truth = true_diff_us(factor, r.percentile)
-            covered = None if r.ci_low_us is None or r.ci_high_us is None else \
-                r.ci_low_us <= truth <= r.ci_high_us
+            low, high = r.sample_low_us, r.sample_high_us
+            covered = None if low is None or high is None else low <= truth <= high
+            a_us, b_us = r.a_runs[0], r.b_runs[0]
             rows.append({"pair": f"{a} vs {b}", "factor": factor, "series":
-                         "client" if r.metric == "client" else "stage total",
-                         "p": r.percentile, "verdict": r.verdict, "diff_us": r.diff_us,
+                         "client" if metric == "client" else "stage total",
+                         "p": r.percentile, "verdict": r.verdict,
+                         "diff_us": None if a_us is None or b_us is None else b_us - a_us,
                          "truth_us": truth, "covered": covered, "n": min(r.a_n, r.b_n)})
     return rows
 

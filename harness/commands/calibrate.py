@@ -85,18 +85,33 @@ def _make_pairs(args: argparse.Namespace, argv: list[str]) -> list[Path]:
     return [session.path]
 
 
-def format_noise(cal: NoiseCalibration, path: Path) -> list[str]:
+def detectable(sigma: float, pairs: int, k: int, family: int, alpha: float = 0.05,
+               power: float = 0.9) -> float:
+    """The smallest B/A - 1 that K rounds find ``power`` of the time after Holm over
+    ``family`` comparisons (the first step's alpha / family, two-sided): (t_crit + t_power)
+    * sigma * sqrt(2 / K) on the log scale, t on pairs + K - 1 degrees of freedom."""
     from scipy import stats as sps
 
-    t = float(sps.t.ppf(0.975, cal.pairs))
-    lines = [f"run-to-run noise of {cal.noise.host or 'this host'}: {cal.pairs} A/A pairs, "
-             f"{len(cal.noise.sigma)} metrics; stored in {path}",
-             "sigma: standard deviation of a run's value between identical runs; ±95 %: "
-             "the interval of B/A for one run per side (before Holm)", "",
-             f"{'metric':<52} {'sigma':>8} {'±95 %':>9}"]
+    df = pairs + k - 1
+    t = float(sps.t.ppf(1 - alpha / (2 * family), df) + sps.t.ppf(power, df))
+    return math.exp(t * sigma * math.sqrt(2.0 / k)) - 1.0
+
+
+def format_noise(cal: NoiseCalibration, path: Path) -> list[str]:
+    m = max(1, len(cal.noise.sigma))
+    load = cal.settings.get("load") or {}
+    what = f"{load.get('duration_s')} s runs of {Path(str(cal.settings.get('scenario'))).name}"
+    lines = [f"run-to-run noise of {cal.noise.host or 'this host'}: {cal.pairs} A/A pairs "
+             f"({what}), {m} metrics; stored in {path}",
+             "sigma: how much a run's value varies between identical back-to-back runs; "
+             "K=1, K=3, K=10: the smallest slowdown (B/A - 1) that K runs per side find 9 "
+             f"times in 10, after Holm over {m} comparisons", "",
+             f"{'metric':<48} {'sigma':>7} {'K=1':>9} {'K=3':>9} {'K=10':>9}"]
     for key, s in sorted(cal.noise.sigma.items()):
-        half = (math.exp(t * math.sqrt(2) * s) - 1) * 100
-        lines.append(f"{key[:52]:<52} {s * 100:7.1f}% {half:+8.1f}%")
+        found = [detectable(s, cal.pairs, k, m) * 100 for k in (1, 3, 10)]
+        lines.append(f"{key[:48]:<48} {s * 100:6.1f}%"
+                     + "".join(f" {f:+8.0f}%" if f < 1000 else f" {'>1000':>8}%"
+                               for f in found))
     return lines
 
 

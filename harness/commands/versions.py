@@ -93,6 +93,7 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
             for line in format_judged(j):
                 print(line)
             print()
-    print(f"run directory: {result.run_dir}  (status: {result.status})")
+    print(f"run directory: {result.run_dir}  (status: {result.status})",
+          file=sys.stderr if args.json else sys.stdout)
     codes = [j.exit_code() for j in judged]
     return 1 if 1 in codes else (EXIT_USAGE if EXIT_USAGE in codes else 0)

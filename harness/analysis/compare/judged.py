@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_MIN_EFFECT", "EXIT_INCONCLUSIVE", "EXIT_NO_REGRESSION", "EXI
            "Judged", "JudgedRow", "NameVerdict", "finish", "row_verdict"]
 
 # B/A beyond 1.05 (or below 1/1.05): the margin under which a difference is not reported.
-# Measured (BENCHMARKS.md, "Comparison across runs"): ...
+# Chosen from the calibration (BENCHMARKS.md, "Comparison across runs"): see there.
 DEFAULT_MIN_EFFECT = 0.05
 EXIT_NO_REGRESSION, EXIT_REGRESSION, EXIT_INCONCLUSIVE = 0, 1, 2
 _RANK = {"slower": 0, "inconclusive": 1, "faster": 2, "within run-to-run noise": 3,
@@ -178,7 +178,10 @@ def row_verdict(row: JudgedRow, p_adjusted: float | None, alpha: float,
         return "insufficient data"
     inside = 1.0 / (1.0 + min_effect) <= row.ratio <= 1.0 + min_effect
     if row.p_value is None or p_adjusted is None:
-        if row.samples_differ is False:
+        differ = row.samples_differ
+        if differ is None:  # not even the samples bound this percentile
+            return "insufficient data"
+        if not differ:
             return "no significant difference"
         return "within run-to-run noise" if inside else "inconclusive"
     est = RatioEstimate(row.ratio, row.low or 0.0, row.high or 0.0, row.p_value,

@@ -35,14 +35,23 @@ def _interval(r: JudgedRow) -> str:
 
 def method_lines(j: Judged) -> list[str]:
     ka, kb = len(j.a_runs), len(j.b_runs)
+    methods = {r.method for r in j.rows if r.p_value is not None}
     if j.mode == "names":
         how = ("two request names of one run, requests interleaved: distribution-free "
                "intervals of the samples")
-    elif ka == kb == 1 and j.noise is None:
-        how = "one run per side"
+    elif "paired-log" in methods:
+        how = (f"runs as the unit: {ka} rounds of A and B made back to back, paired: t on "
+               "the rounds' log differences")
+    elif "welch-log" in methods:
+        how = f"runs as the unit ({ka} and {kb}): Welch's t on the runs' log values"
+    elif "pooled-log" in methods:
+        how = f"runs as the unit ({ka} and {kb}): t on the runs' log values"
+    elif methods:
+        how = "one run per side: t on the log values"
     else:
-        how = (f"runs as the unit ({ka} and {kb} per side): t on the runs' log values, "
-               + (f"with {j.noise}" if j.noise else "the spread between runs"))
+        how = "one run per side"
+    if j.noise and j.mode == "runs":
+        how += f", with {j.noise}"
     lines = [f"B/A, {how}; {j.confidence:.0%} intervals; Holm over {j.family} "
              f"comparisons (p adj); min effect {j.min_effect * 100:g} %"]
     if j.mode == "runs" and ka == kb == 1 and j.noise is None:
@@ -53,7 +62,8 @@ def method_lines(j: Judged) -> list[str]:
 def _row_line(r: JudgedRow, width: int) -> str:
     p = "-" if r.p_adjusted is None else f"{r.p_adjusted:.3f}" if r.p_adjusted >= 0.001 \
         else f"{r.p_adjusted:.0e}"
-    return (f"{r.series.name[:width]:<{width}} {r.series.label[:12]:<12} "
+    name = f"{r.series.name[:width]:<{width}} " if width else ""
+    return (f"{name}{r.series.label[:12]:<12} "
             f"{f'p{r.percentile:g}':>6} {fmt_ms(r.a_us):>9} {fmt_ms(r.b_us):>9} "
             f"{_pct(r.ratio):>9} {_interval(r):>22} {p:>7}  {r.verdict}")
 
@@ -62,8 +72,9 @@ def verdict_lines(j: Judged) -> list[str]:
     """One ``verdict "NAME": ...`` line per request name, then ``overall: ...``."""
     lines = []
     for n in j.names:
-        detail = "; ".join(f"{r.series.label} p{r.percentile:g} {_pct(r.ratio)} "
-                           f"({_interval(r)})" for r in n.decisive[:3])
+        detail = "; ".join(f"{r.series.label} p{r.percentile:g} {_pct(r.ratio)}"
+                           + (f" ({_interval(r)})" if _interval(r) != "-" else "")
+                           for r in n.decisive[:3])
         if n.verdict == "no significant difference" and n.decisive:
             detail = f"{len(n.decisive)} of {n.rows} rows within run-to-run noise"
         lines.append(f'verdict "{n.name}": {n.verdict}' + (f": {detail}" if detail else ""))
@@ -85,8 +96,10 @@ def format_judged(j: Judged) -> list[str]:
     lines += method_lines(j) + [""]
     if j.problems:
         lines += ["!! NOT COMPARABLE:"] + [f"!!   {p}" for p in j.problems] + [""]
-    width = min(30, max([len(r.series.name) for r in j.rows] + [7]))
-    lines.append(f"{'request':<{width}} {'series':<12} {'pct':>6} {'A ms':>9} {'B ms':>9} "
+    names = {r.series.name for r in j.rows}
+    width = min(30, max([len(n) for n in names] + [7])) if len(names) > 1 else 0
+    head = f"{'request':<{width}} " if width else ""
+    lines.append(f"{head}{'series':<12} {'pct':>6} {'A ms':>9} {'B ms':>9} "
                  f"{'B/A':>9} {'interval':>22} {'p adj':>7}  verdict")
     lines += [_row_line(r, width) for r in j.rows]
     if j.notes:
