@@ -68,10 +68,14 @@ def _judge(a: list[RunDir], b: list[RunDir], noise: NoiseCalibration | None,
            min_effect: float) -> dict[str, Any]:
     j = compare_runs(a, b, noise=noise, percentiles=PERCENTILES, min_effect=min_effect)
     names = {n.name: n.verdict for n in j.names}
+    if not j.comparable:  # the machine changed within the pair: what compare exits 2 for
+        names = {n: "inconclusive" for n in names}
     rows = [{"name": r.series.name, "series": r.series.label, "p": r.percentile,
              "ratio": r.ratio, "low": r.low, "high": r.high, "p_adj": r.p_adjusted,
              "verdict": r.verdict} for r in j.rows]
-    return {"verdict": j.verdict, "exit": j.exit_code(force=True), "names": names,
+    verdict = j.verdict if j.comparable else "inconclusive"
+    return {"verdict": verdict, "exit": j.exit_code(), "names": names,
+            "problems": j.problems,
             "rows": rows, "family": j.family}
 
 

@@ -78,7 +78,7 @@ def test_k_runs_paired_with_calibration_find_a_known_slowdown(tmp_path: Path, no
     assert fetch.verdict == "no significant difference"
     assert [n.verdict for n in j.names] == ["slower"] and j.exit_code() == 1
     text = "\n".join(format_judged(j))
-    assert 'verdict "predict": slower: infer p50 +' in text and "(exit 1:" in text
+    assert 'verdict "predict": slower: ' in text and "infer p50 +" in text and "(exit 1:" in text
     # A/A: nothing, exit 0
     a2, b2 = _session(tmp_path, rng, 3, 1.0, T0 + 90_000)
     quiet = compare_runs(a2, b2, noise=noise)
@@ -207,3 +207,31 @@ def test_the_compare_command_forms_and_exit_codes(tmp_path: Path, noise) -> None
     assert whole.returncode == 1 and "A: v1  (2 runs" in whole.stdout
     bad = _cli("compare", str(a[0].path))
     assert bad.returncode == 2 and "give RUN_A RUN_B" in bad.stderr
+
+
+def test_a_pair_in_which_the_machine_changed_is_not_judged(tmp_path: Path, noise) -> None:
+    from harness.analysis.compare.machine import machine_shift
+
+    rng = np.random.default_rng(31)
+
+    def run(name: str, t0: float, late_ms: float, machine: float) -> RunDir:
+        """A run whose load generator started its requests ``late_ms`` late (median)."""
+        late = np.exp(rng.normal(np.log(late_ms * 1000), 0.3, 500))
+        values = {k: np.rint(np.exp(rng.normal(math.log(v), 0.3, 600))) for k, v in (
+            (("client", "predict", None), 8000 * machine),
+            (("stage", "predict", "infer"), 5000 * machine))}
+        values[("lateness", "*", None)] = np.rint(late)
+        return make_run(tmp_path / name, values, t0=t0)
+
+    a1, b1 = run("a1", T0, 1.0, 1.0), run("b1", T0 + RUN_S, 150.0, 3.0)
+    assert machine_shift(a1, b1) == pytest.approx(100, rel=0.3)
+    one = compare_runs([a1], [b1], noise=noise)
+    assert not one.comparable and one.exit_code() == 2
+    assert "the machine changed between a1 and b1" in one.problems[0]
+    a2, b2 = run("a2", T0 + 2 * RUN_S, 1.0, 1.0), run("b2", T0 + 3 * RUN_S, 1.1, 1.0)
+    a3, b3 = run("a3", T0 + 4 * RUN_S, 1.0, 1.0), run("b3", T0 + 5 * RUN_S, 1.2, 1.0)
+    k3 = compare_runs([a1, a2, a3], [b1, b2, b3])
+    assert k3.comparable and any(n.startswith("round left out: the machine changed")
+                                 for n in k3.notes)
+    infer = next(r for r in k3.rows if r.series.label == "infer" and r.percentile == 50)
+    assert len([x for x in infer.a_runs if x]) == 3 and infer.df == 1  # 2 rounds kept

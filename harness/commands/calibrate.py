@@ -103,11 +103,13 @@ def format_noise(cal: NoiseCalibration, path: Path) -> list[str]:
     what = f"{load.get('duration_s')} s runs of {Path(str(cal.settings.get('scenario'))).name}"
     lines = [f"run-to-run noise of {cal.noise.host or 'this host'}: {cal.pairs} A/A pairs "
              f"({what}), {m} metrics; stored in {path}",
-             "sigma: how much a run's value varies between identical back-to-back runs; "
+             "sigma: how much a run's value varies between identical back-to-back runs (never "
+             "taken below 5 %); "
              "K=1, K=3, K=10: the smallest slowdown (B/A - 1) that K runs per side find 9 "
              f"times in 10, after Holm over {m} comparisons", "",
              f"{'metric':<48} {'sigma':>7} {'K=1':>9} {'K=3':>9} {'K=10':>9}"]
-    for key, s in sorted(cal.noise.sigma.items()):
+    for key in sorted(cal.noise.sigma):
+        s = cal.sigma(key) or 0.0
         found = [detectable(s, cal.pairs, k, m) * 100 for k in (1, 3, 10)]
         lines.append(f"{key[:48]:<48} {s * 100:6.1f}%"
                      + "".join(f" {f:+8.0f}%" if f < 1000 else f" {'>1000':>8}%"

@@ -32,6 +32,12 @@ __all__ = ["NOISE_KIND", "NoiseCalibration", "default_noise_path", "measure_nois
 NOISE_KIND = "run-noise"
 SCHEMA_VERSION = 1
 MAX_BYTES = 5_000_000
+# No metric's run-to-run noise is taken below 5 %. Measured (BENCHMARKS.md, "Comparison
+# across runs"): stage p50s that were calm in 10 calibration pairs (fetch: sigma 2-3.5 %)
+# moved 13-16 % between identical back-to-back runs in another hour of the same afternoon,
+# which the calibration's t could not expect (3 false alarms in 29 A/A pairs; none with it).
+# Ten pairs cannot see a calm metric's rare moves; 5 % is also the default margin.
+SIGMA_FLOOR = 0.05
 _LOAD_KEYS = ("model", "rate", "rate_shape", "users", "arrival", "workers", "duration_s",
               "warmup_s")
 
@@ -75,7 +81,9 @@ class NoiseCalibration:
     path: Path | None = field(default=None, compare=False)
 
     def sigma(self, key: str) -> float | None:
-        return self.noise.sigma.get(key)
+        """The metric's noise, never below ``SIGMA_FLOOR``; None when not calibrated."""
+        s = self.noise.sigma.get(key)
+        return None if s is None else max(s, SIGMA_FLOOR)
 
     @property
     def pairs(self) -> int:
@@ -117,7 +125,9 @@ class NoiseCalibration:
 def measure_noise(pairs: Sequence[tuple[RunDir, RunDir]],
                   percentiles: Sequence[float] = (50, 90, 99)) -> NoiseCalibration:
     """The noise of every metric the pairs' runs share, from N >= 2 A/A pairs (each pair
-    two runs made back to back with the same settings)."""
+    two runs made back to back with the same settings). Pairs in which the machine itself
+    changed (``machine.disturbed``, which ``compare_runs`` refuses to judge) are kept: they
+    are this host's noise too, and keeping them errs on the side of fewer false alarms."""
     if len(pairs) < 2:
         raise ValueError(f"a noise calibration needs >= 2 A/A pairs (got {len(pairs)})")
     runs = [r for pair in pairs for r in pair]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.analysis.compare.judged import DEFAULT_MIN_EFFECT, Judged, JudgedRow, finish
+from harness.analysis.compare.machine import disturbed
 from harness.analysis.compare.noise import NoiseCalibration
 from harness.analysis.compare.pairwise import comparability
 from harness.analysis.compare.values import SeriesId, common_series, hist_values
@@ -37,6 +38,7 @@ from harness.stats.runs import (
 __all__ = ["RUNS_PERCENTILES", "compare_runs", "estimate", "rounds"]
 
 RUNS_PERCENTILES: tuple[float, ...] = (50, 90, 99)
+BACK_TO_BACK_S = 600.0  # runs starting further apart than this were not made back to back
 
 
 def _run_id(run: RunDir) -> str:
@@ -139,6 +141,32 @@ def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
     return rows
 
 
+def _undisturbed(a: Sequence[RunDir], b: Sequence[RunDir],
+                 pairs: list[tuple[int, int]] | None, problems: list[str],
+                 notes: list[str]) -> list[tuple[int, int]] | None:
+    """The rounds in which the machine did not change (``machine.disturbed``): the others are
+    left out (a note); with none left, or one run per side disturbed, a problem."""
+    if len(a) == len(b) == 1:
+        why = disturbed(a[0], b[0])
+        if why:
+            problems.append(why)
+        return pairs
+    if pairs is None:
+        return None
+    kept = []
+    for i, j in pairs:
+        why = disturbed(a[i], b[j])
+        if why:
+            notes.append(f"round left out: {why}")
+        else:
+            kept.append((i, j))
+    if not kept:
+        problems.append("the machine changed within every round (notes): nothing left to "
+                        "compare")
+        return pairs
+    return kept
+
+
 def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
                  noise: NoiseCalibration | None = None,
                  percentiles: Sequence[float] = RUNS_PERCENTILES, confidence: float = 0.95,
@@ -157,10 +185,17 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
                      + (f", {noise.path}" if noise.path else "") + ")")
         notes += [f"noise calibration differs from these runs: {m}"
                   for m in noise.mismatches(a[0])]
+        ta, tb = _start(a[0]), _start(b[0])
+        if len(a) == len(b) == 1 and ta is not None and tb is not None \
+                and abs(tb - ta) > BACK_TO_BACK_S:
+            notes.append(f"the two runs started {abs(tb - ta) / 60:.0f} min apart; the "
+                         "calibration measured runs made back to back, and runs further "
+                         "apart usually differ more")
     pairs = rounds(a, b) if len(a) > 1 else None
     if len(a) > 1 and pairs is None:
         notes.append("the runs were not made in rounds of one A and one B (A B A B): compared "
                      "unpaired, so the machine's drift between them counts as noise")
+    pairs = _undisturbed(a, b, pairs, problems, notes)
     rows = [row for series in common_series([*a, *b])
             for row in _rows(series, a, b, percentiles, noise, confidence, pairs)]
     judged, names = finish(rows, confidence, min_effect)
