@@ -55,7 +55,8 @@ test-stress: venv system-deps artifacts bytecode
 bench-quick: venv system-deps artifacts
 	$(PY) benchmarks/accuracy.py --quick
 	$(PY) benchmarks/fault_matrix.py --rounds 1 --duration 5 --warmup 1 --cases clean_aa,store_fixed,store_errors,inference_cpu,serialize_bloat
-	$(PY) benchmarks/compare_calibration.py --runs 2 --duration 8
+	$(PY) benchmarks/compare_calibration_names.py --runs 2 --duration 8
+	$(PY) benchmarks/compare_calibration.py --out runs/bench-quick-compare --rounds 1 --duration 4 --warmup 1
 	$(PY) benchmarks/loadgen_efficiency.py --duration 5 --rounds 1
 
 lint: venv

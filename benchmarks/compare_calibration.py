@@ -1,143 +1,173 @@
-"""Calibration of `harness compare`: false alarms on A/A, detection and CI coverage on A/B.
+"""Calibration of comparisons across separate runs (`harness ab`, `harness compare`, issue 17).
 
-    .venv/bin/python benchmarks/compare_calibration.py [--runs 10] [--rate 200] [--duration 10]
+    .venv/bin/python benchmarks/compare_calibration.py --out DIR [--rounds 10]   # collect + judge
+    .venv/bin/python benchmarks/compare_calibration.py --rejudge DIR              # judge again
 
-Each run loads tests/known_latency_server.py through `harness run --target` (open model,
-no profiler) with benchmarks/locustfiles/calibration_names.py: four request names
-interleaved at random, whose delays the locustfile draws from a known lognormal (median
-10 ms, sigma 0.5) and asks the server for (``?delay_ms=``): ``A`` and ``A2`` the same
-distribution (A/A), ``B10`` and ``B30`` 10 % and 30 % slower at every quantile. The
-comparisons are `harness.analysis.compare.compare(run, run, name_a=..., name_b=...)` (names mode:
-both sides under the same machine conditions, so what is calibrated is the statistics).
+Real 20 s production runs against the reference service, as a user makes them
+(`harness run scenarios/production.py --serve reference --rate 30 --duration 20s
+--warmup 5s`, a fresh service per run, profiler on). Each round makes three `harness ab`
+sessions (harness.run.ab.run_ab), one after the other:
 
-Reported per pair and percentile (p50, p90, p99): the share of runs with verdict "no
-significant difference" (A/A: target >= 95 %), the share detected as "slower" (A/B), and
-the CI coverage: the share of intervals that contain the true difference. The truth is
-the server's ``total`` stage (what it slept, which the harness records exactly): the true
-difference at p is (factor - 1) x 10 ms x exp(0.5 z_p) plus nothing, since the
-stack overhead is the same for every name; it is checked on the ``total`` stage series
-and, for detection, also on the client series.
+- ``aa1``: one A/A pair, back to back (K = 1);
+- ``ab3``: A B A B A B with a CPU fault on one model in B: ``inference_cpu`` of 15 % of
+  fraud v1's inference CPU time per request (measured in-process at the start, stored);
+- ``aa3``: A B A B A B with nothing changed (K = 3 A/A).
+
+Judged (see ``calibration_judge.py``): false alarms on A/A and detection on A/B, for one
+run per side (aa1 pairs and the adjacent pairs of aa3 / ab3 sessions) and K = 3, with the
+host's noise calibration taken from the *other* rounds' A/A pairs (leave one round out),
+and CI coverage. Everything is stored in DIR (``calibration.json``, one directory per
+round), so an interrupted benchmark resumes with the same command, and ``--rejudge``
+recomputes the table from the runs with the current statistics.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from known_latency_server import start_subprocess  # noqa: E402
+SCENARIO = ROOT / "scenarios" / "production.py"
+SLOWDOWN = 0.15
+FAULT_MODEL = "fraud"
+SESSIONS = ("aa1", "ab3", "aa3")
 
-from harness.analysis.compare import compare  # noqa: E402
-from harness.rundir import RunDir  # noqa: E402
-
-LOCUSTFILE = ROOT / "benchmarks" / "locustfiles" / "calibration_names.py"
-PAIRS = (("A", "A2", 1.0), ("A", "B10", 1.1), ("A", "B30", 1.3))
-PERCENTILES = (50.0, 90.0, 99.0)
-MEDIAN_MS, SIGMA = 10.0, 0.5
-Z = {50.0: 0.0, 90.0: 1.2815515655446004, 99.0: 2.3263478740408408}
-
-
-def true_diff_us(factor: float, p: float) -> float:
-    """B - A at the p-th percentile of the lognormal delays, µs."""
-    return (factor - 1.0) * MEDIAN_MS * 1000.0 * math.exp(SIGMA * Z[p])
-
-
-def one_run(out: Path, *, rate: float, duration: float, seed: int) -> Path:
-    import subprocess
-
-    proc, port = start_subprocess(["--stages", "sleep", "--split", "1.0",
-                                   "--total-name", "total"])
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CALIBRATION_SEED": str(seed)}
-        done = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "run", str(LOCUSTFILE), "--target",
-             f"http://127.0.0.1:{port}", "--rate", f"{rate:g}", "--users", "20",
-             "--duration", f"{duration:g}s", "--warmup", "1s", "--no-profile",
-             "--seed", str(seed), "--out", str(out)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=duration + 120)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    dirs = [p for p in out.iterdir() if p.is_dir()]
-    if len(dirs) != 1:
-        raise RuntimeError(f"harness run left {len(dirs)} run directories (exit "
-                           f"{done.returncode}): {done.stderr[-2000:]}")
-    return dirs[0]
+_CPU_PROBE = """
+import json, statistics, time, numpy as np
+from pathlib import Path
+from reference_service.inference import load_models
+d = Path('artifacts'); models = load_models(d, json.loads((d / 'manifest.json').read_text()))
+m = models[('fraud', 'v1')]; X = np.zeros((1, len(m.features)))
+for _ in range(100): m.predict_proba(X)
+meds = []
+for _ in range(7):
+    ts = []
+    for _ in range(300):
+        t = time.thread_time(); m.predict_proba(X); ts.append(time.thread_time() - t)
+    meds.append(statistics.median(ts))
+print(json.dumps({"median_ms": statistics.median(meds) * 1e3, "min_ms": min(meds) * 1e3}))
+"""
 
 
-def evaluate(run_path: Path) -> list[dict]:
-    """One row per (pair, series, percentile): verdict, diff and whether the CI covers."""
-    run = RunDir(run_path)
-    rows = []
-    for a, b, factor in PAIRS:
-        c = compare(run, run, name_a=a, name_b=b, percentiles=PERCENTILES)
-        for r in c.rows:
-            if not (r.metric == "client" or (r.metric == "stage" and r.stage == "total")):
-                continue
-            truth = true_diff_us(factor, r.percentile)
-            covered = None if r.ci_low_us is None or r.ci_high_us is None else \
-                r.ci_low_us <= truth <= r.ci_high_us
-            rows.append({"pair": f"{a} vs {b}", "factor": factor, "series":
-                         "client" if r.metric == "client" else "stage total",
-                         "p": r.percentile, "verdict": r.verdict, "diff_us": r.diff_us,
-                         "truth_us": truth, "covered": covered, "n": min(r.a_n, r.b_n)})
-    return rows
+def infer_cpu_ms() -> dict[str, float]:
+    """fraud v1's inference CPU time for one row (the median request), as the service runs
+    it (one OpenMP thread): thread CPU time, immune to other processes' load."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", _CPU_PROBE], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def format_calibration(runs: list[list[dict]]) -> list[str]:
-    lines = ["| pair | series | p | no significant difference | detected slower | "
-             "CI covers the truth | median diff (truth) ms | n per name |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    keys = list(dict.fromkeys((r["pair"], r["series"], r["p"]) for r in runs[0]))
-    for pair, series, p in keys:
-        rows = [r for run in runs for r in run if (r["pair"], r["series"], r["p"])
-                == (pair, series, p)]
-        k = len(rows)
-        nsd = sum(r["verdict"] == "no significant difference" for r in rows)
-        slower = sum(r["verdict"] == "slower" for r in rows)
-        cov = [r["covered"] for r in rows if r["covered"] is not None]
-        cover = f"{sum(cov)}/{len(cov)}" if series == "stage total" and cov else "-"
-        diffs = [r["diff_us"] for r in rows if r["diff_us"] is not None]
-        lines.append(f"| {pair} | {series} | {p:g} | {nsd}/{k} | {slower}/{k} | {cover} | "
-                     f"{statistics.median(diffs) / 1000:.3f} ({rows[0]['truth_us'] / 1000:.3f})"
-                     f" | {statistics.median(r['n'] for r in rows):.0f} |")
-    return lines
+def _options(args: argparse.Namespace, faults: Path | None, out: Path):  # noqa: ANN202
+    from harness.run import RunOptions
+    from harness.run.target import ServeOptions
+
+    return RunOptions(scenario=SCENARIO, serve="reference",
+                      serve_options=ServeOptions(faults=str(faults) if faults else None),
+                      rate=args.rate, duration_s=args.duration, warmup_s=args.warmup, out=out,
+                      command_line=("benchmarks/compare_calibration.py",))
+
+
+def run_session(args: argparse.Namespace, state: dict, rnd: int, kind: str, out: Path) -> None:
+    from harness.run.ab import AbOptions, run_ab
+
+    key = f"{rnd:02d}-{kind}"
+    done = state["sessions"].get(key)
+    if done and done.get("state") == "done":
+        return
+    fault = out / "fault.yaml" if kind == "ab3" else None
+    rdir = out / f"round-{rnd:02d}"
+    opts = AbOptions(a=_options(args, None, rdir), b=_options(args, fault, rdir),
+                     runs=1 if kind == "aa1" else 3, out=rdir,
+                     labels=("clean", "fraud +15 % infer" if fault else "clean"))
+    t0 = time.time()
+    resume = Path(done["path"]) if done and done.get("path") else None
+    if resume is None:
+        # Record the directory before the first run, so a resumed benchmark finishes it.
+        from harness.run.ab import session_dir
+
+        resume = session_dir(rdir, f"{kind}")
+        state["sessions"][key] = {"path": str(resume), "state": "running"}
+        _save(out, state)
+        from harness.run.ab.model import AbSession
+        from harness.rundir import write_json_atomic
+
+        write_json_atomic(resume / "ab.json", AbSession(
+            path=resume, runs_per_side=opts.runs, labels=opts.labels,
+            created=time.time()).to_dict())
+    session = run_ab(opts, resume=resume,
+                     on_run=lambda r, s: print(f"  {key} {r.side}{r.round} {r.status} "
+                                               f"({r.elapsed_s:.0f} s)", file=sys.stderr,
+                                               flush=True))
+    state["sessions"][key] = {"path": str(session.path), "state": session.state,
+                              "wall_s": round(time.time() - t0, 1),
+                              "loadavg": os.getloadavg()[0]}
+    _save(out, state)
+
+
+def _save(out: Path, state: dict) -> None:
+    from harness.rundir import write_json_atomic
+
+    write_json_atomic(out / "calibration.json", state)
+
+
+def collect(args: argparse.Namespace) -> Path:
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "calibration.json"
+    if path.exists():
+        state = json.loads(path.read_text())
+    else:
+        cpu = infer_cpu_ms()
+        ms = round(SLOWDOWN * cpu["median_ms"], 3)
+        state = {"rate": args.rate, "duration_s": args.duration, "warmup_s": args.warmup,
+                 "rounds": args.rounds, "slowdown": SLOWDOWN, "fault_model": FAULT_MODEL,
+                 "infer_cpu": cpu, "fault_ms": ms, "started": time.time(), "sessions": {}}
+        (out / "fault.yaml").write_text(
+            f"inference_cpu: {{ms: {ms}, models: [{FAULT_MODEL}]}}\n")
+        _save(out, state)
+    state["rounds"] = max(int(state.get("rounds", 0)), args.rounds)
+    args.rate, args.duration, args.warmup = state["rate"], state["duration_s"], state["warmup_s"]
+    for rnd in range(1, state["rounds"] + 1):
+        for kind in SESSIONS:
+            print(f"round {rnd} {kind} (load average {os.getloadavg()[0]:.1f})",
+                  file=sys.stderr, flush=True)
+            run_session(args, state, rnd, kind, out)
+    state["finished"] = time.time()
+    _save(out, state)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--rate", type=float, default=200.0)
-    ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--out", type=Path, help="where the runs go (resumes what is there)")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rate", type=float, default=30.0)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--rejudge", type=Path, help="judge the runs in DIR again; run nothing")
+    ap.add_argument("--collect-only", action="store_true", help="make the runs, judge nothing")
+    ap.add_argument("--json", type=Path, help="write the judged rows here")
     args = ap.parse_args(argv)
-    if args.runs < 1 or args.rate <= 0 or args.duration <= 0:
-        ap.error("need --runs >= 1, --rate > 0, --duration > 0")
-    out = args.out or Path(tempfile.mkdtemp(prefix="calibration-"))
-    t0 = time.time()
-    runs = []
-    for i in range(args.runs):
-        runs.append(evaluate(one_run(out / f"run{i}", rate=args.rate,
-                                     duration=args.duration, seed=i + 1)))
-        print(f"run {i} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-    print("\n".join(format_calibration(runs)))
-    print(f"\n{args.runs} runs of {args.duration:g} s at {args.rate:g} req/s (4 names "
-          f"interleaved); load average {os.getloadavg()[0]:.1f}; wall {time.time() - t0:.0f} s;"
-          f" runs in {out}")
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=1))
+    if args.rejudge is None and args.out is None:
+        ap.error("give --out DIR (new or to resume) or --rejudge DIR")
+    if args.rounds < 1 or args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
+        ap.error("need --rounds >= 1, --rate > 0, --duration > 0, --warmup >= 0")
+    out = args.rejudge.resolve() if args.rejudge else collect(args)
+    if args.collect_only:
+        return 0
+    from calibration_judge import judge_benchmark
+
+    for line in judge_benchmark(out, json_out=args.json):
+        print(line)
     return 0
 
 

@@ -19,7 +19,7 @@ from harness.load.shapes import parse_shape
 from harness.rundir.replay import ReplayFormatError, read_replay
 from scenarios.ood_classes import CLASSES
 
-__all__ = ["ScenarioOptionError", "Option", "COMMON", "OOD", "REPLAY", "resolve"]
+__all__ = ["ScenarioOptionError", "Option", "COMMON", "OOD", "REPLAY", "VERSIONS", "resolve"]
 
 
 class ScenarioOptionError(ValueError):
@@ -144,6 +144,37 @@ REPLAY: tuple[Option, ...] = (
            "replay speed factor (2: twice as fast)"),
     Option("--replay-users", "SCENARIO_REPLAY_USERS", _int(1), "50",
            "concurrent users carrying the replay when -u is not given"),
+)
+
+
+def _versions(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError("must name at least two different versions, comma-separated")
+    if not all(v.replace("-", "").replace("_", "").replace(".", "").isalnum() for v in names):
+        raise ValueError("versions may hold letters, digits, '-', '_' and '.' only")
+    return names
+
+
+def _path_template(text: str) -> str:
+    if not text.startswith("/") or "{version}" not in text:
+        raise ValueError("must be a path starting with / that holds {version} (and may hold "
+                         "{model})")
+    try:
+        text.format(model="m", version="v")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("may use only the fields {model} and {version}") from None
+    return text
+
+
+VERSIONS: tuple[Option, ...] = (
+    Option("--compare-model", "SCENARIO_COMPARE_MODEL", str, None,
+           "the model whose versions scenarios/versions.py compares, e.g. fraud"),
+    Option("--compare-versions", "SCENARIO_COMPARE_VERSIONS", _versions, "v1,v2",
+           "versions to send every input to, comma-separated; the first is the baseline"),
+    Option("--compare-path", "SCENARIO_COMPARE_PATH", _path_template,
+           "/v1/models/{model}/versions/{version}/predict",
+           "path of one version's predictions ({model}, {version})"),
 )
 
 

@@ -68,8 +68,10 @@ def write_series_index(run_dir: Path, start_time: float, entries: list[dict[str,
 
 def make_run(path: Path, series: dict[tuple[str, str, str | None], np.ndarray],
              seconds: float = 10.0, environment: dict | None = None,
-             load: dict | None = None) -> RunDir:
-    """A complete run: (metric, name, stage) -> values in µs, all in the measured window."""
+             load: dict | None = None, t0: float = T0) -> RunDir:
+    """A complete run: (metric, name, stage) -> values in µs, all in the measured window;
+    ``t0``: when its load started (epoch s)."""
+    T0 = t0  # noqa: N806 (the module's default start, per run)
     path.mkdir(parents=True)
     (path / "latency").mkdir()
     load_settings = {"model": "closed", "users": 4, "duration_s": seconds, "warmup_s": 0.0,

@@ -1,4 +1,4 @@
-"""`harness compare RUN_A RUN_B` (or one run with --name-a/--name-b): B against A."""
+"""`harness compare`: B against A, from one or more runs per side, or two names of one run."""
 
 from __future__ import annotations
 
@@ -7,56 +7,82 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.commands import EXIT_USAGE, print_result
+from harness.commands import CommandError
+from harness.commands._judging import add_judging_flags, judging_kwargs, load_noise, print_judged
 
 NAME = "compare"
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "compare", help="compare two runs (or two request names of one run)",
-        description="Compare run B against run A per request, stage and percentile, with "
-                    "distribution-free confidence intervals of the difference. Refuses runs "
-                    "that are not comparable (host, CPUs, scenario, load settings) unless "
-                    "--force. Exit 0 when compared, 2 when refused or on bad input.")
-    p.add_argument("run_a", type=Path)
-    p.add_argument("run_b", type=Path, nargs="?",
-                   help="omit to compare two request names of RUN_A (--name-a, --name-b)")
+        "compare", help="compare B with A: runs, K runs per side, or two names of one run",
+        description="Compare B with A per request name, series and percentile: B/A with an "
+                    "interval, Holm's correction over all comparisons, a practical margin "
+                    "(--min-effect), and one verdict line per request name. Forms: "
+                    "RUN_A RUN_B (one run per side: judged against this host's noise "
+                    "calibration, or 'inconclusive' beyond the margin without one); "
+                    "--a RUNS --b RUNS, or RUNS -- RUNS, or an ab SESSION directory (K runs "
+                    "per side: judged against the spread between runs); RUN --name-a X "
+                    "--name-b Y (two request names of one run, interleaved). Exit 0 no "
+                    "regression, 1 a regression beyond the margin, 2 inconclusive, not "
+                    "comparable (without --force) or bad input.")
+    p.add_argument("runs", type=Path, nargs="*",
+                   help="RUN_A RUN_B, or one ab session directory, or one run with "
+                        "--name-a/--name-b")
+    p.add_argument("--a", type=Path, nargs="+", default=[], dest="a_runs", metavar="RUN",
+                   help="the runs of side A")
+    p.add_argument("--b", type=Path, nargs="+", default=[], dest="b_runs", metavar="RUN",
+                   help="the runs of side B")
     p.add_argument("--name-a", help="request name on the A side (e.g. 'predict fraud v1')")
     p.add_argument("--name-b", help="request name on the B side")
-    p.add_argument("--slo", type=Path, help="also check each side against this SLO file")
-    p.add_argument("--confidence", type=float, default=0.95, help="default 0.95")
-    p.add_argument("--percentiles", default="50,90,99,99.9", help="default 50,90,99,99.9")
-    p.add_argument("--min-effect", type=float, default=0.0, metavar="PCT",
-                   help="call differences below PCT %% of A 'no significant difference'")
-    p.add_argument("--force", action="store_true", help="compare even if not comparable")
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    add_judging_flags(p)
+    p.add_argument("--force", action="store_true",
+                   help="judge runs that are not comparable (exit by the verdict)")
 
 
-def _percentiles(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"--percentiles must be numbers separated by commas (got {text!r})") \
-            from None
-    if not values or not all(0 < v < 100 for v in values):
-        raise ValueError(f"--percentiles must be in (0, 100) (got {text!r})")
-    return values
+def _sides(args: argparse.Namespace) -> tuple[list[Path], list[Path], tuple[str, str]]:
+    from harness.run.ab import INDEX_FILE, read_session
+
+    given, passthrough = list(args.runs), [Path(p) for p in args.passthrough]
+    if args.a_runs or args.b_runs:
+        if given or passthrough or not (args.a_runs and args.b_runs):
+            raise CommandError("with --a and --b give both, and no other runs")
+        return list(args.a_runs), list(args.b_runs), ("A", "B")
+    if passthrough:
+        if not given:
+            raise CommandError("give the A runs before -- and the B runs after it")
+        return given, passthrough, ("A", "B")
+    if len(given) == 1 and (given[0] / INDEX_FILE).is_file():
+        session = read_session(given[0])
+        a, b = session.run_dirs("A"), session.run_dirs("B")
+        if not a or not b:
+            raise CommandError(f"session {given[0]} has no usable run on side "
+                               f"{'A' if not a else 'B'} yet (harness ab --resume "
+                               f"{given[0]})")
+        return a, b, session.labels
+    if len(given) != 2:
+        raise CommandError(f"give RUN_A RUN_B, --a RUNS --b RUNS, RUNS -- RUNS, an ab "
+                           f"session directory, or one run with --name-a/--name-b "
+                           f"(got {len(given)} paths)")
+    return given[:1], given[1:], ("A", "B")
 
 
 def handle(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.analysis.compare import compare, format_comparison
-    from harness.analysis.slo import load_slo
+    from harness.analysis.compare import compare_names, compare_runs
     from harness.rundir import RunDir
 
-    a = RunDir(args.run_a)
-    b = RunDir(args.run_b) if args.run_b is not None else a
-    slo = load_slo(args.slo) if args.slo is not None else None
-    result = compare(a, b, slo, args.confidence, name_a=args.name_a, name_b=args.name_b,
-                     percentiles=_percentiles(args.percentiles), min_effect_pct=args.min_effect)
-    print_result(result, args.json, format_comparison)
+    kwargs = judging_kwargs(args)
+    if args.name_a is not None or args.name_b is not None:
+        if len(args.runs) != 1 or args.name_a is None or args.name_b is None \
+                or args.passthrough or args.a_runs or args.b_runs:
+            raise CommandError("two request names need one run, --name-a and --name-b")
+        result = compare_names(RunDir(args.runs[0]), args.name_a, args.name_b, **kwargs)
+    else:
+        a_paths, b_paths, labels = _sides(args)
+        a, b = [RunDir(p) for p in a_paths], [RunDir(p) for p in b_paths]
+        result = compare_runs(a, b, noise=load_noise(args, a[0]), labels=labels, **kwargs)
+    print_judged(result, args.json)
     if not result.comparable and not args.force:
-        print("harness compare: the runs are not comparable (see above); --force to compare "
-              "anyway", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
+        print("harness compare: the runs are not comparable (see above); --force to judge "
+              "them anyway", file=sys.stderr)
+    return result.exit_code(force=args.force)

@@ -23,7 +23,7 @@ from hdrh.histogram import HdrHistogram
 
 from harness.stats import quantiles as stats
 
-__all__ = ["VERDICTS", "QuantileDiff", "quantile_diff", "verdict_for"]
+__all__ = ["VERDICTS", "QuantileDiff", "quantile_diff", "quantile_diff_p", "verdict_for"]
 
 VERDICTS = ("faster", "slower", "no significant difference", "insufficient data")
 
@@ -89,3 +89,39 @@ def verdict_for(d: QuantileDiff, min_effect_pct: float = 0.0) -> str:
     if d.ci_high_us < 0 and not small:
         return "faster"
     return "no significant difference"
+
+
+def _excludes_zero(d: QuantileDiff) -> bool:
+    return (d.ci_low_us is not None and d.ci_low_us > 0) or \
+        (d.ci_high_us is not None and d.ci_high_us < 0)
+
+
+def quantile_diff_p(a: HdrHistogram, b: HdrHistogram, p: float,
+                    floor: float = 1e-12) -> float | None:
+    """The two-sided p-value that goes with ``quantile_diff``'s interval: the smallest
+    1 - c at which the interval at confidence c excludes zero, so ``p <= 1 - c`` exactly
+    when the interval at c excludes it (Holm needs p-values; this one keeps the interval's
+    assumptions and its conservatism). Found by bisection on log(1 - c) to 1 % of p;
+    ``floor`` when even the widest interval excludes zero, 1.0 when no interval does, None
+    when a side is empty."""
+    import math
+
+    if a.get_total_count() == 0 or b.get_total_count() == 0:
+        return None
+
+    def excludes(alpha: float) -> bool:
+        return _excludes_zero(quantile_diff(a, b, p, 1.0 - alpha))
+
+    if excludes(floor):
+        return floor
+    top = 1.0 - 1e-9
+    if not excludes(top):
+        return 1.0
+    lo, hi = math.log(floor), math.log(top)  # excludes(e^lo) is False, excludes(e^hi) True
+    while hi - lo > 0.01:
+        mid = (lo + hi) / 2.0
+        if excludes(math.exp(mid)):
+            hi = mid
+        else:
+            lo = mid
+    return min(1.0, math.exp(hi))

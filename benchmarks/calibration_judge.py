@@ -1,0 +1,186 @@
+"""Judging the runs of compare_calibration.py: false alarms, detection and CI coverage.
+
+Pure reading of the stored runs (harness.analysis.compare.compare_runs), so the same runs
+are judged again with `compare_calibration.py --rejudge DIR` whenever the statistics
+change. The noise calibration of each round is measured on the *other* rounds' A/A pairs
+(leave one round out: a pair never calibrates its own judgement), the first
+``noise_pairs`` of them (aa1 pairs first, then aa3 rounds), as `harness calibrate
+--pairs N` would measure it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from harness.analysis.compare import NoiseCalibration, compare_runs, measure_noise
+from harness.run.ab import AbSession, read_session
+from harness.rundir import RunDir
+
+FAULT_NAME = "POST predict fraud"
+PERCENTILES = (50.0, 90.0, 99.0)
+_CACHE: dict[Path, RunDir] = {}
+
+
+def _rd(path: Path) -> RunDir:
+    if path not in _CACHE:
+        _CACHE[path] = RunDir(path)
+    return _CACHE[path]
+
+
+def _sessions(out: Path) -> dict[int, dict[str, AbSession]]:
+    state = json.loads((out / "calibration.json").read_text())
+    found: dict[int, dict[str, AbSession]] = {}
+    for key, info in state["sessions"].items():
+        if info.get("state") != "done":
+            continue
+        rnd, kind = key.split("-", 1)
+        found.setdefault(int(rnd), {})[kind] = read_session(Path(info["path"]))
+    return found
+
+
+def _rounds(s: AbSession) -> list[tuple[RunDir, RunDir]]:
+    usable = {(r.round, r.side): s.path / r.dir for r in s.runs
+              if r.status in ("complete", "degraded")}
+    return [(_rd(usable[(k, "A")]), _rd(usable[(k, "B")])) for k in range(1, s.runs_per_side + 1)
+            if (k, "A") in usable and (k, "B") in usable]
+
+
+def _aa_pairs(sessions: dict[int, dict[str, AbSession]], rounds: list[int]
+              ) -> list[tuple[RunDir, RunDir]]:
+    first = [p for r in rounds if "aa1" in sessions[r] for p in _rounds(sessions[r]["aa1"])]
+    more = [p for r in rounds if "aa3" in sessions[r] for p in _rounds(sessions[r]["aa3"])]
+    return first + more
+
+
+def _noise(sessions: dict[int, dict[str, AbSession]], rnd: int, n: int
+           ) -> NoiseCalibration | None:
+    pairs = _aa_pairs(sessions, [r for r in sorted(sessions) if r != rnd])[:n]
+    return measure_noise(pairs, PERCENTILES) if len(pairs) >= 2 else None
+
+
+def _judge(a: list[RunDir], b: list[RunDir], noise: NoiseCalibration | None,
+           min_effect: float) -> dict[str, Any]:
+    j = compare_runs(a, b, noise=noise, percentiles=PERCENTILES, min_effect=min_effect)
+    names = {n.name: n.verdict for n in j.names}
+    if not j.comparable:  # the machine changed within the pair: what compare exits 2 for
+        names = {n: "inconclusive" for n in names}
+    rows = [{"name": r.series.name, "series": r.series.label, "p": r.percentile,
+             "ratio": r.ratio, "low": r.low, "high": r.high, "p_adj": r.p_adjusted,
+             "verdict": r.verdict} for r in j.rows]
+    verdict = j.verdict if j.comparable else "inconclusive"
+    return {"verdict": verdict, "exit": j.exit_code(), "names": names,
+            "problems": j.problems,
+            "rows": rows, "family": j.family}
+
+
+def _cases(sessions: dict[int, dict[str, AbSession]]) -> list[tuple[str, int, int, list, list]]:
+    """(kind, K, round, A runs, B runs) of every comparison judged."""
+    cases = []
+    for rnd, kinds in sorted(sessions.items()):
+        if "aa1" in kinds:
+            cases += [("A/A", 1, rnd, [a], [b]) for a, b in _rounds(kinds["aa1"])]
+        for kind, label in (("aa3", "A/A"), ("ab3", "A/B")):
+            if kind not in kinds:
+                continue
+            pairs = _rounds(kinds[kind])
+            cases += [(f"{label} (in K=3)", 1, rnd, [a], [b]) for a, b in pairs]
+            if len(pairs) == 3:
+                cases.append((label, 3, rnd, [a for a, _ in pairs], [b for _, b in pairs]))
+    return cases
+
+
+def judge_all(out: Path, noise_pairs: int = 10, min_effect: float | None = None
+              ) -> list[dict[str, Any]]:
+    from harness.analysis.compare import DEFAULT_MIN_EFFECT
+
+    margin = DEFAULT_MIN_EFFECT if min_effect is None else min_effect
+    sessions = _sessions(out)
+    noises = {r: _noise(sessions, r, noise_pairs) for r in sessions}
+    results = []
+    for kind, k, rnd, a, b in _cases(sessions):
+        for calibrated in (False, True):
+            noise = noises[rnd] if calibrated else None
+            if calibrated and noise is None:
+                continue
+            res = _judge(a, b, noise, margin)
+            res.update(kind=kind, k=k, round=rnd, calibrated=calibrated,
+                       noise_pairs=noise.pairs if noise else 0)
+            results.append(res)
+    return results
+
+
+def _truth(results: list[dict[str, Any]]) -> dict[tuple[str, str, float], float]:
+    """The A/B ratio of each row over all K=3 A/B sessions (geometric mean of the sessions'
+    estimates): the best estimate of what the fault did, used as the truth for coverage."""
+    logs: dict[tuple[str, str, float], list[float]] = {}
+    for res in results:
+        if res["kind"] == "A/B" and res["k"] == 3 and not res["calibrated"]:
+            for r in res["rows"]:
+                if r["ratio"]:
+                    logs.setdefault((r["name"], r["series"], r["p"]), []).append(
+                        math.log(r["ratio"]))
+    return {key: math.exp(statistics.fmean(v)) for key, v in logs.items()}
+
+
+def _line(group: list[dict[str, Any]], truth: dict[tuple[str, str, float], float]) -> str:
+    first = group[0]
+    n = len(group)
+    verdicts = Counter(res["verdict"] for res in group)
+    aa = first["kind"].startswith("A/A")
+    quiet = verdicts["no significant difference"]
+    fraud = Counter(res["names"].get(FAULT_NAME) for res in group)
+    others = sum(any(v == "slower" for name, v in res["names"].items()
+                     if name not in (FAULT_NAME, "*")) for res in group)
+    cover = [(r["low"] <= (1.0 if aa else truth.get((r["name"], r["series"], r["p"]), 1.0))
+              <= r["high"]) for res in group for r in res["rows"]
+             if r["low"] is not None and r["high"] is not None]
+    infer = [(r["low"] <= truth.get((r["name"], r["series"], r["p"]), 1.0) <= r["high"])
+             for res in group for r in res["rows"] if r["low"] is not None
+             and r["name"] == FAULT_NAME and r["series"] == "infer" and r["p"] == 50.0]
+    cal = f"yes ({first['noise_pairs']} pairs)" if first["calibrated"] else "no"
+    detect = "-" if aa else f"{fraud['slower']}/{n}"
+    cov = f"{sum(cover)}/{len(cover)}" if cover else "-"
+    cov_infer = "-" if aa or not infer else f"{sum(infer)}/{len(infer)}"
+    return (f"| {first['kind']} | {first['k']} | {cal} | {n} | {quiet}/{n} | "
+            f"{verdicts['inconclusive'] + verdicts['insufficient data']}/{n} | "
+            f"{verdicts['slower'] + verdicts['faster'] if aa else others}/{n} | {detect} | "
+            f"{cov} | {cov_infer} |")
+
+
+def format_results(results: list[dict[str, Any]]) -> list[str]:
+    truth = _truth(results)
+    lines = ["| comparison | K | noise calibration | pairs | overall \"no significant "
+             "difference\" | inconclusive | false alarm (A/A: slower or faster; A/B: another "
+             "model slower) | fraud detected slower | rows' CI covers the truth | fraud infer "
+             "p50 CI covers |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    groups: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
+    for res in results:
+        groups.setdefault((res["kind"], res["k"], res["calibrated"]), []).append(res)
+    for key in sorted(groups, key=lambda k: (k[0].startswith("A/B"), k[1], "(" in k[0], k[2])):
+        lines.append(_line(groups[key], truth))
+    fi = truth.get((FAULT_NAME, "infer", 50.0))
+    fc = truth.get((FAULT_NAME, "client", 50.0))
+    if fi and fc:
+        lines.append(f"\nmeasured effect of the fault (all K=3 A/B sessions): fraud infer p50 "
+                     f"{(fi - 1) * 100:+.1f} %, fraud client p50 {(fc - 1) * 100:+.1f} %")
+    return lines
+
+
+def judge_benchmark(out: Path, json_out: Path | None = None, noise_pairs: int = 10,
+                    min_effect: float | None = None) -> list[str]:
+    results = judge_all(out, noise_pairs, min_effect)
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=1))
+    state = json.loads((out / "calibration.json").read_text())
+    loads = [s.get("loadavg") for s in state["sessions"].values() if s.get("loadavg")]
+    tail = (f"\nruns in {out}; fault {state['fault_ms']} ms CPU per fraud request (15 % of "
+            f"{state['infer_cpu']['median_ms']:.2f} ms); load average at the sessions' ends "
+            f"{min(loads):.1f}-{max(loads):.1f}; judged now with load average "
+            f"{os.getloadavg()[0]:.1f}" if loads else "")
+    return format_results(results) + [tail]

@@ -1,0 +1,53 @@
+"""Whether the machine itself changed between two runs: the load generator's start lateness.
+
+In the open model the load driver records how late each request started against its
+schedule (the ``lateness`` series): a probe of the machine that does not depend on the
+service, since the load generator only waits for a CPU. Measured on the 2-core VM
+(BENCHMARKS.md, "Comparison across runs"): between back-to-back A/A runs the p90 of that
+lateness (+ 0.5 ms, so a quiet machine's ~1 ms does not count as a change) moved by less
+than 2.5x in 95 % of pairs, while in the pairs where another process starved the machine
+it moved 40-150x and every request name's client p50 moved 4-26x with it: such a pair
+measures the machine, not A and B. ``MACHINE_SHIFT_LIMIT`` (4x) lies between the two.
+"""
+
+from __future__ import annotations
+
+import math
+
+from harness.rundir import RunDir
+from harness.stats import percentiles
+
+__all__ = ["LATENESS_FLOOR_US", "MACHINE_SHIFT_LIMIT", "disturbed", "lateness_p90_us",
+           "machine_shift"]
+
+MACHINE_SHIFT_LIMIT = 4.0
+LATENESS_FLOOR_US = 500
+
+
+def lateness_p90_us(run: RunDir) -> int | None:
+    """p90 of the load generator's start lateness in the measured window (µs); None in the
+    closed model (no schedule, no lateness) or without samples."""
+    hist = run.histogram("lateness", "*")
+    if hist.get_total_count() < 10:
+        return None
+    return int(percentiles(hist, [90])[90])
+
+
+def machine_shift(a: RunDir, b: RunDir) -> float | None:
+    """(lateness p90 of B + floor) / (that of A + floor); None when either has none."""
+    la, lb = lateness_p90_us(a), lateness_p90_us(b)
+    if la is None or lb is None:
+        return None
+    return (lb + LATENESS_FLOOR_US) / (la + LATENESS_FLOOR_US)
+
+
+def disturbed(a: RunDir, b: RunDir) -> str | None:
+    """Why the pair measures the machine rather than A and B, or None."""
+    shift = machine_shift(a, b)
+    if shift is None or abs(math.log(shift)) <= math.log(MACHINE_SHIFT_LIMIT):
+        return None
+    la, lb = lateness_p90_us(a) or 0, lateness_p90_us(b) or 0
+    return (f"the machine changed between {a.path.name} and {b.path.name}: the load "
+            f"generator started its requests late by {la / 1000:.1f} ms and "
+            f"{lb / 1000:.1f} ms (p90), a {max(shift, 1 / shift):.0f}x change (limit "
+            f"{MACHINE_SHIFT_LIMIT:g}x)")

@@ -1,0 +1,207 @@
+"""Compare K >= 1 runs per side: the run is the unit, judged against the spread between runs.
+
+Each run gives one value per series and percentile (``values``); per row the B/A ratio
+and its interval come from ``harness.stats.runs`` on the runs' log values:
+
+- runs made in rounds, A beside B (``harness ab``'s A B A B order, found from the runs'
+  start times): paired by round (``ratio_paired``), so the machine's slow drift cancels
+  within a round; with a noise calibration of the row's metric (``noise``, measured on
+  back-to-back A/A pairs: the same quantity) pooled with the rounds' spread;
+- runs not in rounds: with a calibration, pooled with the runs' spread (``ratio_pooled``);
+  without, Welch's t (``ratio_runs``), or Student's for 1 run against >= 2;
+- one run per side and no calibration: no test. The within-run distribution-free interval
+  (``harness.stats.compare``) still says whether the two runs' samples differ; the verdict
+  says what that is worth (``judged``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.analysis.compare.judged import DEFAULT_MIN_EFFECT, Judged, JudgedRow, finish
+from harness.analysis.compare.machine import disturbed
+from harness.analysis.compare.noise import NoiseCalibration
+from harness.analysis.compare.pairwise import comparability
+from harness.analysis.compare.values import SeriesId, common_series, hist_values
+from harness.analysis.slo import Slo, check
+from harness.rundir import RunDir
+from harness.stats.compare import quantile_diff
+from harness.stats.runs import (
+    RatioEstimate,
+    ratio_one_run,
+    ratio_paired,
+    ratio_pooled,
+    ratio_runs,
+)
+
+__all__ = ["RUNS_PERCENTILES", "compare_runs", "estimate", "rounds"]
+
+RUNS_PERCENTILES: tuple[float, ...] = (50, 90, 99)
+BACK_TO_BACK_S = 600.0  # runs starting further apart than this were not made back to back
+
+
+def _run_id(run: RunDir) -> str:
+    return str(run.meta.get("run_id") or run.path.name)
+
+
+def _checks(a: Sequence[RunDir], b: Sequence[RunDir]) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the whole set: every run against the first of A, each side's runs
+    among themselves (what a side varies is a problem: its runs are not repeats)."""
+    problems, notes = comparability(a[0], b[0])
+    for side, runs in (("A", a), ("B", b)):
+        for run in runs[1:]:
+            p, n = comparability(runs[0], run)
+            problems += [f"{run.path.name}: {x}" for x in p]
+            problems += [f"runs of side {side} are not repeats: {x}" for x in n]
+    if b[1:]:
+        problems += [f"{r.path.name}: {x}" for r in b[1:] for x in comparability(a[0], r)[0]]
+    for run in (*a, *b):
+        status = run.meta.get("status")
+        if status not in (None, "complete"):
+            notes.append(f"run {run.path.name} is {status} (its self-check: harness summary)")
+    return list(dict.fromkeys(problems)), list(dict.fromkeys(n for n in notes if n))
+
+
+def _start(run: RunDir) -> float | None:
+    t = (run.meta.get("timeline") or {}).get("load_start")
+    return float(t) if isinstance(t, (int, float)) else None
+
+
+def rounds(a: Sequence[RunDir], b: Sequence[RunDir]) -> list[tuple[int, int]] | None:
+    """(index in a, index in b) of each round when the runs were made in rounds of one A and
+    one B (A B A B, or B A, in any mix) by their start times; None otherwise."""
+    if len(a) != len(b):
+        return None
+    timed = [(_start(r), side, i) for side, runs in (("A", a), ("B", b))
+             for i, r in enumerate(runs)]
+    if any(t is None for t, _, _ in timed):
+        return None
+    timed.sort(key=lambda x: x[0] or 0.0)
+    out = []
+    for first, second in zip(timed[::2], timed[1::2], strict=True):
+        if first[1] == second[1]:
+            return None
+        ia, ib = (first[2], second[2]) if first[1] == "A" else (second[2], first[2])
+        out.append((ia, ib))
+    return out
+
+
+def estimate(a: Sequence[float], b: Sequence[float], sigma: float | None, pairs: int,
+             confidence: float, paired: bool = False) -> RatioEstimate:
+    """B/A of one row from the runs' values (see the module's docstring for the choice);
+    ``paired``: a[i] and b[i] are one round."""
+    if paired:
+        if sigma is not None or len(a) >= 2:
+            return ratio_paired(a, b, sigma, pairs if sigma is not None else 0, confidence)
+        return ratio_one_run(a[0], b[0], None, confidence)
+    if sigma is not None:
+        return ratio_pooled(a, b, sigma, pairs, confidence)
+    if len(a) >= 2 and len(b) >= 2:
+        return ratio_runs(a, b, confidence)
+    if len(a) + len(b) >= 3:
+        return ratio_pooled(a, b, 0.0, 0, confidence)
+    return ratio_one_run(a[0], b[0], None, confidence)
+
+
+def _usable(a_runs: tuple[int | None, ...], b_runs: tuple[int | None, ...],
+            pairs: list[tuple[int, int]] | None) -> tuple[list[float], list[float]]:
+    if pairs is not None:  # whole rounds only
+        kept = [(x, y) for x, y in ((a_runs[i], b_runs[j]) for i, j in pairs) if x and y]
+        return [float(x) for x, _ in kept if x], [float(y) for _, y in kept if y]
+    return [float(x) for x in a_runs if x], [float(x) for x in b_runs if x]
+
+
+def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
+          percentiles: Sequence[float], noise: NoiseCalibration | None,
+          confidence: float, pairs: list[tuple[int, int]] | None) -> list[JudgedRow]:
+    ha = [r.histogram(series.metric, series.name, stage=series.stage) for r in a]
+    hb = [r.histogram(series.metric, series.name, stage=series.stage) for r in b]
+    va, vb = [hist_values(h, percentiles) for h in ha], [hist_values(h, percentiles) for h in hb]
+    rows = []
+    for p in map(float, percentiles):
+        a_runs, b_runs = tuple(v[p].us for v in va), tuple(v[p].us for v in vb)
+        a_n, b_n = sum(v[p].n for v in va), sum(v[p].n for v in vb)
+        xa, xb = _usable(a_runs, b_runs, pairs)
+        if not xa or not xb:
+            rows.append(JudgedRow(series, p, a_runs, b_runs, a_n, b_n, None, None, None,
+                                  None, None, "insufficient"))
+            continue
+        sigma = noise.sigma(series.key(p)) if noise is not None else None
+        est = estimate(xa, xb, sigma, noise.pairs if noise else 0, confidence,
+                       paired=pairs is not None)
+        low = high = None
+        if len(ha) == len(hb) == 1:
+            d = quantile_diff(ha[0], hb[0], p, confidence)
+            low, high = d.ci_low_us, d.ci_high_us
+        known = est.p_value is not None
+        rows.append(JudgedRow(series, p, a_runs, b_runs, a_n, b_n, est.ratio,
+                              est.low if known else None, est.high if known else None,
+                              est.p_value, est.df, est.method, low, high))
+    return rows
+
+
+def _undisturbed(a: Sequence[RunDir], b: Sequence[RunDir],
+                 pairs: list[tuple[int, int]] | None, problems: list[str],
+                 notes: list[str]) -> list[tuple[int, int]] | None:
+    """The rounds in which the machine did not change (``machine.disturbed``): the others are
+    left out (a note); with none left, or one run per side disturbed, a problem."""
+    if len(a) == len(b) == 1:
+        why = disturbed(a[0], b[0])
+        if why:
+            problems.append(why)
+        return pairs
+    if pairs is None:
+        return None
+    kept = []
+    for i, j in pairs:
+        why = disturbed(a[i], b[j])
+        if why:
+            notes.append(f"round left out: {why}")
+        else:
+            kept.append((i, j))
+    if not kept:
+        problems.append("the machine changed within every round (notes): nothing left to "
+                        "compare")
+        return pairs
+    return kept
+
+
+def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
+                 noise: NoiseCalibration | None = None,
+                 percentiles: Sequence[float] = RUNS_PERCENTILES, confidence: float = 0.95,
+                 min_effect: float = DEFAULT_MIN_EFFECT, slo: Slo | None = None,
+                 labels: tuple[str, str] = ("A", "B")) -> Judged:
+    """Compare the B runs against the A runs (B/A per request name, series, percentile)."""
+    if not a or not b:
+        raise ValueError(f"each side needs at least one run (got {len(a)} and {len(b)})")
+    paths = [Path(r.path).resolve() for r in (*a, *b)]
+    if len(set(paths)) != len(paths):
+        raise ValueError("a run may appear only once across both sides")
+    problems, notes = _checks(a, b)
+    described = None
+    if noise is not None:
+        described = (f"this host's A/A calibration ({noise.pairs} pairs"
+                     + (f", {noise.path}" if noise.path else "") + ")")
+        notes += [f"noise calibration differs from these runs: {m}"
+                  for m in noise.mismatches(a[0])]
+        ta, tb = _start(a[0]), _start(b[0])
+        if len(a) == len(b) == 1 and ta is not None and tb is not None \
+                and abs(tb - ta) > BACK_TO_BACK_S:
+            notes.append(f"the two runs started {abs(tb - ta) / 60:.0f} min apart; the "
+                         "calibration measured runs made back to back, and runs further "
+                         "apart usually differ more")
+    pairs = rounds(a, b) if len(a) > 1 else None
+    if len(a) > 1 and pairs is None:
+        notes.append("the runs were not made in rounds of one A and one B (A B A B): compared "
+                     "unpaired, so the machine's drift between them counts as noise")
+    pairs = _undisturbed(a, b, pairs, problems, notes)
+    rows = [row for series in common_series([*a, *b])
+            for row in _rows(series, a, b, percentiles, noise, confidence, pairs)]
+    judged, names = finish(rows, confidence, min_effect)
+    result = Judged("runs", labels, [_run_id(r) for r in a], [_run_id(r) for r in b],
+                    confidence, min_effect, judged, names, problems, notes, described)
+    if slo is not None:
+        result.slo = {side: [(_run_id(r), check(r, slo).verdict) for r in runs]
+                      for side, runs in (("A", a), ("B", b))}
+    return result

@@ -1,0 +1,237 @@
+"""Comparisons across runs (harness.analysis.compare.runs, names, noise, judged; the
+commands compare and calibrate) on synthetic run directories with known differences."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic_runs import T0, make_run
+
+from harness.analysis.compare import (
+    compare_names,
+    compare_runs,
+    format_judged,
+    measure_noise,
+    read_noise,
+    write_noise,
+)
+from harness.analysis.compare.runs import rounds
+from harness.rundir import RunDir
+
+RUN_S = 60.0  # a run's span: the next one starts after it
+
+
+def _make(path: Path, rng: np.random.Generator, *, t0: float, machine: float = 1.0,
+          infer: float = 1.0, n: int = 600, **kw: object) -> RunDir:
+    """One run of 'predict': infer lognormal (median 5 ms x infer x machine, sigma .3),
+    fetch 1 ms, residual 2 ms x machine; client = their sum."""
+    fetch = np.exp(rng.normal(math.log(1000), 0.2, n))
+    inf = np.exp(rng.normal(math.log(5000 * infer * machine), 0.3, n))
+    res = np.exp(rng.normal(math.log(2000 * machine), 0.3, n))
+    series = {("client", "predict", None): np.rint(fetch + inf + res),
+              ("stage", "predict", "fetch"): np.rint(fetch),
+              ("stage", "predict", "infer"): np.rint(inf),
+              ("residual", "predict", None): np.rint(res)}
+    return make_run(path, series, t0=t0, **kw)  # type: ignore[arg-type]
+
+
+def _session(tmp: Path, rng: np.random.Generator, k: int, infer_b: float, start: float,
+             drift: float = 0.02) -> tuple[list[RunDir], list[RunDir]]:
+    """K rounds, A then B, each round on its own machine state (shared by its two runs)."""
+    a, b = [], []
+    for i in range(k):
+        machine = math.exp(rng.normal(0, drift))
+        t = start + 2 * i * RUN_S
+        a.append(_make(tmp / f"a{start:.0f}-{i}", rng, t0=t, machine=machine))
+        b.append(_make(tmp / f"b{start:.0f}-{i}", rng, t0=t + RUN_S, machine=machine,
+                       infer=infer_b))
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    tmp = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(3)
+    pairs = []
+    for i in range(8):
+        a, b = _session(tmp, rng, 1, 1.0, T0 + 1000 * i)
+        pairs.append((a[0], b[0]))
+    return measure_noise(pairs)
+
+
+def test_k_runs_paired_with_calibration_find_a_known_slowdown(tmp_path: Path, noise) -> None:
+    rng = np.random.default_rng(5)
+    a, b = _session(tmp_path, rng, 3, 1.3, T0 + 50_000)
+    assert rounds(a, b) == [(0, 0), (1, 1), (2, 2)]
+    j = compare_runs(a, b, noise=noise)
+    infer = next(r for r in j.rows if r.series.label == "infer" and r.percentile == 50)
+    assert infer.method == "paired-log" and infer.df == 8 + 2
+    assert infer.ratio == pytest.approx(1.3, rel=0.03) and infer.verdict == "slower"
+    assert infer.low < infer.ratio < infer.high < 1.4
+    fetch = next(r for r in j.rows if r.series.label == "fetch" and r.percentile == 50)
+    assert fetch.verdict == "no significant difference"
+    assert [n.verdict for n in j.names] == ["slower"] and j.exit_code() == 1
+    text = "\n".join(format_judged(j))
+    assert 'verdict "predict": slower: ' in text and "infer p50 +" in text and "(exit 1:" in text
+    # A/A: nothing, exit 0
+    a2, b2 = _session(tmp_path, rng, 3, 1.0, T0 + 90_000)
+    quiet = compare_runs(a2, b2, noise=noise)
+    assert quiet.verdict == "no significant difference" and quiet.exit_code() == 0
+
+
+def test_one_run_per_side_without_calibration_is_never_slower(tmp_path: Path, noise) -> None:
+    rng = np.random.default_rng(7)
+    a, b = _session(tmp_path, rng, 1, 1.5, T0)
+    j = compare_runs(a, b)
+    infer = next(r for r in j.rows if r.series.label == "infer" and r.percentile == 50)
+    assert infer.samples_differ and infer.p_value is None and infer.verdict == "inconclusive"
+    assert all(r.verdict != "slower" for r in j.rows)
+    assert j.verdict == "inconclusive" and j.exit_code() == 2
+    assert "the run-to-run noise is unknown" in "\n".join(format_judged(j))
+    # with this host's calibration the same two runs are judged: slower
+    cal = compare_runs(a, b, noise=noise)
+    infer = next(r for r in cal.rows if r.series.label == "infer" and r.percentile == 50)
+    assert (infer.method, infer.verdict, cal.exit_code()) == ("calibrated", "slower", 1)
+
+
+def test_a_difference_inside_the_noise_is_within_run_to_run_noise(tmp_path: Path) -> None:
+    from harness.analysis.compare import NoiseCalibration
+    from harness.stats.runs import RunNoise
+
+    rng = np.random.default_rng(11)
+    a, b = _session(tmp_path, rng, 1, 1.12, T0)
+    loud = NoiseCalibration(RunNoise({"predict|stage:infer|p50": 0.2}, 10, "h"), {})
+    row = next(r for r in compare_runs(a, b, noise=loud).rows
+               if r.series.label == "infer" and r.percentile == 50)
+    assert row.samples_differ and row.verdict == "within run-to-run noise"
+
+
+def test_runs_not_in_rounds_are_compared_unpaired_and_said_so(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    a = [_make(tmp_path / f"a{i}", rng, t0=T0 + i * RUN_S) for i in range(2)]
+    b = [_make(tmp_path / f"b{i}", rng, t0=T0 + (2 + i) * RUN_S) for i in range(2)]
+    assert rounds(a, b) is None
+    j = compare_runs(a, b)
+    assert any("not made in rounds" in n for n in j.notes)
+    assert {r.method for r in j.rows} == {"welch-log"}
+    with pytest.raises(ValueError, match="only once across both sides"):
+        compare_runs(a, [a[0]])
+
+
+def test_runs_of_different_settings_are_not_comparable(tmp_path: Path) -> None:
+    rng = np.random.default_rng(17)
+    a = _make(tmp_path / "a", rng, t0=T0)
+    b = _make(tmp_path / "b", rng, t0=T0 + RUN_S, load={"users": 40})
+    j = compare_runs([a], [b])
+    assert not j.comparable and j.exit_code() == 2 and j.exit_code(force=True) != 1
+    assert "NOT COMPARABLE" in "\n".join(format_judged(j))
+
+
+def test_noise_file_round_trip_and_mismatches(tmp_path: Path, noise) -> None:
+    path = write_noise(noise, tmp_path / "cache" / "noise-h.json")
+    again = read_noise(path)
+    assert again.pairs == 8 and again.noise.host == "h"
+    assert again.sigma("predict|stage:infer|p50") == pytest.approx(
+        noise.sigma("predict|stage:infer|p50"), abs=1e-6)
+    rng = np.random.default_rng(19)
+    other = _make(tmp_path / "other", rng, t0=T0, load={"duration_s": 30.0})
+    assert again.mismatches(other) == ["load setting duration_s: calibration 10.0, run 30.0"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "run-noise", "pairs": 1, "sigma": {"x": 0.1}}))
+    with pytest.raises(ValueError, match=r"bad.json: a noise calibration needs >= 2 A/A pairs"):
+        read_noise(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a noise calibration"):
+        read_noise(bad)
+
+
+def test_two_names_of_one_run(tmp_path: Path) -> None:
+    from harness.stats.compare import quantile_diff, quantile_diff_p
+
+    rng = np.random.default_rng(23)
+    v1 = np.exp(rng.normal(math.log(5000), 0.3, 2000))
+    same = np.exp(rng.normal(math.log(5000), 0.3, 2000))
+    run = make_run(tmp_path / "r", {("client", "v1", None): np.rint(v1),
+                                    ("client", "v1 again", None): np.rint(same),
+                                    ("client", "v2", None): np.rint(v1 * 1.3)})
+    slower = compare_names(run, "v1", "v2")
+    assert [n.verdict for n in slower.names] == ["slower"] and slower.exit_code() == 1
+    assert compare_names(run, "v1", "v1 again").exit_code() == 0
+    # the p-value is the interval inverted: excluded just above it, not just below
+    h1, h2 = run.histogram("client", "v1"), run.histogram("client", "v1 again")
+    p = quantile_diff_p(h1, h2, 90)
+    assert p is not None and 0 < p <= 1
+    if p < 0.9:
+        wide = quantile_diff(h1, h2, 90, 1 - p * 0.9)
+        narrow = quantile_diff(h1, h2, 90, 1 - p * 1.1)
+        assert wide.ci_low_us <= 0 <= wide.ci_high_us
+        assert narrow.ci_low_us > 0 or narrow.ci_high_us < 0
+    with pytest.raises(ValueError, match="must differ"):
+        compare_names(run, "v1", "v1")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_compare_command_forms_and_exit_codes(tmp_path: Path, noise) -> None:
+    from harness.run.ab import AbRun, AbSession
+    from harness.rundir import write_json_atomic
+
+    rng = np.random.default_rng(29)
+    a, b = _session(tmp_path, rng, 2, 1.5, T0)
+    path = write_noise(noise, tmp_path / "noise.json")
+    one = _cli("compare", str(a[0].path), str(b[0].path), "--no-noise")
+    assert one.returncode == 2 and "overall: inconclusive" in one.stdout
+    cal = _cli("compare", str(a[0].path), str(b[0].path), "--noise", str(path))
+    assert cal.returncode == 1 and 'verdict "predict": slower' in cal.stdout, cal.stdout
+    listed = _cli("compare", "--a", *(str(r.path) for r in a), "--b",
+                  *(str(r.path) for r in b), "--noise", str(path), "--json")
+    doc = json.loads(listed.stdout)
+    assert listed.returncode == 1 and doc["verdict"] == "slower" and doc["exit_code"] == 1
+    dashed = _cli("compare", "--noise", str(path), *(str(r.path) for r in a), "--",
+                  *(str(r.path) for r in b))
+    assert dashed.returncode == 1
+    session = AbSession(tmp_path, 2, ("v1", "v2"), runs=[
+        AbRun(k, s, str(r.path.relative_to(tmp_path)), "complete", 0, 1.0)
+        for k in (1, 2) for s, r in (("A", a[k - 1]), ("B", b[k - 1]))], state="done")
+    write_json_atomic(tmp_path / "ab.json", session.to_dict())
+    whole = _cli("compare", str(tmp_path), "--noise", str(path))
+    assert whole.returncode == 1 and "A: v1  (2 runs" in whole.stdout
+    bad = _cli("compare", str(a[0].path))
+    assert bad.returncode == 2 and "give RUN_A RUN_B" in bad.stderr
+
+
+def test_a_pair_in_which_the_machine_changed_is_not_judged(tmp_path: Path, noise) -> None:
+    from harness.analysis.compare.machine import machine_shift
+
+    rng = np.random.default_rng(31)
+
+    def run(name: str, t0: float, late_ms: float, machine: float) -> RunDir:
+        """A run whose load generator started its requests ``late_ms`` late (median)."""
+        late = np.exp(rng.normal(np.log(late_ms * 1000), 0.3, 500))
+        values = {k: np.rint(np.exp(rng.normal(math.log(v), 0.3, 600))) for k, v in (
+            (("client", "predict", None), 8000 * machine),
+            (("stage", "predict", "infer"), 5000 * machine))}
+        values[("lateness", "*", None)] = np.rint(late)
+        return make_run(tmp_path / name, values, t0=t0)
+
+    a1, b1 = run("a1", T0, 1.0, 1.0), run("b1", T0 + RUN_S, 150.0, 3.0)
+    assert machine_shift(a1, b1) == pytest.approx(100, rel=0.3)
+    one = compare_runs([a1], [b1], noise=noise)
+    assert not one.comparable and one.exit_code() == 2
+    assert "the machine changed between a1 and b1" in one.problems[0]
+    a2, b2 = run("a2", T0 + 2 * RUN_S, 1.0, 1.0), run("b2", T0 + 3 * RUN_S, 1.1, 1.0)
+    a3, b3 = run("a3", T0 + 4 * RUN_S, 1.0, 1.0), run("b3", T0 + 5 * RUN_S, 1.2, 1.0)
+    k3 = compare_runs([a1, a2, a3], [b1, b2, b3])
+    assert k3.comparable and any(n.startswith("round left out: the machine changed")
+                                 for n in k3.notes)
+    infer = next(r for r in k3.rows if r.series.label == "infer" and r.percentile == 50)
+    assert len([x for x in infer.a_runs if x]) == 3 and infer.df == 1  # 2 rounds kept
