@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from harness.load.runloop import (
     start_users,
     stop_users,
 )
+from harness.rundir import clock
 
 __all__ = ["LocustfileError", "StartError", "load_user_classes", "main", "run_local"]
 
@@ -86,7 +86,7 @@ def run_local(config: DriverConfig, classes: list[type[User]], shape: Any,
     env = make_environment(config, classes, shape)
     runner = env.create_local_runner()
     fire_init(env)
-    plan = Plan.starting_at(time.time(), config)
+    plan = Plan.starting_at(clock.now(), config)
     rec = LatencyRecorder(plan.load_start, config.interval_s, measure_start=plan.measure_start,
                           out_dir=Path(config.run_dir), open_model=config.open_model,
                           on_interval=emit.interval, users=lambda: runner.user_count)
@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker: directory holding driver.json (for the locustfile)")
     parser.add_argument("--locustfile", default=None, help="worker: the locustfile to load")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--clock-anchor", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.clock_anchor is not None:
+        # started by a process of this machine: stamp instants as it does (harness.rundir.clock)
+        clock.adopt(args.clock_anchor)
     _setup_logging()
     out = sys.stdout
     sys.stdout = sys.stderr

@@ -26,6 +26,7 @@ from harness.load.pacing import LATENESS_ATTR
 from harness.load.recorder import LatencyRecorder, Series
 from harness.load.servertiming import ServerTimingError, parse_server_timing
 from harness.load.tracecontext import TraceContext
+from harness.rundir import clock
 
 __all__ = ["RequestHook", "count_unanswered", "error_type"]
 
@@ -181,7 +182,7 @@ class RequestHook:
         exception: BaseException | None = None,
         **_kwargs: Any,
     ) -> None:
-        now = time.time()
+        now = clock.now()
         rec = self.rec
         if now >= rec.roll_at:
             rec.roll(now)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST
 
 from harness.load.recorder import LatencyRecorder
 from harness.load.schedule import ARRIVALS, ArrivalSchedule
+from harness.rundir import clock
 
 __all__ = ["ARRIVALS", "LATENESS_ATTR", "ArrivalSchedule", "OpenModelPacer"]
 
@@ -103,10 +103,10 @@ class OpenModelPacer:
         if intended >= self.load_end:
             # Nothing left to do in this run: wait, killable, until the driver stops us.
             self._sleep(user, math.inf)
-        delay = intended - time.time()
+        delay = intended - clock.now()
         if delay > 0:
             self._sleep(user, delay)
-        now = time.time()
+        now = clock.now()
         lateness_us = max(0, round((now - intended) * 1e6))
         rec = self.recorder
         if now >= rec.roll_at:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -36,6 +35,7 @@ from harness.load.hooks import RequestHook
 from harness.load.pacing import ArrivalSchedule, OpenModelPacer
 from harness.load.recorder import LatencyRecorder
 from harness.load.tracecontext import TraceContext
+from harness.rundir import clock
 from harness.rundir.atomic import write_text_atomic
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_START", "SHAPE_ENDED", "Emitter", "Plan", "Role",
@@ -198,7 +198,7 @@ def stop_users(env: Environment, rec: LatencyRecorder, pacer: OpenModelPacer | N
     window = pacer.window(end) if pacer else None
     assert env.runner is not None
     env.runner.stop()
-    rec.finish(time.time())
+    rec.finish(clock.now())
     if rec.traces is not None:
         rec.traces.flush()
     return window
@@ -243,7 +243,7 @@ def wait_for_end(role: Role, stop: StopSignal, deadline: float | None) -> str | 
     """Tick ``role`` until ``deadline`` (None: no deadline), a stop, or the role's own end;
     the reason it ended early, or None at the deadline."""
     while True:
-        now = time.time()
+        now = clock.now()
         if deadline is not None and now >= deadline:
             return None
         if stop.event.is_set():
@@ -252,7 +252,7 @@ def wait_for_end(role: Role, stop: StopSignal, deadline: float | None) -> str | 
         if reason is not None:
             return reason
         stop.event.wait(role.wait_s(now))
-        role.tick(time.time())
+        role.tick(clock.now())
 
 
 def run_users(env: Environment, role: Role, config: DriverConfig, plan: Plan,
@@ -265,7 +265,7 @@ def run_users(env: Environment, role: Role, config: DriverConfig, plan: Plan,
           "load_end": plan.load_end, **started})
     role.start_users()
     reason = wait_for_end(role, stop, plan.load_end)
-    end = min(time.time(), plan.load_end)
+    end = min(clock.now(), plan.load_end)
     window = role.finish(end)
     load = load_summary(config, rec, window, end=end,
                         stopped_early=reason not in (None, SHAPE_ENDED), stop_reason=reason,

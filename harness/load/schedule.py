@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections import deque
 from collections.abc import Callable
+
+from harness.rundir import clock
 
 __all__ = ["ARRIVALS", "ArrivalSchedule"]
 
@@ -113,7 +114,7 @@ class ArrivalSchedule:
         recent = self._recent
         # Keep times after "now" even when the interval is a partial last one:
         # scheduled_before(stop time) still needs them.
-        keep_from = min(end, time.time())
+        keep_from = min(end, clock.now())
         while recent and recent[0] < keep_from:
             recent.popleft()
         return self.scheduled_by_k.pop(k, 0)

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from harness.run.options import RunOptions
 from harness.run.target import stop_process_tree
-from harness.rundir import write_json_atomic
+from harness.rundir import clock, write_json_atomic
 
 __all__ = ["DriverProcess", "driver_config", "last_line"]
 
@@ -61,7 +61,8 @@ class DriverProcess:
         self._log: IO[bytes] = open(run_dir / "driver.log", "ab")  # noqa: SIM115 - see wait()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "harness.load.driver", str(run_dir / "driver.json")],
+                [sys.executable, "-m", "harness.load.driver", str(run_dir / "driver.json"),
+                 "--clock-anchor", repr(clock.offset())],
                 stdout=subprocess.PIPE, stderr=self._log, start_new_session=True)
         except BaseException:
             self._log.close()

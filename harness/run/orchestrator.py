@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -47,7 +46,7 @@ from harness.run.target import (
     is_local,
     serve_reference,
 )
-from harness.rundir import create_run_dir, write_run_json
+from harness.rundir import clock, create_run_dir, write_run_json
 
 __all__ = ["EXIT_DEGRADED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_START_FAILED", "RunError",
            "RunOptions", "RunResult", "run"]
@@ -124,7 +123,7 @@ def _initial_meta(options: RunOptions) -> dict[str, Any]:
         },
         "target": {},
         "load": options.describe_load(),
-        "timeline": {"created": time.time()},
+        "timeline": {"created": clock.now()},
         "environment": collect_environment(),
         "collectors": {},
         "notes": [],
@@ -153,7 +152,7 @@ class _Session:
         self.collectors = collectors = RunCollectors(
             options.collectors, run_dir=self.run_dir, service_pid=None, target_url=None,
             workers=options.workers)
-        now = time.time()
+        now = clock.now()
         collectors.start("target", loadgen_pid=None, measure_start=now + options.warmup_s,
                          measure_end=now + options.warmup_s + options.duration_s)
         for line in collectors.announce():
@@ -170,9 +169,9 @@ class _Session:
                   **self.collectors.driver_config()}
         self.driver = driver = DriverProcess(self.run_dir, config)
         interrupt.driver = driver.process
-        planned_end = time.time() + options.warmup_s + options.duration_s
+        planned_end = clock.now() + options.warmup_s + options.duration_s
         self.collectors.start("process", loadgen_pid=driver.pid,
-                              measure_start=time.time() + options.warmup_s,
+                              measure_start=clock.now() + options.warmup_s,
                               measure_end=planned_end)
         for event in driver.events():
             kind = event.get("type")
@@ -184,7 +183,7 @@ class _Session:
             elif kind == "done":
                 self.load = event.get("load")
         code = driver.wait()
-        self.meta["timeline"]["load_end"] = time.time()
+        self.meta["timeline"]["load_end"] = clock.now()
         self.meta["driver_exit_code"] = code
         failure = driver.failure(code, self.load, interrupt.signal is not None)
         if failure is not None:
