@@ -51,6 +51,7 @@ class WatchedRun:
             stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
             env={**os.environ, **(env or {})})
         self.seen: dict[int, psutil.Process] = {}
+        self.commands: dict[int, str] = {}  # pid -> command line, read when first seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -65,13 +66,20 @@ class WatchedRun:
         while not self._stop.is_set():
             try:
                 for child in root.children(recursive=True):
-                    self.seen.setdefault(child.pid, child)
+                    if child.pid not in self.seen:
+                        self.seen[child.pid] = child
+                        self.commands[child.pid] = cmdline(child)
             except psutil.NoSuchProcess:
                 return
             self._stop.wait(0.1)
 
     def cmdlines(self) -> str:
-        return "\n".join(cmdline(p) for p in self.seen.values())
+        return "\n".join(self.commands.values())
+
+    def find(self, *words: str, but: str | None = None) -> list[psutil.Process]:
+        """Descendants whose command line holds every word (and not ``but``)."""
+        return [self.seen[pid] for pid, cmd in list(self.commands.items())
+                if all(w in cmd for w in words) and (but is None or but not in cmd)]
 
     def wait_for(self, what: str, timeout_s: float, ready: Any) -> None:
         deadline = time.monotonic() + timeout_s

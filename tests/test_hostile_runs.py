@@ -10,6 +10,7 @@ hang" (minutes), not "is fast".
 
 from __future__ import annotations
 
+import signal
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -66,4 +67,90 @@ def test_a_wall_clock_step_during_the_run_changes_no_duration(tmp_path: Path) ->
     starts = [p["t"] for p in rd.intervals()]
     assert len(starts) >= 5 and all(0.9 < b - a < 1.1 for a, b in pairwise(starts))
     assert rd.load()["measured"]["requests"] > 100
+    assert not run.left()
+
+
+# -- signals and child processes -------------------------------------------------------------
+
+def _measured_something(tmp: Path) -> bool:
+    return any(p.stat().st_size for p in tmp.glob("*/intervals.jsonl"))
+
+
+def test_load_driver_killed_mid_run_keeps_what_it_measured(tmp_path: Path) -> None:
+    """The load driver is SIGKILLed (as the OOM killer would) with a Locust worker, py-spy
+    and gunicorn running: the run is degraded (not failed) with the intervals measured until
+    then, and the worker, py-spy and the service are all stopped."""
+    run = WatchedRun("run", str(SIMPLE), "--serve", "reference", "--users", "2", "--workers",
+                     "1", "--duration", "60s", "--out", str(tmp_path))
+    run.wait_for("py-spy, a worker and a measured interval", 120, lambda: (
+        "py-spy" in run.cmdlines() and "--worker" in run.cmdlines()
+        and _measured_something(tmp_path)))
+    driver = run.find("harness.load.driver", but="--worker")
+    assert len(driver) == 1, run.cmdlines()
+    driver[0].kill()
+    code, out, err = run.finish(timeout_s=90)
+    assert code == 3, err  # degraded: it measured, then lost its driver
+    assert "Traceback" not in err
+    assert "killed by SIGKILL" in err, err
+    meta = _final(run.run_dir())
+    assert meta["status"] == "degraded", meta["notes"]
+    load = RunDir(run.run_dir()).load()
+    assert load["source"] == "intervals.jsonl" and load["measured"]["requests"] > 0, load
+    assert not run.left()
+
+
+def test_hangup_mid_run_stops_the_service_and_finishes_the_run_directory(tmp_path: Path) -> None:
+    """The terminal closes (SIGHUP) during a --serve run: the run ends incomplete (130), the
+    driver writes what it measured, gunicorn and its workers are stopped."""
+    run = WatchedRun("run", str(SIMPLE), "--serve", "reference", "--users", "2", "--duration",
+                     "60s", "--no-profile", "--out", str(tmp_path))
+    run.wait_for("a measured interval", 120, lambda: _measured_something(tmp_path))
+    run.signal(signal.SIGHUP)
+    code, out, err = run.finish(timeout_s=60)
+    assert code == 130, err
+    assert "Traceback" not in err
+    meta = _final(run.run_dir())
+    assert meta["status"] == "incomplete"
+    load = RunDir(run.run_dir()).load()
+    assert load["stopped_early"] is True and load["measured"]["requests"] > 0, load
+    assert "gunicorn" in run.cmdlines()
+    assert not run.left()
+
+
+def test_ctrl_c_during_service_start_up_is_honoured_at_once(tmp_path: Path) -> None:
+    """SIGINT while gunicorn is still starting: the harness does not wait for the service to
+    become ready; exit 130, run.json incomplete, nothing left running (README, exit codes)."""
+    run = WatchedRun("run", str(SIMPLE), "--serve", "reference", "--users", "1", "--duration",
+                     "30s", "--no-profile", "--out", str(tmp_path))
+    run.wait_for("gunicorn to start", 60, lambda: "gunicorn" in run.cmdlines())
+    signalled = time.monotonic()
+    run.signal(signal.SIGINT)
+    code, out, err = run.finish(timeout_s=60)
+    # gunicorn's graceful stop takes a second or two; not the readiness wait (up to 60 s)
+    assert time.monotonic() - signalled < 30
+    assert code == 130, err
+    assert "Traceback" not in err and "before the load started" in err, err
+    meta = _final(run.run_dir())
+    assert meta["status"] == "incomplete"
+    assert not run.left()
+
+
+def test_locustfile_that_hangs_at_import_is_timed_out(tmp_path: Path) -> None:
+    proc, url, _ = start_target(tmp_path, "--pattern", "ok")
+    try:
+        run = WatchedRun("run", str(ROOT / "tests" / "locustfiles" / "hangs_at_import.py"),
+                         "--target", url, "--users", "1", "--duration", "5s",
+                         "--start-timeout", "3s", "--no-profile", "--out", str(tmp_path / "runs"))
+        code, out, err = run.finish(timeout_s=60)
+    finally:
+        stop(proc)
+    assert run.wall_s < 45  # 3 s of patience, start-up and the stop; not an hour
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "did not start within 3 s (--start-timeout)" in err, err
+    meta = _final(run.run_dir())
+    assert meta["status"] == "failed"
+    # The driver's stacks, dumped before it was killed, show where it hung.
+    log = (run.run_dir() / "driver.log").read_text()
+    assert "hangs_at_import.py" in log and "line 9" in log, log[-2000:]
     assert not run.left()

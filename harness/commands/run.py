@@ -59,6 +59,9 @@ def _add_load_flags(load: argparse._ArgumentGroup) -> None:
     load.add_argument("--interval", default="1s", help="histogram interval (default 1s)")
     load.add_argument("--request-timeout", default="10s",
                       help="a request unanswered this long fails as a timeout (default 10s)")
+    load.add_argument("--start-timeout", default="60s",
+                      help="the load must start within this (locustfile import and init, "
+                           "workers connected; default 60s)")
 
 
 def _add_serve_flags(srv: argparse._ArgumentGroup) -> None:
@@ -123,8 +126,11 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
         if exc.run_dir is not None:
             print(f"run directory (marked failed): {exc.run_dir}", file=sys.stderr)
         return EXIT_USAGE
-    progress.close()
-    _print_result(result, args.json)
+    try:
+        progress.close()
+        _print_result(result, args.json)
+    except OSError:  # the terminal is gone (a hang-up): the run directory says it all
+        pass
     return result.exit_code
 
 
@@ -147,6 +153,7 @@ def run_options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
         warmup_s=parse_duration(args.warmup, what="warmup"),
         interval_s=parse_duration(args.interval, what="interval"),
         request_timeout_s=parse_duration(args.request_timeout, what="request timeout"),
+        start_timeout_s=parse_duration(args.start_timeout, what="start timeout"),
         workers=args.workers, collectors=registry.options_from_args(args), out=args.out,
         tags=parse_tags(args.tag), user_classes=tuple(args.user_classes), seed=args.seed,
         record_traffic=args.record_traffic, locust_args=tuple(args.passthrough),

@@ -13,12 +13,15 @@ See docs/load-driver.md.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import User
 from locust.env import Environment
 
@@ -101,6 +104,21 @@ def _setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _dump_stacks_on_signal() -> None:
+    """SIGUSR2 writes every greenlet's stack to stderr (driver.log), SIGUSR1 every thread's
+    (also when the event loop itself is stuck): the orchestrator sends both to a driver
+    whose load did not start in time, to show where the locustfile hangs."""
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+
+    def greenlets() -> None:
+        from gevent.util import format_run_info
+
+        print("driver: the stacks of every greenlet (asked by the harness)", file=sys.stderr)
+        print("\n".join(format_run_info()), file=sys.stderr, flush=True)
+
+    gevent.signal_handler(signal.SIGUSR2, greenlets)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.load.driver")
     parser.add_argument("config", nargs="?", help="driver.json (local or master role)")
@@ -117,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         # started by a process of this machine: stamp instants as it does (harness.rundir.clock)
         clock.adopt(args.clock_anchor)
     _setup_logging()
+    _dump_stacks_on_signal()
     out = sys.stdout
     sys.stdout = sys.stderr
     try:
@@ -139,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"(missing for {hostless})")
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         emit = Emitter(out)
-        stop = StopSignal()
+        stop = StopSignal(args.parent_pid)
         if config.workers:
             return distributed.run_master(config, classes, shape, emit, stop,
                                               config.local_workers)

@@ -20,6 +20,7 @@ become a :class:`StopSignal`. See docs/load-driver.md.
 from __future__ import annotations
 
 import json
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,18 +66,31 @@ class Emitter:
         self({"type": "interval", **record})
 
 
+#: the signals that stop the load (the orchestrator treats the same ones alike)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+                     if hasattr(signal, name))
+PARENT_GONE = "the harness is gone"
+
+
 class StopSignal:
-    """SIGTERM/SIGINT (or a role's own reason, :meth:`request`) -> an Event the loop waits on.
+    """SIGTERM, SIGINT, SIGHUP, SIGQUIT (or a role's own reason, :meth:`request`) -> an
+    Event the loop waits on; also the end of ``parent_pid`` (the orchestrator that started
+    this driver): a driver never loads on for nobody.
 
     ``reason`` is the first reason given; ``signalled`` the signal's name once one came.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parent_pid: int | None = None) -> None:
         self.event = Event()
         self.reason: str | None = None
         self.signalled: str | None = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        self.parent_pid = parent_pid
+        for sig in STOP_SIGNALS:
             gevent.signal_handler(sig, self._on_signal, sig)
+
+    def orphaned(self) -> bool:
+        """The process that started this one (``parent_pid``) is gone."""
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _on_signal(self, sig: int) -> None:
         self.signalled = signal.Signals(sig).name
@@ -247,6 +261,9 @@ def wait_for_end(role: Role, stop: StopSignal, deadline: float | None) -> str | 
         if deadline is not None and now >= deadline:
             return None
         if stop.event.is_set():
+            return stop.reason
+        if stop.orphaned():
+            stop.request(PARENT_GONE)
             return stop.reason
         reason = role.ended(now)
         if reason is not None:

@@ -66,6 +66,9 @@ class RunOptions:
     seed: int = 1
     late_threshold_us: int = 1000
     request_timeout_s: float = 10.0
+    #: how long the load driver may take to start the load (import the locustfile, run its
+    #: init, connect its workers) before the run fails
+    start_timeout_s: float = 60.0
     locust_args: tuple[str, ...] = ()
     record_traffic: bool = False
     command_line: tuple[str, ...] = ()
@@ -126,6 +129,9 @@ class RunOptions:
         if not (0 < self.request_timeout_s <= 3600 and math.isfinite(self.request_timeout_s)):
             raise ValueError(f"request timeout must be > 0 and <= 3600 s "
                              f"(got {self.request_timeout_s})")
+        if not (1 <= self.start_timeout_s <= 3600 and math.isfinite(self.start_timeout_s)):
+            raise ValueError(f"start timeout must be between 1 and 3600 s "
+                             f"(got {self.start_timeout_s})")
 
     @property
     def model(self) -> str:

@@ -8,7 +8,6 @@ and stopping whole process trees so that nothing is left behind.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from harness.run import children
 from harness.run.faultfile import load_fault_file
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -96,30 +96,9 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def stop_process_tree(proc: subprocess.Popen[bytes] | int, timeout_s: float = 10.0) -> None:
-    """SIGTERM a process and all its descendants, then SIGKILL what is left after the timeout."""
-    pid = proc if isinstance(proc, int) else proc.pid
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=2.0)
-    if not isinstance(proc, int):
-        try:
-            proc.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            pass
+    """SIGTERM a process, its process group and all its descendants, then SIGKILL what is
+    left after the timeout (harness.run.children.stop_group)."""
+    children.stop_group(proc, timeout_s=timeout_s)
 
 
 def check_reachable(url: str, timeout_s: float = 5.0) -> None:
@@ -276,9 +255,9 @@ def serve_reference(options: ServeOptions, log_path: Path,
     )
     log = open(log_path, "ab")  # noqa: SIM115 - closed by ServedTarget.stop
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **extra_env, **(env or {})},
-                            start_new_session=True)
+    # A process group of its own, stopped whatever happens (harness.run.children)
+    proc = children.spawn(argv, stdout=log, stderr=subprocess.STDOUT,
+                          env={**os.environ, **extra_env, **(env or {})})
     target = ServedTarget(
         url=f"http://127.0.0.1:{port}", process=proc, options=options, log=log, redis=redis,
         env=extra_env,
