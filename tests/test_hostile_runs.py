@@ -10,13 +10,14 @@ hang" (minutes), not "is fast".
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from hostile_support import ROOT, WALLCLOCK, WatchedRun, start_target, stop
+from hostile_support import ROOT, WALLCLOCK, WatchedRun, start_target, stop, truth
 
 from harness.rundir import RunDir
 
@@ -153,4 +154,57 @@ def test_locustfile_that_hangs_at_import_is_timed_out(tmp_path: Path) -> None:
     # The driver's stacks, dumped before it was killed, show where it hung.
     log = (run.run_dir() / "driver.log").read_text()
     assert "hangs_at_import.py" in log and "line 9" in log, log[-2000:]
+    assert not run.left()
+
+
+# -- what the target controls is bounded ------------------------------------------------------
+
+def _loadgen_peak_rss(rd: RunDir) -> int:
+    return max((s.rss_bytes for s in rd.resources() if s.role.startswith("loadgen")), default=0)
+
+
+def test_server_timing_and_metrics_from_a_hostile_target_are_bounded(tmp_path: Path) -> None:
+    """A target that sends 20 new Server-Timing names per request, 5,000 entries in one
+    header and ``x;dur=1e308``, and trickles its /metrics a byte a second: the driver's memory
+    stays bounded (the series cap), every header over a bound is counted as malformed, the
+    values of refused series are counted, the scrapes give up at their deadline, and the
+    self-check names the target."""
+    users = 4
+    proc, url, log = start_target(tmp_path, "--pattern", "ok,stnames,sthuge,stoverflow",
+                                  "--metrics", "trickle")
+    try:
+        run = WatchedRun("run", str(SIMPLE), "--target", url, "--users", str(users),
+                         "--duration", "5s", "--out", str(tmp_path / "runs"), "--no-profile")
+        code, out, err = run.finish(timeout_s=120)
+    finally:
+        stop(proc)
+    told = truth(log)
+    # 5 s of load, two scrapes given up after their 5 s deadline each, start-up: not the
+    # 40 s a 40-byte exposition takes at a byte a second.
+    assert run.wall_s < 60, run.wall_s
+    assert "Traceback" not in err
+    rd = RunDir(run.run_dir())
+    meta = _final(run.run_dir())
+    assert (code, meta["status"]) in ((0, "complete"), (3, "degraded")), (code, err)
+    load = rd.load()
+    # Before the cap 20 new names per request grew the driver by ~100 MB/s; at the cap (500
+    # series of ~370 KiB) it holds ~185 MiB plus Locust.
+    assert load["bounds"]["series"] == load["bounds"]["series_limit"] == 500, load["bounds"]
+    assert load["bounds"]["values_over_series_limit"] > 0
+    assert _loadgen_peak_rss(rd) < 450 * 2**20, _loadgen_peak_rss(rd)
+    # 5,000 entries and 1e308 are malformed (counted); at most one request per user is
+    # in flight at the stop
+    over = told["sthuge"] + told["stoverflow"]
+    assert over - users <= load["server_timing_malformed"] <= over, (load, told)
+    assert told["sthuge"] >= 5 and told["stoverflow"] >= 5, told
+    prom = meta["collectors"]["prometheus"]
+    assert prom["ok"] is False and all("did not answer within 5 s" in e
+                                       for e in prom["errors"]), prom
+    checks = {c["check"]: c for c in json.loads((rd.path / "summary.json").read_text())
+              ["self_check"]}
+    assert checks["target_bounds"]["ok"] is False
+    assert f"the target {url} exceeded a bound" in checks["target_bounds"]["detail"]
+    assert "beyond 500 series per run" in checks["target_bounds"]["detail"]
+    assert "prometheus: end: the target exceeded a bound" in checks["target_bounds"]["detail"]
+    assert "OverflowError" not in (rd.path / "driver.log").read_text()
     assert not run.left()

@@ -109,7 +109,7 @@ def test_the_books_hold_the_rules_in_the_documented_order() -> None:
     assert ids["self_check"] == [
         "measured_data", "run_complete", "loadgen_cpu", "achieved_rate", "late_dropped",
         "samples", "out_of_range", "negative_residuals", "transport_errors", "unanswered",
-        "server_timing", "profiler", "cpu_contention", "run_files"]
+        "server_timing", "profiler", "cpu_contention", "run_files", "target_bounds"]
     assert ids["single"] == [
         "loadgen_saturated", "rate_shortfall", "late_starts", "few_samples",
         "self_check_failed", "machine_contended", "machine_saturated", "saturation",

@@ -53,16 +53,24 @@ class CheckContext:
     #: run.json's reason for a missing profile (collectors.profile.reason)
     profile_reason: str | None = None
     warnings: tuple[str, ...] = ()
+    #: run.json's target URL and the collectors' errors ("name: error")
+    target: str | None = None
+    collector_errors: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, rd: RunDir, summary: Summary, load: LoadReport) -> CheckContext:
         series = tuple(SeriesEntry.from_dict(s) for s in rd.series())
         raw = rd.profile_status()
         collectors = rd.meta.get("collectors") or {}
+        target = rd.meta.get("target")
+        errors = tuple(f"{name}: {e}" for name, status in collectors.items()
+                       if isinstance(status, dict) and isinstance(status.get("errors"), list)
+                       for e in status["errors"] if isinstance(e, str))
         return cls(summary, load, rd.meta.get("status"), series,
                    None if raw is None else ProfileStatus.from_dict(raw),
                    (collectors.get("profile") or {}).get("reason"),
-                   tuple(rd.warnings))  # last: reading the files above may add warnings
+                   tuple(rd.warnings),  # after the files above: reading them may add some
+                   str(target.get("url")) if isinstance(target, dict) else None, errors)
 
     @property
     def requests_all(self) -> int:
@@ -300,3 +308,25 @@ def cpu_contention(c: CheckContext) -> CheckEntry | None:
 def run_files(c: CheckContext) -> CheckEntry | None:
     """The reader met truncated or malformed files."""
     return check("run_files", False, "warning", "; ".join(c.warnings)) if c.warnings else None
+
+
+@rule("self_check", "target_bounds", layer="measurement")
+def target_bounds(c: CheckContext) -> CheckEntry | None:
+    """The target passed a bound the harness keeps on what a target controls (series per
+    run from the stage names it sends, the size and time of a /metrics scrape): what passed
+    it was counted, not kept. Server-Timing headers over their bounds (entries, name
+    length, values) count as malformed in ``server_timing``."""
+    bounds = c.load.bounds if isinstance(c.load.bounds, dict) else {}
+    passed = [e for e in c.collector_errors if "exceeded a bound" in e]
+    if not bounds and not passed:
+        return None  # a run from before the bounds were recorded
+    limit, over = bounds.get("series_limit"), bounds.get("values_over_series_limit")
+    over = over if isinstance(over, int) and not isinstance(over, bool) else 0
+    cut = ([f"{over} values of series beyond {limit} series per run (names the target "
+            "sent) were counted, not recorded"] if over else []) + passed
+    where = f"the target {c.target}" if c.target else "the target"
+    detail = (f"{where} exceeded a bound: " + "; ".join(cut) if cut else
+              f"{where} stayed within the bounds ({bounds.get('series', '?')} of {limit} "
+              "series per run)")
+    return check("target_bounds", not cut, "warning", detail)
+

@@ -23,7 +23,7 @@ import gevent
 from gevent import GreenletExit
 
 from harness.load.pacing import LATENESS_ATTR
-from harness.load.recorder import LatencyRecorder, Series
+from harness.load.recorder import LatencyRecorder, RefusedSeries, Series
 from harness.load.servertiming import ServerTimingError, parse_server_timing
 from harness.load.tracecontext import TraceContext
 from harness.rundir import clock
@@ -127,7 +127,9 @@ class _Bundle:
     def stage(self, stage: str) -> Series:
         s = self.stages.get(stage)
         if s is None:
-            s = self.stages[stage] = self.rec.series("stage", self.name, stage, self.tag)
+            s = self.rec.series("stage", self.name, stage, self.tag)
+            if not isinstance(s, RefusedSeries):  # past the run's cap: names are not kept
+                self.stages[stage] = s
         return s
 
 

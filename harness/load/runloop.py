@@ -336,6 +336,7 @@ def load_summary(
         "unanswered": m.unanswered, "unanswered_long": m.unanswered_long,
         "errors": dict(m.errors),
         "out_of_range": sum(s.out_of_range for s in rec.all_series()),
+        "bounds": rec.bounds(),
         "workers": max(1, config.workers), "stopped_early": stopped_early,
         "stop_reason": stop_reason, "timeline": {**timeline, "load_end": end},
         **({"traces": rec.traces.report()} if rec.traces is not None else {}),

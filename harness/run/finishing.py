@@ -32,6 +32,9 @@ def finish_run(
 ) -> RunResult:
     """Summarize the run directory, decide the status, write run.json and summary.json."""
     summary: dict[str, Any] | None = None
+    # The self-check reads the collectors' statuses (a profile's reason, a target that
+    # passed a bound) from run.json: they were recorded when the collectors stopped.
+    write_run_json(run_dir, meta)
     try:
         summary = summarize(run_dir, write=False)
     except Exception as exc:  # the measurements stay on disk even if summarizing fails

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from harness.run.collectors.base import CollectorContext, CollectorSpec
+from harness.run.collectors.httpget import GetError, bounded_get
 from harness.rundir import write_json_atomic
 from harness.rundir.atomic import write_text_atomic
 
@@ -31,17 +30,26 @@ __all__ = ["SPEC", "PrometheusCollector", "PrometheusOptions", "scrape"]
 _OPTIONS = {"url", "every_s", "timeout_s"}
 
 
+#: /metrics bodies above this are not kept: large services expose a few MiB; the scrape is
+#: held in memory (twice, as bytes and text) while it is written
+MAX_SCRAPE_BYTES = 16 * 1024 * 1024
+
+
 def scrape(url: str, timeout_s: float = 5.0) -> str:
-    """GET ``url`` and return the exposition text; ValueError saying why when it is not one."""
-    req = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    """GET ``url`` and return the exposition text; ValueError saying why when it is not one.
+
+    Bounded (harness/run/collectors/httpget.py): the whole scrape within ``timeout_s``, the
+    body within MAX_SCRAPE_BYTES; a body cut mid-way is an error too. When the target
+    passed a bound the message says "exceeded a bound" (the self-check names it)."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - http only
-            body = resp.read().decode("utf-8", errors="replace")
-    except urllib.error.HTTPError as exc:
-        raise ValueError(f"target serves no Prometheus metrics at {url} (HTTP {exc.code})") \
-            from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise ValueError(f"could not scrape {url}: {exc}") from exc
+        status, raw = bounded_get(url, deadline_s=timeout_s, max_bytes=MAX_SCRAPE_BYTES,
+                                  headers={"Accept": "text/plain"})
+    except GetError as exc:
+        passed = "the target exceeded a bound: " if exc.bound else ""
+        raise ValueError(f"{passed}could not scrape {url}: {exc}") from None
+    if status >= 300:
+        raise ValueError(f"target serves no Prometheus metrics at {url} (HTTP {status})")
+    body = raw.decode("utf-8", errors="replace")
     # An empty 200 is a valid exposition: a multiprocess service that has not observed
     # anything yet has no series (every counter is still 0).
     if body.strip() and "# TYPE" not in body and "# HELP" not in body:

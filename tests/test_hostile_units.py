@@ -1,0 +1,159 @@
+"""The bounds on what a target controls, unit by unit (issue 20): Server-Timing parsing,
+the series cap of the recorder (local and merged from workers), the bounded GET of
+/metrics against the misbehaving server, and the self-check that names a target that
+passed a bound. The end-to-end runs are in tests/test_hostile_runs.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hostile_support import start_target, stop
+
+from harness.analysis import selfcheck
+from harness.load.recorder import LatencyRecorder, RefusedSeries
+from harness.load.servertiming import (
+    MAX_ENTRIES,
+    ServerTimingError,
+    parse_server_timing,
+)
+from harness.run.collectors.httpget import GetError, bounded_get
+from harness.run.collectors.prometheus import scrape
+from harness.rundir.records import LoadReport
+
+T0 = 1_764_121_132.5
+
+
+# -- Server-Timing -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("header", "rule"), [
+    ("x;dur=1e308, app;dur=0.040", "<= 1e+09 ms"),  # overflowed int(ms * 1000) before
+    ("x;dur=" + "9" * 400, "<= 1e+09 ms"),  # the fast path: digits that are inf as a float
+    ("x;dur=inf", "finite"),
+    (", ".join(f"e{i};dur=0.001" for i in range(MAX_ENTRIES + 1)), "at most 32 entries"),
+    (", ".join(f"e{i};dur=0.001" for i in range(5000)), "at most 8192 characters"),
+    ("n" * 65 + ";dur=1", "at most 64 characters"),
+    ("n" * 65 + ';desc="x";dur=1', "at most 64 characters"),
+])
+def test_server_timing_over_a_bound_is_malformed(header: str, rule: str) -> None:
+    with pytest.raises(ServerTimingError, match=rule.replace("+", r"\+")):
+        parse_server_timing(header)
+
+
+def test_server_timing_within_the_bounds_parses_as_before() -> None:
+    header = ", ".join(f"e{i};dur={i}.5" for i in range(MAX_ENTRIES))
+    assert parse_server_timing(header) == {f"e{i}": i + 0.5 for i in range(MAX_ENTRIES)}
+    assert parse_server_timing("n" * 64 + ";dur=1e9") == {"n" * 64: 1e9}
+
+
+# -- the series cap ------------------------------------------------------------------------
+
+def test_series_past_the_cap_are_refused_and_their_values_counted(tmp_path: Path) -> None:
+    rec = LatencyRecorder(T0, 1.0, out_dir=tmp_path, max_series=3)
+    for i in range(10):
+        rec.series("stage", "A", f"s{i}").record(1000)
+    assert isinstance(rec.series("stage", "A", "s9"), RefusedSeries)
+    rec.series("stage", "A", "s0").record(1000)  # a kept series still records
+    rec.finish(T0 + 0.5)
+    assert rec.bounds() == {"series_limit": 3, "series": 3, "values_over_series_limit": 7}
+    index = json.loads((tmp_path / "latency" / "series.json").read_text())
+    assert [s["stage"] for s in index["series"]] == ["s0", "s1", "s2"]
+    assert len(list((tmp_path / "latency").glob("*.hlog"))) == 3
+
+
+def test_the_master_caps_the_union_of_its_workers_series(tmp_path: Path) -> None:
+    workers = [LatencyRecorder(T0, 1.0, max_series=3) for _ in range(2)]
+    for j, w in enumerate(workers):  # 3 each, 5 distinct names in all
+        for name in ("shared", f"w{j}a", f"w{j}b"):
+            w.series("stage", "A", name).record(1000)
+        w.series("stage", "A", "refused-by-the-worker").record(5)
+        w.finish(T0 + 0.5)
+    master = LatencyRecorder(T0, 1.0, out_dir=tmp_path, max_series=3)
+    for j, w in enumerate(workers):
+        master.merge_encoded(f"w{j}", w.take_encoded())
+    master.flush_merged(T0 + 1.0, final=True)
+    # the master kept 3 series; 2 values of the 5th and 6th names were cut there, and
+    # each worker cut one value itself
+    assert master.bounds() == {"series_limit": 3, "series": 3, "values_over_series_limit": 4}
+
+
+def test_a_target_sending_new_names_forever_grows_nothing_past_the_cap() -> None:
+    rec = LatencyRecorder(T0, 1.0, max_series=50)
+    tracemalloc.start()
+    for i in range(50):
+        rec.series("stage", "A", f"s{i}").record(1)
+    _, at_cap = tracemalloc.get_traced_memory()
+    for i in range(50, 20_050):
+        rec.series("stage", "A", f"s{i}").record(1)
+    now, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert rec.counts.over_series_limit == 20_000
+    # 20,000 more names (each a 370 KiB series without the cap: 7 GB) cost almost nothing
+    assert now - at_cap < 1 << 20, (now, at_cap)
+
+
+# -- /metrics: bytes, time, a cut body -------------------------------------------------------
+
+@pytest.fixture(params=["huge", "trickle", "cut"])
+def metrics_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    proc, url, _ = start_target(tmp_path, "--pattern", "ok", "--metrics", request.param)
+    yield request.param, url
+    stop(proc)
+
+
+def test_a_metrics_scrape_is_bounded_in_bytes_time_and_completeness(
+        metrics_target: tuple[str, str]) -> None:
+    mode, url = metrics_target
+    tracemalloc.start()
+    began = time.monotonic()
+    with pytest.raises(GetError) as err:
+        bounded_get(url + "/metrics", deadline_s=2.0, max_bytes=16 << 20)
+    took = time.monotonic() - began
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # 2 s of patience; 8 s more for a machine busy with other work
+    assert took < 10, took
+    assert peak < 40 << 20, peak  # 64 MiB offered, at most 16 MiB (+ a chunk) kept
+    expected = {"huge": ("bytes", "larger than 16777216 bytes"),
+                "trickle": ("deadline", "did not answer within 2 s"),
+                "cut": (None, "cut after 1024 of 1048576 bytes")}[mode]
+    assert (err.value.bound, expected[1] in str(err.value)) == (expected[0], True), str(err.value)
+    with pytest.raises(ValueError) as scraped:  # the collector's own message, no traceback
+        scrape(url + "/metrics", timeout_s=2.0)
+    assert ("exceeded a bound" in str(scraped.value)) == (expected[0] is not None)
+
+
+def test_a_scrape_of_a_well_behaved_target_is_unchanged(tmp_path: Path) -> None:
+    proc, url, _ = start_target(tmp_path, "--pattern", "ok")
+    try:
+        assert scrape(url + "/metrics").startswith("# HELP up")
+        status, body = bounded_get(url + "/healthz", deadline_s=5.0, max_bytes=100)
+        assert (status, body) == (200, b"{}")
+    finally:
+        stop(proc)
+
+
+# -- the self-check names the target ---------------------------------------------------------
+
+def test_target_bounds_names_the_target_and_what_it_passed() -> None:
+    from test_rules_engine import _context  # a CheckContext of a clean run
+
+    c = _context()
+    assert selfcheck.target_bounds(c) is None  # a run from before the bounds were kept
+    within = dataclasses.replace(c, target="http://t:1", load=LoadReport(bounds={
+        "series_limit": 500, "series": 12, "values_over_series_limit": 0}))
+    entry = selfcheck.target_bounds(within)
+    assert entry is not None and entry.ok and "12 of 500 series" in entry.detail
+    passed = dataclasses.replace(within, load=LoadReport(bounds={
+        "series_limit": 500, "series": 500, "values_over_series_limit": 42}),
+        collector_errors=("prometheus: end: the target exceeded a bound: x", "other: y"))
+    entry = selfcheck.target_bounds(passed)
+    assert entry is not None and not entry.ok and entry.severity == "warning"
+    assert entry.detail == ("the target http://t:1 exceeded a bound: 42 values of series "
+                            "beyond 500 series per run (names the target sent) were counted, "
+                            "not recorded; prometheus: end: the target exceeded a bound: x")
