@@ -11,7 +11,9 @@ that is not a control path takes the next behaviour of ``--pattern`` (round robi
 - ``badst``: 200 with a malformed ``Server-Timing`` (non-numeric, negative, inf, empty names);
 - ``badstatus``: a status line that is not one (``HTTP/1.1 abc OK``), then closes;
 - ``bighead``: 200 with one header of 70 KiB (over the usual 64 KiB line limits);
-- ``redirect``: 302 to the same path, forever (a redirect loop);
+- ``hugehead``: 200 with one header of 1 MiB; ``hugebody``: 200 with a 17 MiB body;
+- ``redirect``: 302 to ``/redirect-loop``, which redirects to itself forever (a loop; its
+  hops are not counted as requests);
 - ``trickle``: a 200 whose head and body come one byte a second;
 - ``http500``: 500 with a JSON error body;
 - ``stnames``: 200 with 20 Server-Timing names never sent before (series without bound);
@@ -45,7 +47,8 @@ import time
 from pathlib import Path
 
 BEHAVIOURS = ("ok", "hang", "garbage", "close", "reset", "badst", "badstatus", "bighead",
-              "redirect", "trickle", "http500", "stnames", "sthuge", "stoverflow")
+              "hugehead", "hugebody", "redirect", "trickle", "http500", "stnames", "sthuge",
+              "stoverflow")
 METRICS_MODES = ("ok", "trickle", "huge", "cut", "none")
 MODELS_MODES = ("ok", "trickle", "shape")
 OK_ST = "fetch;dur=0.010, infer;dur=0.020, serialize;dur=0.005, app;dur=0.040"
@@ -148,6 +151,9 @@ class MisbehavingServer:
             body = b'{"models": "x"}' if self.models == "shape" else MODELS
             conn.sendall(_response("200 OK", body))
             return True
+        if path.startswith("/redirect-loop"):
+            conn.sendall(_response("302 Found", b"", "Location: /redirect-loop"))
+            return True
         if path.startswith("/healthz"):
             conn.sendall(_response("200 OK", b"{}"))
             return True
@@ -202,11 +208,15 @@ class MisbehavingServer:
         if behaviour == "http500":
             conn.sendall(_response("500 Internal Server Error", b'{"error":"internal"}'))
             return True
-        if behaviour == "bighead":
-            conn.sendall(_response("200 OK", BODY, "X-Big: " + "x" * (70 << 10)))
+        if behaviour in ("bighead", "hugehead"):
+            size = 70 << 10 if behaviour == "bighead" else 1 << 20
+            conn.sendall(_response("200 OK", BODY, "X-Big: " + "x" * size))
+            return True
+        if behaviour == "hugebody":
+            conn.sendall(_response("200 OK", b" " * (17 << 20) + BODY))
             return True
         if behaviour == "redirect":
-            conn.sendall(_response("302 Found", b"", f"Location: {path}"))
+            conn.sendall(_response("302 Found", b"", "Location: /redirect-loop"))
             return True
         if behaviour == "badstatus":
             conn.sendall(b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n")

@@ -208,3 +208,44 @@ def test_server_timing_and_metrics_from_a_hostile_target_are_bounded(tmp_path: P
     assert "prometheus: end: the target exceeded a bound" in checks["target_bounds"]["detail"]
     assert "OverflowError" not in (rd.path / "driver.log").read_text()
     assert not run.left()
+
+
+# -- every request bounded, every failure named ------------------------------------------------
+
+def test_hostile_answers_are_bounded_and_counted_under_honest_names(tmp_path: Path) -> None:
+    """GET requests (geventhttpclient retries those) against a target that hangs, trickles
+    its answer a byte a second, loops on redirects, sends a status line that is not one,
+    1 MiB of headers or a 17 MiB body: each request ends within the request timeout and is
+    counted under a name that says what happened; a 70 KiB header is a valid answer."""
+    users, get = 4, ROOT / "tests" / "locustfiles" / "get_loop.py"
+    proc, url, log = start_target(
+        tmp_path, "--pattern", "ok,hang,trickle,redirect,badstatus,bighead,hugehead,hugebody")
+    try:
+        run = WatchedRun("run", str(get), "--target", url, "--users", str(users), "--duration",
+                         "5s", "--request-timeout", "1s", "--out", str(tmp_path / "runs"),
+                         "--no-profile")
+        code, out, err = run.finish(timeout_s=120)
+    finally:
+        stop(proc)
+    told = truth(log)
+    # 5 s of load and the 2 s stop grace: a trickled answer would take 200 s per request
+    assert run.wall_s < 60, run.wall_s
+    assert code == 3, err  # degraded: requests without an HTTP answer
+    assert "Traceback" not in err
+    assert _final(run.run_dir())["status"] == "degraded"
+    rd = RunDir(run.run_dir())
+    errors: dict[str, int] = {}
+    for key, n in rd.load()["errors"].items():
+        errors[key.split("|", 1)[1]] = errors.get(key.split("|", 1)[1], 0) + n
+    assert set(errors) == {"TimeoutError", "TooManyRedirects", "HTTPParseError",
+                           "ResponseHeadersTooLarge", "ResponseBodyTooLarge"}, errors
+    expected = {"TimeoutError": told["hang"] + told["trickle"],
+                "TooManyRedirects": told["redirect"], "HTTPParseError": told["badstatus"],
+                "ResponseHeadersTooLarge": told["hugehead"],
+                "ResponseBodyTooLarge": told["hugebody"]}
+    for kind, n in expected.items():
+        assert n - users <= errors[kind] <= n, (kind, errors, told)
+    successes = rd.load()["measured"]["requests"] - rd.load()["measured"]["failures"]
+    assert told["ok"] + told["bighead"] - users <= successes <= told["ok"] + told["bighead"]
+    assert min(told.values()) >= 2, told
+    assert not run.left()

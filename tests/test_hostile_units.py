@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hostile_support import start_target, stop
+from hostile_support import ROOT, start_target, stop
 
 from harness.analysis import selfcheck
 from harness.load.recorder import LatencyRecorder, RefusedSeries
@@ -157,3 +159,39 @@ def test_target_bounds_names_the_target_and_what_it_passed() -> None:
     assert entry.detail == ("the target http://t:1 exceeded a bound: 42 values of series "
                             "beyond 500 series per run (names the target sent) were counted, "
                             "not recorded; prometheus: end: the target exceeded a bound: x")
+
+
+# -- error names -------------------------------------------------------------------------------
+
+_NAMES = r"""
+import json
+from geventhttpclient.useragent import RetriesExceeded
+from harness.load.hooks import error_type
+from harness.load.requestbounds import ResponseHeadersTooLarge
+
+def raised_in_except(inner, outer):
+    try:
+        try:
+            raise inner
+        except BaseException:
+            raise outer
+    except BaseException as exc:
+        return exc
+
+print(json.dumps([
+    error_type(RetriesExceeded("http://t/x", 0, original=TimeoutError("timed out"))),
+    error_type(raised_in_except(TimeoutError("timed out"), RetriesExceeded("http://t/x", 0))),
+    error_type(RetriesExceeded("http://t/x", "Redirection limit reached (30)")),
+    error_type(ResponseHeadersTooLarge("x")),
+    error_type(RetriesExceeded("http://t/x", 0, original=ConnectionRefusedError(111, "no"))),
+]))
+"""
+
+
+def test_failures_are_named_by_their_root_cause() -> None:
+    # In a subprocess: importing Locust monkey-patches this test process's standard library.
+    res = subprocess.run([sys.executable, "-c", _NAMES], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == ["TimeoutError", "TimeoutError", "TooManyRedirects",
+                                      "ResponseHeadersTooLarge", "ConnectionRefusedError"]

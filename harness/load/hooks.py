@@ -31,14 +31,19 @@ from harness.rundir import clock
 __all__ = ["RequestHook", "count_unanswered", "error_type"]
 
 _OS_MODULES = ("builtins", "socket", "ssl")
+_REDIRECT_LOOP = "Redirection limit reached"  # geventhttpclient's RetriesExceeded text
 _SLOT = {"client_uncorrected": "unc", "client_failed": "failed"}
 
 
 def error_type(exception: BaseException, response: Any = None) -> str:
-    """``HTTP <status>`` for an HTTP error, else the root cause's class name.
+    """``HTTP <status>`` for an HTTP error, ``TooManyRedirects`` for a redirect loop, else
+    the root cause's class name.
 
     requests wraps ``ConnectionRefusedError`` three levels deep (ConnectionError ->
-    MaxRetryError -> NewConnectionError); the root is what an operator needs to read.
+    MaxRetryError -> NewConnectionError); geventhttpclient wraps a timeout of a retried
+    (idempotent) request in ``RetriesExceeded(original=...)`` and names a redirect loop
+    only in its text ("Redirection limit reached"). The root is what an operator needs to
+    read: a hung target is a ``TimeoutError``, not ``RetriesExceeded``.
     """
     status = getattr(response, "status_code", 0) or 0
     if status >= 400:
@@ -49,7 +54,10 @@ def error_type(exception: BaseException, response: Any = None) -> str:
         seen.add(id(exc))
         if isinstance(exc, OSError) and type(exc).__module__ in _OS_MODULES:
             return type(exc).__name__
-        nxt = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+        if _REDIRECT_LOOP in str(getattr(exc, "text", "")):
+            return "TooManyRedirects"
+        nxt = (exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+               or getattr(exc, "original", None))
         if nxt is None and exc.args and isinstance(exc.args[0], BaseException):
             nxt = exc.args[0]
         exc = nxt if isinstance(nxt, BaseException) else None
