@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -249,3 +250,45 @@ def test_hostile_answers_are_bounded_and_counted_under_honest_names(tmp_path: Pa
     assert told["ok"] + told["bighead"] - users <= successes <= told["ok"] + told["bighead"]
     assert min(told.values()) >= 2, told
     assert not run.left()
+
+
+# -- a full disk -------------------------------------------------------------------------------
+
+def _fill(path: Path) -> None:
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * (1 << 16))
+                fh.flush()
+        except OSError:
+            pass
+
+
+def test_a_disk_that_fills_mid_run_ends_in_a_final_state(tmp_path: Path) -> None:
+    """The run directory's disk fills up during the load: the driver stops with one line
+    saying so, the run is degraded (not left 'running') with what it measured, nothing is
+    left running. The 1 MiB reserved when the run began takes the final run.json."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    proc, url, _ = start_target(tmp_path, "--pattern", "ok")
+    try:
+        run = WatchedRun("run", str(SIMPLE), "--target", url, "--users", "2", "--duration",
+                         "60s", "--out", str(disk / "runs"), "--no-profile")
+        run.wait_for("a measured interval", 60, lambda: _measured_something(disk / "runs"))
+        _fill(disk / "filler")
+        code, out, err = run.finish(timeout_s=90)
+        assert code == 3, err
+        assert "Traceback" not in err
+        assert "No space left on device" in err, err
+        meta = _final(run.run_dir())
+        assert meta["status"] == "degraded", meta["notes"]
+        assert meta["driver_exit_code"] == 4  # its reason came through the pipe, not the log
+        assert run.wall_s < 60  # stopped at the full disk, not at the planned 60 s
+        assert RunDir(run.run_dir()).load()["measured"]["requests"] > 0
+        assert not run.left()
+    finally:
+        stop(proc)
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -99,6 +99,26 @@ def test_a_target_sending_new_names_forever_grows_nothing_past_the_cap() -> None
     assert now - at_cap < 1 << 20, (now, at_cap)
 
 
+# -- the open model's schedule ----------------------------------------------------------------
+
+def test_a_schedule_the_users_cannot_keep_up_with_holds_no_backlog() -> None:
+    """The intervals count 2,000 arrivals a second while no user claims any (a target far
+    too slow for the rate): before, every counted-but-unclaimed time waited in a queue."""
+    from harness.load.schedule import ArrivalSchedule
+
+    s = ArrivalSchedule(2_000, "poisson", seed=1, start=0.0)
+    for k in range(5):
+        s.take_scheduled(k, k + 1.0)
+    tracemalloc.start()
+    for k in range(5, 45):  # 80,000 more arrivals: 2.5 MB as a queue of floats before
+        s.take_scheduled(k, k + 1.0)
+    grown, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert grown < 256 << 10, grown
+    first = s.claim()  # the users, when they come, still get every time from the start
+    assert 0 < first < 0.01 and s.claim() > first
+
+
 # -- /metrics: bytes, time, a cut body -------------------------------------------------------
 
 @pytest.fixture(params=["huge", "trickle", "cut"])
@@ -195,3 +215,82 @@ def test_failures_are_named_by_their_root_cause() -> None:
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == ["TimeoutError", "TimeoutError", "TooManyRedirects",
                                       "ResponseHeadersTooLarge", "ConnectionRefusedError"]
+
+
+# -- bad input on the command line: one line naming the rule and the value, exit 2 -------------
+
+SIMPLE = ROOT / "tests" / "locustfiles" / "fraud_simple.py"
+_LONG = "n" * 300
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--users", "100000000"],
+     "users must be <= 20000 (20000 per load-generating process, 1 process; got 100000000)"),
+    (["--users", "50000", "--workers", "2"],
+     "users must be <= 40000 (20000 per load-generating process, 2 processes; got 50000)"),
+    (["--rate", "1e12", "--duration", "2s"], "rate must be <= 100000 requests/s (got 1e+12)"),
+    (["--duration", "99999999999h"], "duration must be <= 604800 s (7 days; got 3.6e+14 s)"),
+    (["--duration", "9" * 400], "duration must be a finite number of seconds (got '999"),
+    (["--warmup", "200h"], "warmup must be <= 604800 s (7 days; got 720000 s)"),
+    (["--spawn-rate", "inf"], "spawn rate must be a finite number of users/s (got inf)"),
+    (["--start-timeout", "0.5s"], "start timeout must be between 1 and 3600 s (got 0.5)"),
+    (["--target", "http://127.0.0.1:99999"],
+     "target must be an http:// or https:// URL with a host and a port in 1-65535 (got "
+     "'http://127.0.0.1:99999': Port out of range 0-65535)"),
+    (["--target", "http://[::1"], "(got 'http://[::1': Invalid IPv6 URL)"),
+    (["--target", "ftp://127.0.0.1:21"], "(got 'ftp://127.0.0.1:21')"),
+])
+def test_bad_run_values_are_one_line_naming_the_rule_and_the_value(
+        args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    if "--target" not in args:
+        args = [*args, "--target", "http://127.0.0.1:9"]
+    began = time.monotonic()
+    code = main(["run", str(SIMPLE), *args, "--out", str(tmp_path / "runs"), "--no-profile"])
+    err = capsys.readouterr().err
+    assert time.monotonic() - began < 10  # checked before anything starts
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+def _out_cases(tmp: Path) -> dict[str, tuple[Path, str]]:
+    (tmp / "a-file").write_text("x")
+    return {"under /proc": (Path("/proc/harness-runs"), "No such file or directory"),
+            "an existing file": (tmp / "a-file", "File exists"),
+            "a name too long": (tmp / _LONG, "File name too long")}
+
+
+@pytest.mark.parametrize("case", ["under /proc", "an existing file", "a name too long"])
+def test_an_out_that_cannot_be_created_is_one_line_and_exit_2(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    out, reason = _out_cases(tmp_path)[case]
+    code = main(["run", str(SIMPLE), "--target", "http://127.0.0.1:9", "--out", str(out),
+                 "--no-profile"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip().splitlines() == [
+        f"harness run: could not run: --out must be a directory the harness can create and "
+        f"write in (got {str(out)!r}: {reason})"], err
+
+
+def test_a_read_only_out_is_one_line_and_exit_2(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    # root writes through file modes, so a read-only file system (a tmpfs mounted ro)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        code = main(["run", str(SIMPLE), "--target", "http://127.0.0.1:9", "--out",
+                     str(ro / "runs"), "--no-profile"])
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    err = capsys.readouterr().err
+    assert code == 2 and "Read-only file system" in err and len(err.splitlines()) == 1, err

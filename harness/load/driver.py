@@ -5,8 +5,9 @@
 
 Stdout carries only JSON lines for the orchestrator (``started``, one ``interval`` per
 interval, ``done``); everything human goes to stderr. Exit codes: 0 done (also after
-SIGTERM/SIGINT, with ``stopped_early``), 2 locustfile or driver config invalid (one line
-on stderr), 3 could not start (master port busy, workers did not connect).
+SIGTERM/SIGINT/SIGHUP/SIGQUIT, with ``stopped_early``), 2 locustfile or driver config
+invalid (one line on stderr), 3 could not start (master port busy, workers did not
+connect), 4 the run directory could not be written (a full disk: the load stopped).
 See docs/load-driver.md.
 """
 
@@ -40,6 +41,7 @@ from harness.load.runloop import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_START,
+    EXIT_WRITE,
     SHAPE_ENDED,
     Emitter,
     Plan,
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     _dump_stacks_on_signal()
     out = sys.stdout
     sys.stdout = sys.stderr
+    emit = Emitter(out)
     try:
         if args.worker:
             return distributed.run_worker(args)
@@ -157,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"host must be set in the config or on the User class "
                                   f"(missing for {hostless})")
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-        emit = Emitter(out)
         stop = StopSignal(args.parent_pid)
         if config.workers:
             return distributed.run_master(config, classes, shape, emit, stop,
@@ -169,6 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     except StartError as exc:
         print(f"driver: could not start: {exc}", file=sys.stderr)
         return EXIT_START
+    except OSError as exc:  # a full disk, a run directory removed under it
+        _fatal(emit, f"the load stopped: the run directory cannot be written: {exc}")
+        return EXIT_WRITE
+
+
+def _fatal(emit: Emitter, message: str) -> None:
+    """Say why the driver stops on stderr (driver.log) and through the protocol: on a full
+    disk driver.log takes nothing more, the pipe to the orchestrator still does."""
+    for say in (lambda: print(f"driver: {message}", file=sys.stderr, flush=True),
+                lambda: emit({"type": "error", "message": message})):
+        try:
+            say()
+        except OSError:
+            continue
 
 
 if __name__ == "__main__":

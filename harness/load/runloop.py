@@ -39,11 +39,13 @@ from harness.load.tracecontext import TraceContext
 from harness.rundir import clock
 from harness.rundir.atomic import write_text_atomic
 
-__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_START", "SHAPE_ENDED", "Emitter", "Plan", "Role",
-           "StartError", "StopSignal", "install_recording", "load_summary", "run_users",
-           "shape_ended", "start_users", "stop_users", "wait_for_end", "write_load_json"]
+__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_START", "EXIT_WRITE", "SHAPE_ENDED", "Emitter",
+           "Plan", "Role", "StartError", "StopSignal", "install_recording", "load_summary",
+           "run_users", "shape_ended", "start_users", "stop_users", "wait_for_end",
+           "write_load_json"]
 
 EXIT_OK, EXIT_INVALID, EXIT_START = 0, 2, 3
+EXIT_WRITE = 4  # the run directory could not be written (a full disk): the load stopped
 SHAPE_ENDED = "load shape ended"
 
 

@@ -16,7 +16,8 @@ to stop instead of running on with parent 1.
 
 Every child :func:`spawn` started is remembered until it is stopped: :func:`stop_all` is
 the last line of defence of a run's exit paths (a signal that came between a child's start
-and the moment its owner recorded it).
+and the moment its owner recorded it). A run stops only the children started since its
+:func:`mark` (a capacity sweep's service outlives each of its runs).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["signal_group", "spawn", "stop_all", "stop_group"]
+__all__ = ["mark", "signal_group", "spawn", "stop_all", "stop_group"]
 
 _PR_SET_PDEATHSIG = 1
 _prctl: Any = None
@@ -43,8 +44,9 @@ if sys.platform.startswith("linux"):
     except (OSError, AttributeError):  # no libc symbol: the harness still stops its children
         _prctl = None
 
-_LIVE: dict[int, subprocess.Popen[Any]] = {}
+_LIVE: dict[int, tuple[int, subprocess.Popen[Any]]] = {}  # pid -> (sequence, process)
 _LOCK = threading.Lock()
+_SEQUENCE = [0]
 
 
 def _pdeathsig(parent: int) -> Any:
@@ -66,8 +68,15 @@ def spawn(argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
     proc: subprocess.Popen[Any] = subprocess.Popen(  # noqa: S603 - argv lists, never a shell
         list(argv), start_new_session=True, preexec_fn=_pdeathsig(os.getpid()), **popen)
     with _LOCK:
-        _LIVE[proc.pid] = proc
+        _SEQUENCE[0] += 1
+        _LIVE[proc.pid] = (_SEQUENCE[0], proc)
     return proc
+
+
+def mark() -> int:
+    """A point in the order of spawns: ``stop_all(mark)`` stops only what came after."""
+    with _LOCK:
+        return _SEQUENCE[0]
 
 
 def _pid(proc: subprocess.Popen[Any] | int) -> int:
@@ -138,7 +147,7 @@ def stop_group(proc: subprocess.Popen[Any] | int, timeout_s: float = 10.0,
         except psutil.Error:
             continue
     _wait_gone([p for p in members if p.pid in killed], 5.0)
-    popen = proc if not isinstance(proc, int) else _LIVE.get(pid)
+    popen = proc if not isinstance(proc, int) else _LIVE.get(pid, (0, None))[1]
     if popen is not None:
         try:
             popen.wait(timeout=2.0)
@@ -149,10 +158,11 @@ def stop_group(proc: subprocess.Popen[Any] | int, timeout_s: float = 10.0,
     return killed
 
 
-def stop_all(timeout_s: float = 10.0) -> list[int]:
-    """Stop every child :func:`spawn` started that is not stopped yet; the pids stopped."""
+def stop_all(since: int = 0, timeout_s: float = 10.0) -> list[int]:
+    """Stop every child :func:`spawn` started after ``since`` (a :func:`mark`) that is not
+    stopped yet; the pids stopped."""
     with _LOCK:
-        live = list(_LIVE.values())
+        live = [proc for seq, proc in _LIVE.values() if seq > since]
     for proc in live:
         stop_group(proc, timeout_s)
     return [proc.pid for proc in live]

@@ -199,6 +199,7 @@ class DriverWatch:
         self.end_deadline: float | None = None
         self.kill_at: float | None = None
         self.forwarded = 0
+        self.overran = False  # the harness told the driver to stop: it ran past its end
         self.notes: list[str] = []
 
     def started(self) -> None:
@@ -233,6 +234,7 @@ class DriverWatch:
                            "workers, hung; driver.log holds the driver's stacks")
         if self.end_deadline is not None and now >= self.end_deadline and not self.forwarded:
             self.end_deadline = None
+            self.overran = True
             self.driver.send(signal.SIGTERM)
             self.kill_at = now + self.grace_s + STOP_SLACK_S
             self.forwarded = max(self.forwarded, 1)

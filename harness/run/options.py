@@ -14,8 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from harness.load.config import check_scale
 from harness.run.collectors import registry
-from harness.run.target import ServeOptions
+from harness.run.target import ServeOptions, check_target_url
 
 __all__ = ["EXIT_DEGRADED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_START_FAILED", "RunError",
            "RunOptions", "RunResult"]
@@ -84,6 +85,8 @@ class RunOptions:
             raise ValueError("give exactly one of --target URL or --serve reference")
         if self.serve is not None and self.serve != "reference":
             raise ValueError(f"--serve knows only 'reference' (got {self.serve!r})")
+        if self.target is not None:
+            check_target_url(self.target)
         self._check_load_model()
         self._check_timing()
         if self.record_traffic and self.serve != "reference":
@@ -118,10 +121,15 @@ class RunOptions:
             raise ValueError(f"spawn rate must be > 0 users/s (got {self.spawn_rate})")
         if not 0 <= self.workers <= 64:
             raise ValueError(f"workers must be between 0 and 64 (got {self.workers})")
+        if self.spawn_rate is not None and not math.isfinite(self.spawn_rate):
+            raise ValueError(f"spawn rate must be a finite number of users/s "
+                             f"(got {self.spawn_rate})")
 
     def _check_timing(self) -> None:
         if not self.duration_s > 0:
             raise ValueError(f"duration must be > 0 s (got {self.duration_s})")
+        check_scale(users=self.users, workers=self.workers, rate=self.peak_rate,
+                    duration_s=self.duration_s, warmup_s=self.warmup_s)
         if self.warmup_s < 0:
             raise ValueError(f"warmup must be >= 0 s (got {self.warmup_s})")
         if not 0.1 <= self.interval_s <= 60:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,7 +31,7 @@ from harness.run import children
 from harness.run.collectors.lifecycle import RunCollectors
 from harness.run.driverproc import DriverProcess, DriverWatch, driver_config, exit_text
 from harness.run.environment import collect_environment
-from harness.run.finishing import finish_run
+from harness.run.finishing import finish_run, reserve_space, save_meta, write_final
 from harness.run.options import (
     EXIT_DEGRADED,
     EXIT_INTERRUPTED,
@@ -81,15 +82,14 @@ def run(options: RunOptions, on_event: Callable[[Event], None] | None = None) ->
     load started ends it ``incomplete`` (exit 130) like one during the load."""
     emit = _guarded(on_event)
     with Interrupts() as interrupts:
-        run_dir = create_run_dir(options.out, options.scenario.stem)
         meta = _initial_meta(options)
-        write_run_json(run_dir, meta)
+        run_dir = _new_run_dir(options, meta)
         emit({"type": "run_dir", "path": str(run_dir)})
         session = _Session(options, run_dir, meta, emit, interrupts)
         try:
             with interrupts.raising():
                 session.start_target()
-                write_run_json(run_dir, meta)
+                session.save()
             session.drive()
         except Interrupted as exc:
             return session.interrupted(exc.signum)
@@ -102,7 +102,26 @@ def run(options: RunOptions, on_event: Callable[[Event], None] | None = None) ->
         finally:
             # Reached on success too: stopping twice is harmless (each stop is idempotent).
             session.stop_all()
-        return finish_run(run_dir, meta, session.load, session.signal, session.messages)
+        return finish_run(run_dir, meta, session.load, session.signal, session.messages,
+                          forced_stop=session.forced_stop)
+
+
+def _new_run_dir(options: RunOptions, meta: dict[str, Any]) -> Path:
+    """The run directory with its first run.json, and space reserved for its last one;
+    RunError naming --out when it cannot be made (nothing half-made is left)."""
+    try:
+        run_dir = create_run_dir(options.out, options.scenario.stem)
+    except OSError as exc:
+        raise RunError(f"--out must be a directory the harness can create and write in "
+                       f"(got {str(options.out)!r}: {exc.strerror or exc})") from None
+    try:
+        write_run_json(run_dir, meta)
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise RunError(f"--out must be a directory the harness can write in (got "
+                       f"{str(options.out)!r}: run.json: {exc.strerror or exc})") from None
+    reserve_space(run_dir)
+    return run_dir
 
 
 def _initial_meta(options: RunOptions) -> dict[str, Any]:
@@ -138,6 +157,8 @@ class _Session:
         self.collectors: RunCollectors | None = None
         self.load: dict[str, Any] | None = None
         self.signal: int | None = None  # a stop signal that came while the load ran
+        self.forced_stop = False  # the harness stopped a driver that overran its end
+        self._children = children.mark()  # what this run starts comes after this
         self.messages: list[str] = []
         self._died: str | None = None
 
@@ -191,6 +212,10 @@ class _Session:
         elif kind == "done":
             load = event.get("load")
             self.load = load if isinstance(load, dict) else None
+        elif kind == "error":  # why the driver stops, when driver.log cannot say it
+            note = f"the load driver: {str(event.get('message'))[:500]}"
+            self.meta["notes"].append(note)
+            self.messages.append(note)
 
     def _after_driver(self, driver: DriverProcess, watch: DriverWatch, code: int) -> None:
         """What the driver's end means for the run: not started (failed, or interrupted),
@@ -200,6 +225,7 @@ class _Session:
         for note in watch.notes:
             self.meta["notes"].append(note)
             self.messages.append(note)
+        self.forced_stop = watch.overran
         if self.signal is not None and not started:
             raise Interrupted(self.signal)
         failure = driver.failure(code, started)
@@ -221,7 +247,7 @@ class _Session:
         measure_end = measure_start + self.options.duration_s
         self.meta["timeline"].update(load_start=load_start, measure_start=measure_start,
                                      planned_load_end=measure_end)
-        write_run_json(self.run_dir, self.meta)
+        self.save()
         workers = event.get("workers")
         self.collectors.start("load", loadgen_pid=self.driver.pid, measure_start=measure_start,
                               measure_end=measure_end, load_start=load_start,
@@ -252,14 +278,21 @@ class _Session:
         if served is not None and served.process.returncode is None:
             served.stop()
             self.meta["target"]["stopped"] = True
-        children.stop_all()
+        children.stop_all(since=self._children)
+
+    def save(self) -> None:
+        """run.json as it stands (a write error is noted once, not fatal: the final write,
+        with the reserved space, is what must succeed)."""
+        error = save_meta(self.run_dir, self.meta)
+        if error is not None and error not in self.messages:
+            self.messages.append(error)
 
     def fail(self, reason: str) -> None:
         """The run could not start (or broke): stop everything, mark it ``failed``."""
         self.meta["status"] = "failed"
         self.meta["notes"].append(reason)
         self.stop_all()
-        write_run_json(self.run_dir, self.meta)
+        write_final(self.run_dir, self.meta, self.messages)
 
     def interrupted(self, signum: int) -> RunResult:
         """A stop signal before the load started: nothing measured, the run ``incomplete``."""
@@ -268,9 +301,10 @@ class _Session:
         self.stop_all()
         self.meta["status"] = "incomplete"
         self.meta["notes"].append(message)
-        write_run_json(self.run_dir, self.meta)
+        messages = [message]
+        write_final(self.run_dir, self.meta, messages)
         return RunResult(run_dir=self.run_dir, status="incomplete",
-                         exit_code=EXIT_INTERRUPTED, summary=None, messages=[message])
+                         exit_code=EXIT_INTERRUPTED, summary=None, messages=messages)
 
 
 def _start_target(

@@ -101,14 +101,30 @@ def stop_process_tree(proc: subprocess.Popen[bytes] | int, timeout_s: float = 10
     children.stop_group(proc, timeout_s=timeout_s)
 
 
+_URL_RULE = "target must be an http:// or https:// URL with a host and a port in 1-65535"
+
+
+def check_target_url(url: str) -> tuple[str, int]:
+    """(host, port) of a target URL; ValueError naming the rule and the value otherwise
+    (``http://127.0.0.1:99999`` and ``http://[::1`` raised from deep in urllib before)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{_URL_RULE} (got {url!r}: {exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ValueError(f"{_URL_RULE} (got {url!r})")
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
 def check_reachable(url: str, timeout_s: float = 5.0) -> None:
     """Raise TargetError when nothing accepts TCP connections at the URL's host and port."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetError(f"target must be an http:// or https:// URL (got {url!r})")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+        host, port = check_target_url(url)
+    except ValueError as exc:
+        raise TargetError(str(exc)) from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except OSError as exc:
         raise TargetError(f"target {url} is not reachable: {exc.strerror or exc}") from None
