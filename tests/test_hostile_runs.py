@@ -292,3 +292,23 @@ def test_a_disk_that_fills_mid_run_ends_in_a_final_state(tmp_path: Path) -> None
     finally:
         stop(proc)
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_run_where_every_request_failed_is_not_complete(tmp_path: Path) -> None:
+    """Every request gets HTTP 500: the run sent requests but measured no latency, so the
+    self-check fails it (it was complete, exit 0, '✓ measured_data')."""
+    proc, url, log = start_target(tmp_path, "--pattern", "http500")
+    try:
+        run = WatchedRun("run", str(SIMPLE), "--target", url, "--users", "2", "--duration",
+                         "3s", "--out", str(tmp_path / "runs"), "--no-profile")
+        code, out, err = run.finish(timeout_s=90)
+    finally:
+        stop(proc)
+    assert code == 3, out + err
+    assert "Traceback" not in err
+    assert "✗ measured_data" in out and "none succeeded: no latency was measured" in out, out
+    assert _final(run.run_dir())["status"] == "degraded"
+    load = RunDir(run.run_dir()).load()
+    served = truth(log)["http500"]
+    assert served - 2 <= sum(load["errors"].values()) <= served, (load["errors"], served)
+    assert not run.left()

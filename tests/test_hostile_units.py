@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from hostile_support import ROOT, start_target, stop
+from test_rules_engine import _context
 
 from harness.analysis import selfcheck
 from harness.load.recorder import LatencyRecorder, RefusedSeries
@@ -163,8 +164,6 @@ def test_a_scrape_of_a_well_behaved_target_is_unchanged(tmp_path: Path) -> None:
 # -- the self-check names the target ---------------------------------------------------------
 
 def test_target_bounds_names_the_target_and_what_it_passed() -> None:
-    from test_rules_engine import _context  # a CheckContext of a clean run
-
     c = _context()
     assert selfcheck.target_bounds(c) is None  # a run from before the bounds were kept
     within = dataclasses.replace(c, target="http://t:1", load=LoadReport(bounds={
@@ -294,3 +293,20 @@ def test_a_read_only_out_is_one_line_and_exit_2(tmp_path: Path,
         subprocess.run(["umount", str(ro)], check=True)
     err = capsys.readouterr().err
     assert code == 2 and "Read-only file system" in err and len(err.splitlines()) == 1, err
+
+
+# -- the self-check and the SLO file -----------------------------------------------------------
+
+def test_a_run_without_one_successful_request_fails_measured_data() -> None:
+    from harness.rundir.records import Latencies, LatencyBlock
+
+    c = _context()
+    failed = Latencies(LatencyBlock(count=0), None)
+    rows = tuple(dataclasses.replace(r, failures=r.count, latency=failed)
+                 for r in c.summary.requests)
+    entry = selfcheck.measured_data(
+        dataclasses.replace(c, summary=dataclasses.replace(c.summary, requests=rows)))
+    assert (entry.ok, entry.severity) == (False, "error")
+    assert entry.detail == ("12 requests in a measured window of 5.0 s; none succeeded: no "
+                            "latency was measured")
+    assert selfcheck.measured_data(c).ok  # 12 requests, 12 with a latency

@@ -89,10 +89,16 @@ def _share(part: float | None, whole: float | None) -> float:
 
 @rule("self_check", "measured_data", layer="measurement")
 def measured_data(c: CheckContext) -> CheckEntry:
-    """No request in the measured window."""
-    n = c.summary.total.count
-    return check("measured_data", n > 0, "error", f"{n} requests in a measured window of "
-                 f"{c.summary.window.duration_s} s")
+    """No request in the measured window, or none that succeeded: the latency histograms
+    hold successes only, so a run where every request failed (every one an HTTP 500)
+    measured no latency at all, however many requests it sent."""
+    n, ok = c.summary.total.count, c.summary.total.latency.client.count
+    detail = f"{n} requests in a measured window of {c.summary.window.duration_s} s"
+    if n and not ok:
+        detail += "; none succeeded: no latency was measured"
+    elif ok < n:
+        detail += f", {ok} successful"
+    return check("measured_data", ok > 0, "error", detail)
 
 
 @rule("self_check", "run_complete", layer="measurement")
