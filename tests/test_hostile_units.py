@@ -310,3 +310,19 @@ def test_a_run_without_one_successful_request_fails_measured_data() -> None:
     assert entry.detail == ("12 requests in a measured window of 5.0 s; none succeeded: no "
                             "latency was measured")
     assert selfcheck.measured_data(c).ok  # 12 requests, 12 with a latency
+
+
+@pytest.mark.parametrize(("key", "value"), [("p50", 50.0), ("p999", 99.9), ("p99.9", 99.9),
+                                            ("p9999", 99.99), ("p995", 99.5)])
+def test_percentile_keys_read_as_summary_json_writes_them(key: str, value: float) -> None:
+    from harness.analysis.slo import parse_percentile
+
+    assert parse_percentile(key) == value
+
+
+@pytest.mark.parametrize("key", ["p150", "p990", "p050", "p100", "p1000"])
+def test_a_percentile_key_beyond_100_is_refused_not_read_as_another(key: str) -> None:
+    from harness.analysis.slo import SloError, parse_slo
+
+    with pytest.raises(SloError, match=rf"latency\.{key}: percentile must be in \(0, 100\)"):
+        parse_slo({"objectives": [{"latency": {key: "50ms"}}]})
