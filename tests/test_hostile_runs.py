@@ -312,3 +312,25 @@ def test_a_run_where_every_request_failed_is_not_complete(tmp_path: Path) -> Non
     served = truth(log)["http500"]
     assert served - 2 <= sum(load["errors"].values()) <= served, (load["errors"], served)
     assert not run.left()
+
+
+def test_a_signal_while_a_trickling_target_is_probed_is_honoured(tmp_path: Path) -> None:
+    """The target answers /v1/models a byte a second: SIGQUIT during the start-up probe
+    ends the run at once (130, incomplete), not after the probe (it ignored every signal
+    until a driver existed)."""
+    proc, url, _ = start_target(tmp_path, "--pattern", "ok", "--models", "trickle")
+    try:
+        run = WatchedRun("run", str(SIMPLE), "--target", url, "--users", "1", "--duration",
+                         "5s", "--out", str(tmp_path / "runs"), "--no-profile")
+        run.wait_for("the run directory", 60, lambda: any((tmp_path / "runs").glob("*/run.json")))
+        time.sleep(1.5)
+        signalled = time.monotonic()
+        run.signal(signal.SIGQUIT)
+        code, out, err = run.finish(timeout_s=60)
+    finally:
+        stop(proc)
+    assert time.monotonic() - signalled < 20
+    assert code == 130, err
+    assert "Traceback" not in err and "SIGQUIT" in err, err
+    assert _final(run.run_dir())["status"] == "incomplete"
+    assert not run.left()

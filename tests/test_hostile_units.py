@@ -13,6 +13,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hostile_support import ROOT, start_target, stop
@@ -326,3 +327,71 @@ def test_a_percentile_key_beyond_100_is_refused_not_read_as_another(key: str) ->
 
     with pytest.raises(SloError, match=rf"latency\.{key}: percentile must be in \(0, 100\)"):
         parse_slo({"objectives": [{"latency": {key: "50ms"}}]})
+
+
+# -- the deadlines on the load driver ----------------------------------------------------------
+
+class _Driver:
+    """What DriverWatch asks of a driver, recorded."""
+
+    def __init__(self) -> None:
+        self.config = {"stop_grace_s": 0.0}
+        self.sent: list[int] = []
+        self.killed = 0
+
+    def send(self, signum: int) -> None:
+        self.sent.append(signum)
+
+    def kill(self) -> None:
+        self.killed += 1
+
+
+def _watch(monkeypatch: pytest.MonkeyPatch, **options: object) -> tuple[Any, _Driver]:
+    from harness.run import driverproc
+    from harness.run.options import RunOptions
+
+    monkeypatch.setattr(driverproc, "STOP_SLACK_S", 0.2)
+    monkeypatch.setattr(driverproc, "END_SLACK_S", 0.2)
+    driver = _Driver()
+    opts = RunOptions(scenario=SIMPLE, target="http://127.0.0.1:9", collectors={
+        "profile": None}, **options)  # type: ignore[arg-type]
+    return driverproc.DriverWatch(driver, opts), driver  # type: ignore[arg-type]
+
+
+def test_a_stop_signal_is_forwarded_then_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal as sig
+
+    watch, driver = _watch(monkeypatch, duration_s=60.0)
+    watch.started()
+    watch.check([sig.SIGHUP])
+    assert driver.sent == [sig.SIGTERM] and driver.killed == 0  # first: stop gracefully
+    time.sleep(0.3)  # the grace (0 s) and the slack (0.2 s) passed: no more patience
+    watch.check([sig.SIGHUP])
+    assert driver.killed == 1 and "did not exit within" in watch.notes[0]
+    watch.check([sig.SIGHUP, sig.SIGINT])  # a second signal kills at once
+    assert driver.killed == 2
+
+
+def test_a_load_that_does_not_start_in_time_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal as sig
+
+    from harness.run.options import RunError
+
+    watch, driver = _watch(monkeypatch, start_timeout_s=1.0)
+    watch.check([])
+    assert driver.sent == [] and driver.killed == 0
+    time.sleep(1.05)
+    with pytest.raises(RunError, match=r"did not start within 1 s \(--start-timeout\)"):
+        watch.check([])
+    assert driver.sent == [sig.SIGUSR2, sig.SIGUSR1] and driver.killed == 1  # stacks first
+
+
+def test_a_driver_past_its_end_is_told_to_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal as sig
+
+    watch, driver = _watch(monkeypatch, duration_s=0.1)
+    watch.started()
+    time.sleep(0.4)  # 0.1 s of load, 0 s of grace, 0.2 s of slack
+    watch.check([])
+    assert driver.sent == [sig.SIGTERM] and watch.overran
+    assert "had not finished" in watch.notes[0]

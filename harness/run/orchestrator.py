@@ -18,6 +18,7 @@ importable from here and from ``harness.run``.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import shutil
 import sys
@@ -93,9 +94,13 @@ def run(options: RunOptions, on_event: Callable[[Event], None] | None = None) ->
             session.drive()
         except Interrupted as exc:
             return session.interrupted(exc.signum)
-        except (RunError, TargetError, OSError) as exc:
-            session.fail(str(exc))
-            raise RunError(str(exc), run_dir) from None
+        except (RunError, TargetError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: the target's answer to a probe was not HTTP (BadStatusLine,
+            # LineTooLong); like an unreachable target, the run could not start
+            reason = str(exc) if not isinstance(exc, http.client.HTTPException) else \
+                f"the target's answer is not usable HTTP ({type(exc).__name__}: {exc})"[:500]
+            session.fail(reason)
+            raise RunError(reason, run_dir) from None
         except BaseException as exc:  # a bug: the run directory still ends in a final state
             session.fail(f"internal error: {type(exc).__name__}: {exc}")
             raise
