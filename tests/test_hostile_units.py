@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -395,3 +396,35 @@ def test_a_driver_past_its_end_is_told_to_stop(monkeypatch: pytest.MonkeyPatch) 
     watch.check([])
     assert driver.sent == [sig.SIGTERM] and watch.overran
     assert "had not finished" in watch.notes[0]
+
+
+# -- child processes ---------------------------------------------------------------------------
+
+def test_a_childs_group_is_stopped_after_the_child_itself_was_killed() -> None:
+    """A driver killed by the OOM killer leaves its workers with parent 1, out of any tree
+    the harness could walk: its process group still holds them."""
+    import psutil
+
+    from harness.run import children
+
+    proc = children.spawn([sys.executable, "-c", "import subprocess, sys, time; "
+                           "subprocess.Popen([sys.executable, '-c', 'import time; "
+                           "time.sleep(60)']); print('up', flush=True); time.sleep(60)"],
+                          stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+    worker = psutil.Process(proc.pid).children()[0]
+    proc.kill()  # the leader dies; its child is re-parented and stays in the group
+    proc.wait()
+    assert worker.is_running() and os.getpgid(worker.pid) == proc.pid
+    began = time.monotonic()
+    children.stop_group(proc, timeout_s=5.0)
+    assert time.monotonic() - began < 10
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+    assert children.stop_all() == []  # stopped once, forgotten
+
+
+def test_a_reused_pid_is_never_taken_for_a_child() -> None:
+    from harness.run import children
+
+    # this very process stands in for "another process that got the child's pid"
+    assert children._members(os.getpid(), created=1.0) == []

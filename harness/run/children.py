@@ -67,6 +67,10 @@ def spawn(argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
     dies, and remembered until :func:`stop_group` or :func:`stop_all` stopped it."""
     proc: subprocess.Popen[Any] = subprocess.Popen(  # noqa: S603 - argv lists, never a shell
         list(argv), start_new_session=True, preexec_fn=_pdeathsig(os.getpid()), **popen)
+    try:  # who this pid is: once the child is gone, another process may get the number
+        proc._harness_created = psutil.Process(proc.pid).create_time()  # type: ignore[attr-defined]
+    except psutil.Error:
+        pass
     with _LOCK:
         _SEQUENCE[0] += 1
         _LIVE[proc.pid] = (_SEQUENCE[0], proc)
@@ -83,9 +87,22 @@ def _pid(proc: subprocess.Popen[Any] | int) -> int:
     return proc if isinstance(proc, int) else proc.pid
 
 
-def _members(leader: int) -> list[psutil.Process]:
+def _created(proc: subprocess.Popen[Any] | int) -> float | None:
+    return None if isinstance(proc, int) else getattr(proc, "_harness_created", None)
+
+
+def _members(leader: int, created: float | None = None) -> list[psutil.Process]:
     """Processes of ``leader``'s group, and the leader's descendants (which may have left
-    it for a group of their own), not counting zombies."""
+    it for a group of their own), not counting zombies. ``created``: the leader's start
+    time; when a live process holds the pid with another start time, the pid was reused
+    (the kernel never reuses a pid while a group of that id has a member, so ours is gone)
+    and nothing is ours."""
+    if created is not None:
+        try:
+            if abs(psutil.Process(leader).create_time() - created) > 0.01:
+                return []
+        except psutil.Error:
+            pass
     found: dict[int, psutil.Process] = {}
     for p in psutil.process_iter():
         try:
@@ -111,7 +128,7 @@ def _alive(p: psutil.Process) -> bool:
 
 def signal_group(proc: subprocess.Popen[Any] | int, signum: int) -> None:
     """Send ``signum`` to the child's group and to its descendants."""
-    for p in _members(_pid(proc)):
+    for p in _members(_pid(proc), _created(proc)):
         try:
             p.send_signal(signum)
         except psutil.Error:
@@ -133,21 +150,22 @@ def stop_group(proc: subprocess.Popen[Any] | int, timeout_s: float = 10.0,
     to exit, then SIGKILL for what is left (bounded too). Returns the pids that had to be
     killed. Idempotent; a child that already exited is reaped."""
     pid = _pid(proc)
-    members = _members(pid)
+    popen = proc if not isinstance(proc, int) else _LIVE.get(pid, (0, None))[1]
+    created = _created(popen) if popen is not None else None
+    members = _members(pid, created)
     for p in members:
         try:
             p.send_signal(signum)
         except psutil.Error:
             continue
     killed = []
-    for p in _wait_gone(members, timeout_s) + _members(pid):  # + any forked meanwhile
+    for p in _wait_gone(members, timeout_s) + _members(pid, created):  # + any forked since
         try:
             p.kill()
             killed.append(p.pid)
         except psutil.Error:
             continue
     _wait_gone([p for p in members if p.pid in killed], 5.0)
-    popen = proc if not isinstance(proc, int) else _LIVE.get(pid, (0, None))[1]
     if popen is not None:
         try:
             popen.wait(timeout=2.0)
