@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     handle = handlers[args.command]
     try:
         return int(handle(args, argv))  # type: ignore[operator]
+    except KeyboardInterrupt:
+        # Ctrl-C outside a run's own handling (harness run handles its signals itself)
+        print(f"harness {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`harness diagnose RUN | head`): stop quietly, as cat does.
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.

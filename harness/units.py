@@ -33,7 +33,10 @@ def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
     if not match:
         raise ValueError(f"{what} must be a number with an optional unit ms, s, m or h; "
                          f"a duration must look like 500ms, 30s, 1.5m, 2h or 90 (got {text!r})")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    value = float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    if not math.isfinite(value):  # 400 nines are a valid number, and infinite as a float
+        raise ValueError(f"{what} must be a finite number of seconds (got {text!r})")
+    return value
 
 
 _TAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")

@@ -63,6 +63,9 @@ def _add_load_flags(load: argparse._ArgumentGroup) -> None:
     load.add_argument("--service-total", metavar="NAME",
                       help="the Server-Timing entry that is the service's own total (default: "
                            "inferred from the values: the entry that covers the others)")
+    load.add_argument("--start-timeout", default="60s",
+                      help="the load must start within this (locustfile import and init, "
+                           "workers connected; default 60s)")
 
 
 def _add_serve_flags(srv: argparse._ArgumentGroup) -> None:
@@ -127,8 +130,11 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
         if exc.run_dir is not None:
             print(f"run directory (marked failed): {exc.run_dir}", file=sys.stderr)
         return EXIT_USAGE
-    progress.close()
-    _print_result(result, args.json)
+    try:
+        progress.close()
+        _print_result(result, args.json)
+    except OSError:  # the terminal is gone (a hang-up): the run directory says it all
+        pass
     return result.exit_code
 
 
@@ -152,6 +158,7 @@ def run_options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
         interval_s=parse_duration(args.interval, what="interval"),
         request_timeout_s=parse_duration(args.request_timeout, what="request timeout"),
         service_total=args.service_total,
+        start_timeout_s=parse_duration(args.start_timeout, what="start timeout"),
         workers=args.workers, collectors=registry.options_from_args(args), out=args.out,
         tags=parse_tags(args.tag), user_classes=tuple(args.user_classes), seed=args.seed,
         record_traffic=args.record_traffic, locust_args=tuple(args.passthrough),

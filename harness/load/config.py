@@ -17,10 +17,35 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "DriverConfig", "load_config", "rate_function"]
+__all__ = ["MAX_DURATION_S", "MAX_RATE", "MAX_USERS_PER_PROCESS", "ConfigError",
+           "DriverConfig", "check_scale", "load_config", "rate_function"]
 
 ARRIVALS = ("poisson", "constant")
 MODELS = ("closed", "open")
+#: users of one load-generating process. Measured: 3.5 KiB per idle Locust user (20,000
+#: spawn in 3.7 s, 70 MB); one gevent loop saturates one core long before that many busy
+#: users. 100,000,000 users grew a driver 100 MB/s and blocked its loop while spawning.
+MAX_USERS_PER_PROCESS = 20_000
+#: requests/s of a whole run: ~20x what one Locust process sends at best, so --workers
+#: has room; the schedule draws each arrival (~1 us of CPU), and 1e12/s never ended.
+MAX_RATE = 100_000.0
+#: warm-up or measured time: a week of soak is the longest run anyone plans
+MAX_DURATION_S = 7 * 24 * 3600.0
+
+
+def check_scale(*, users: int | None, workers: int, rate: float | None,
+                duration_s: float, warmup_s: float) -> None:
+    """The bounds on a run's size (users, rate, durations); ValueError names the one passed."""
+    per = max(1, workers)
+    if users is not None and users > MAX_USERS_PER_PROCESS * per:
+        raise ValueError(f"users must be <= {MAX_USERS_PER_PROCESS * per} "
+                         f"({MAX_USERS_PER_PROCESS} per load-generating process, {per} "
+                         f"process{'es' if per > 1 else ''}; got {users})")
+    if rate is not None and rate > MAX_RATE:
+        raise ValueError(f"rate must be <= {MAX_RATE:.0f} requests/s (got {rate:g})")
+    for what, value in (("duration", duration_s), ("warmup", warmup_s)):
+        if value > MAX_DURATION_S:
+            raise ValueError(f"{what} must be <= {MAX_DURATION_S:.0f} s (7 days; got {value:g} s)")
 
 
 class ConfigError(ValueError):
@@ -102,6 +127,12 @@ class DriverConfig:
         master_port = _number(d, "master_port", 0, minimum=0, strict=False, integer=True)
         if master_port > 65535:
             raise ConfigError(f"master_port must be 0..65535 (got {master_port})")
+        try:
+            check_scale(users=users, workers=workers, rate=rate,
+                        duration_s=_number(d, "duration_s", 60.0, minimum=0, strict=True),
+                        warmup_s=_number(d, "warmup_s", 0.0, minimum=0, strict=False))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             locustfile=d["locustfile"], run_dir=d["run_dir"], host=host, model=model,
             users=users, spawn_rate=_number(d, "spawn_rate", None, minimum=0, strict=True)

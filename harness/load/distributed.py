@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,7 @@ from harness.load.runloop import (
     stop_users,
     wait_for_end,
 )
+from harness.rundir import clock
 
 __all__ = ["run_master", "run_worker"]
 
@@ -68,7 +68,7 @@ def _worker_command(config: DriverConfig, port: int) -> list[str]:
     host = config.master_host if config.master_host not in ("*", "0.0.0.0", "") else "127.0.0.1"
     return [sys.executable, "-m", "harness.load.driver", "--worker", "--master-host", host,
             "--master-port", str(port), "--locustfile", config.locustfile,
-            "--parent-pid", str(os.getpid())]
+            "--parent-pid", str(os.getpid()), "--clock-anchor", repr(clock.offset())]
 
 
 # -- master ----------------------------------------------------------------------------------
@@ -114,10 +114,10 @@ class MasterRole:
     def finish(self, end: float) -> dict[str, int] | None:
         """Tell the workers to stop and wait (a bounded time) for their final reports."""
         self.runner.send_message("harness_stop", {"end": end})
-        limit = time.time() + self.config.stop_grace_s + FINAL_TIMEOUT_S
-        while len(self.finals) < len(self.workers) and time.time() < limit:
+        limit = clock.now() + self.config.stop_grace_s + FINAL_TIMEOUT_S
+        while len(self.finals) < len(self.workers) and clock.now() < limit:
             gevent.sleep(0.05)
-        self.rec.flush_merged(time.time(), final=True)
+        self.rec.flush_merged(clock.now(), final=True)
         if not self.config.open_model:
             return None
         return {k: sum(int(f["window"][k]) for f in self.finals.values() if f.get("window"))
@@ -154,10 +154,10 @@ def _wait_for_workers(runner: MasterRunner, config: DriverConfig,
     ready: list[str] = []
     runner.register_message("harness_ready", lambda environment, msg, **kw: ready.append(
         msg.node_id))
-    deadline = time.time() + config.expect_workers_timeout_s
+    deadline = clock.now() + config.expect_workers_timeout_s
     while len(set(ready)) < config.workers:
         dead = [p.returncode for p in procs if p.poll() is not None]
-        if dead or time.time() > deadline or stop.event.is_set():
+        if dead or clock.now() > deadline or stop.event.is_set():
             for p in procs:
                 p.kill()
             why = (f"a worker exited with code {dead[0]}" if dead else
@@ -181,7 +181,7 @@ def run_master(config: DriverConfig, classes: list[type[User]], shape: Any,
              for _ in range(n_local)]
     workers = _wait_for_workers(runner, config, procs, stop)
     # A short lead so that every worker holds its plan before the schedule starts.
-    plan = Plan.starting_at(time.time() + 0.2, config)
+    plan = Plan.starting_at(clock.now() + 0.2, config)
     rec = LatencyRecorder(plan.load_start, config.interval_s, measure_start=plan.measure_start,
                           out_dir=Path(config.run_dir), open_model=config.open_model,
                           grace_s=REPORT_GRACE_S + config.interval_s,
@@ -228,7 +228,7 @@ class WorkerRole:
 
     def on_report(self, client_id: str, data: dict[str, Any], **kw: Any) -> None:
         if self.rec is not None and not self.stopped:
-            self.rec.tick(time.time())
+            self.rec.tick(clock.now())
             data["harness"] = self.rec.take_encoded()
 
     def on_stop(self, environment: Any = None, msg: Any = None, **kw: Any) -> None:
@@ -313,7 +313,7 @@ def run_worker(args: argparse.Namespace) -> int:
     role.overhead = calibrate(classes)  # before it tells the master it is ready
     runner.send_message("harness_ready")
     reason = wait_for_end(role, stop, deadline=None)
-    role.finish(time.time())
+    role.finish(clock.now())
     if reason == MASTER_STOP:
         # the master sends quit once it has every final report; wait for it, as before
         while len(runner.greenlet) and stop.signalled is None and not role.orphaned():

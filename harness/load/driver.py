@@ -5,21 +5,24 @@
 
 Stdout carries only JSON lines for the orchestrator (``started``, one ``interval`` per
 interval, ``done``); everything human goes to stderr. Exit codes: 0 done (also after
-SIGTERM/SIGINT, with ``stopped_early``), 2 locustfile or driver config invalid (one line
-on stderr), 3 could not start (master port busy, workers did not connect).
+SIGTERM/SIGINT/SIGHUP/SIGQUIT, with ``stopped_early``), 2 locustfile or driver config
+invalid (one line on stderr), 3 could not start (master port busy, workers did not
+connect), 4 the run directory could not be written (a full disk: the load stopped).
 See docs/load-driver.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import User
 from locust.env import Environment
 
@@ -39,6 +42,7 @@ from harness.load.runloop import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_START,
+    EXIT_WRITE,
     SHAPE_ENDED,
     Emitter,
     Plan,
@@ -50,6 +54,7 @@ from harness.load.runloop import (
     start_users,
     stop_users,
 )
+from harness.rundir import clock
 
 __all__ = ["LocustfileError", "StartError", "load_user_classes", "main", "run_local"]
 
@@ -88,7 +93,7 @@ def run_local(config: DriverConfig, classes: list[type[User]], shape: Any,
     runner = env.create_local_runner()
     fire_init(env)
     overhead = calibrate(classes, config.calibrate_requests)  # before the load's clock starts
-    plan = Plan.starting_at(time.time(), config)
+    plan = Plan.starting_at(clock.now(), config)
     rec = LatencyRecorder(plan.load_start, config.interval_s, measure_start=plan.measure_start,
                           out_dir=Path(config.run_dir), open_model=config.open_model,
                           on_interval=emit.interval, users=lambda: runner.user_count)
@@ -104,6 +109,21 @@ def _setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _dump_stacks_on_signal() -> None:
+    """SIGUSR2 writes every greenlet's stack to stderr (driver.log), SIGUSR1 every thread's
+    (also when the event loop itself is stuck): the orchestrator sends both to a driver
+    whose load did not start in time, to show where the locustfile hangs."""
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+
+    def greenlets() -> None:
+        from gevent.util import format_run_info
+
+        print("driver: the stacks of every greenlet (asked by the harness)", file=sys.stderr)
+        print("\n".join(format_run_info()), file=sys.stderr, flush=True)
+
+    gevent.signal_handler(signal.SIGUSR2, greenlets)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.load.driver")
     parser.add_argument("config", nargs="?", help="driver.json (local or master role)")
@@ -114,10 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker: directory holding driver.json (for the locustfile)")
     parser.add_argument("--locustfile", default=None, help="worker: the locustfile to load")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--clock-anchor", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.clock_anchor is not None:
+        # started by a process of this machine: stamp instants as it does (harness.rundir.clock)
+        clock.adopt(args.clock_anchor)
     _setup_logging()
+    _dump_stacks_on_signal()
     out = sys.stdout
     sys.stdout = sys.stderr
+    emit = Emitter(out)
     try:
         if args.worker:
             return distributed.run_worker(args)
@@ -137,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"host must be set in the config or on the User class "
                                   f"(missing for {hostless})")
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-        emit = Emitter(out)
-        stop = StopSignal()
+        stop = StopSignal(args.parent_pid)
         if config.workers:
             return distributed.run_master(config, classes, shape, emit, stop,
                                               config.local_workers)
@@ -149,6 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     except StartError as exc:
         print(f"driver: could not start: {exc}", file=sys.stderr)
         return EXIT_START
+    except OSError as exc:  # a full disk, a run directory removed under it
+        _fatal(emit, f"the load stopped: the run directory cannot be written: {exc}")
+        return EXIT_WRITE
+
+
+def _fatal(emit: Emitter, message: str) -> None:
+    """Say why the driver stops on stderr (driver.log) and through the protocol: on a full
+    disk driver.log takes nothing more, the pipe to the orchestrator still does."""
+    for say in (lambda: print(f"driver: {message}", file=sys.stderr, flush=True),
+                lambda: emit({"type": "error", "message": message})):
+        try:
+            say()
+        except OSError:
+            continue
 
 
 if __name__ == "__main__":

@@ -23,22 +23,28 @@ import gevent
 from gevent import GreenletExit
 
 from harness.load.pacing import LATENESS_ATTR
-from harness.load.recorder import LatencyRecorder, Series
+from harness.load.recorder import LatencyRecorder, RefusedSeries, Series
 from harness.load.servertiming import ServerTimingError, parse_server_timing
 from harness.load.servicetotal import ServiceTotal
 from harness.load.tracecontext import TraceContext
+from harness.rundir import clock
 
 __all__ = ["RequestHook", "count_unanswered", "error_type"]
 
 _OS_MODULES = ("builtins", "socket", "ssl")
+_REDIRECT_LOOP = "Redirection limit reached"  # geventhttpclient's RetriesExceeded text
 _SLOT = {"client_uncorrected": "unc", "client_failed": "failed"}
 
 
 def error_type(exception: BaseException, response: Any = None) -> str:
-    """``HTTP <status>`` for an HTTP error, else the root cause's class name.
+    """``HTTP <status>`` for an HTTP error, ``TooManyRedirects`` for a redirect loop, else
+    the root cause's class name.
 
     requests wraps ``ConnectionRefusedError`` three levels deep (ConnectionError ->
-    MaxRetryError -> NewConnectionError); the root is what an operator needs to read.
+    MaxRetryError -> NewConnectionError); geventhttpclient wraps a timeout of a retried
+    (idempotent) request in ``RetriesExceeded(original=...)`` and names a redirect loop
+    only in its text ("Redirection limit reached"). The root is what an operator needs to
+    read: a hung target is a ``TimeoutError``, not ``RetriesExceeded``.
     """
     status = getattr(response, "status_code", 0) or 0
     if status >= 400:
@@ -49,7 +55,10 @@ def error_type(exception: BaseException, response: Any = None) -> str:
         seen.add(id(exc))
         if isinstance(exc, OSError) and type(exc).__module__ in _OS_MODULES:
             return type(exc).__name__
-        nxt = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+        if _REDIRECT_LOOP in str(getattr(exc, "text", "")):
+            return "TooManyRedirects"
+        nxt = (exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+               or getattr(exc, "original", None))
         if nxt is None and exc.args and isinstance(exc.args[0], BaseException):
             nxt = exc.args[0]
         exc = nxt if isinstance(nxt, BaseException) else None
@@ -127,7 +136,9 @@ class _Bundle:
     def stage(self, stage: str) -> Series:
         s = self.stages.get(stage)
         if s is None:
-            s = self.stages[stage] = self.rec.series("stage", self.name, stage, self.tag)
+            s = self.rec.series("stage", self.name, stage, self.tag)
+            if not isinstance(s, RefusedSeries):  # past the run's cap: names are not kept
+                self.stages[stage] = s
         return s
 
 
@@ -184,7 +195,7 @@ class RequestHook:
         exception: BaseException | None = None,
         **_kwargs: Any,
     ) -> None:
-        now = time.time()
+        now = clock.now()
         rec = self.rec
         if now >= rec.roll_at:
             rec.roll(now)

@@ -58,20 +58,25 @@ def load_user_classes(
 
 
 def apply_request_timeout(classes: list[type[User]], seconds: float) -> None:
-    """Bound every FastHttpUser request by ``seconds`` unless its class chose a timeout.
+    """Bound every FastHttpUser request by ``seconds`` unless its class chose a timeout,
+    and each request as a whole (harness/load/requestbounds.py).
 
     Locust's default is 60 s: against a target that accepts and never answers, each user
     would block for the whole of a short run and its requests would never be counted. With a
-    bound they fail as timeouts, counted by type like any other error.
+    bound they fail as timeouts, counted by type like any other error. Locust's timeouts are
+    per socket operation: a target that trickles its answer is cut by the whole-request
+    deadline (the same ``seconds``, or the class's own longer timeouts).
     """
     from locust.contrib.fasthttp import FastHttpUser
 
-    for cls in classes:
-        if not issubclass(cls, FastHttpUser):
-            continue
+    from harness.load.requestbounds import bound_requests
+
+    fast = [cls for cls in classes if issubclass(cls, FastHttpUser)]
+    for cls in fast:
         for attr in ("network_timeout", "connection_timeout"):
             if getattr(cls, attr) == getattr(FastHttpUser, attr):
                 setattr(cls, attr, float(seconds))
+    bound_requests(fast, seconds)
 
 
 def locust_options(locust_args: tuple[str, ...] | list[str]) -> argparse.Namespace:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST
 
 from harness.load.recorder import LatencyRecorder
 from harness.load.schedule import ARRIVALS, ArrivalSchedule
+from harness.rundir import clock
 
 __all__ = ["ARRIVALS", "LATENESS_ATTR", "ArrivalSchedule", "OpenModelPacer"]
 
@@ -121,17 +121,17 @@ class OpenModelPacer:
         generator's own, recorded apart (``lateness_loop``) so the self-check can say when
         it distorts the numbers. A late start's cause is the larger of the two.
         """
-        claimed = time.time()
+        claimed = clock.now()
         intended = self.schedule.claim()
         if intended >= self.load_end:
             # Nothing left to do in this run: wait, killable, until the driver stops us.
             self._sleep(user, math.inf)
-        delay = intended - time.time()
+        delay = intended - clock.now()
         if delay > self.spin_s:
             self._sleep(user, delay - self.spin_s)
-        if self.spin_s and time.time() < intended:
+        if self.spin_s and clock.now() < intended:
             self._spin(user, intended)
-        now = time.time()
+        now = clock.now()
         lateness_us = max(0, round((now - intended) * 1e6))
         pool_us = min(lateness_us, max(0, round((claimed - intended) * 1e6)))
         loop_us = lateness_us - pool_us
@@ -177,7 +177,7 @@ class OpenModelPacer:
         if user._state == LOCUST_STATE_STOPPING:
             raise StopUser()
         user._state = LOCUST_STATE_WAITING
-        while time.time() < until:
+        while clock.now() < until:
             gevent.sleep(0)
         if user._state == LOCUST_STATE_STOPPING:
             raise StopUser()

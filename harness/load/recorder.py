@@ -20,6 +20,11 @@ Three roles share the class (see docs/load-driver.md):
   intervals exactly (``decode_and_add``) and ``flush_merged()`` writes an interval once
   every worker has reported past it, or after ``grace_s``.
 
+A run holds at most ``max_series`` series (:data:`MAX_SERIES`): stage names come from the
+target, and a target that sends names never seen before (20 per request took a driver to
+1.5 GB in 10 s) must not grow the driver without bound. A series the cap refuses records
+nothing; its values are counted (``over_series_limit``, load.json ``bounds``).
+
 Import-safe: no Locust, no gevent.
 """
 
@@ -32,6 +37,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from harness.load.intervalcounts import IntervalCounts
 from harness.rundir.hlog import (
     HIGHEST_US,
     LOWEST_US,
@@ -42,12 +48,17 @@ from harness.rundir.hlog import (
 )
 
 __all__ = [
-    "HIGHEST_US", "LOWEST_US", "SIGNIFICANT_FIGURES", "METRICS",
-    "IntervalCounts", "LatencyRecorder", "Series", "SeriesKey", "new_histogram",
+    "HIGHEST_US", "LOWEST_US", "MAX_SERIES", "SIGNIFICANT_FIGURES", "METRICS",
+    "IntervalCounts", "LatencyRecorder", "RefusedSeries", "Series", "SeriesKey",
+    "new_histogram",
 ]
 
 METRICS = ("client", "client_uncorrected", "client_failed", "stage", "residual", "lateness",
            "lateness_loop")
+#: series per run. Each holds two histograms of ~185 KiB (this interval's and the run's
+#: total): ~185 MiB at the cap. The runs on record have 17-44 series; an OOD scenario with
+#: ten input classes and three models about 250.
+MAX_SERIES = 500
 
 
 def release(hists: Any) -> None:
@@ -64,58 +75,6 @@ def release(hists: Any) -> None:
         if encoder is not None:
             encoder.histogram = None
         h.encoder = None
-
-
-class IntervalCounts:
-    """Request counters of one interval (summable across workers)."""
-
-    __slots__ = ("requests", "failures", "by_name", "errors", "negative_residuals",
-                 "server_timing_missing", "server_timing_malformed",
-                 "scheduled", "started", "late", "late_loop", "unanswered", "unanswered_long")
-    _INTS = ("requests", "failures", "negative_residuals", "server_timing_missing",
-             "server_timing_malformed", "scheduled", "started", "late", "late_loop",
-             "unanswered", "unanswered_long")
-    requests: int
-    failures: int
-    negative_residuals: int
-    server_timing_missing: int
-    server_timing_malformed: int
-    scheduled: int
-    started: int
-    late: int
-    #: of the late starts, those the load generator's own loop made late (a user was free)
-    late_loop: int
-    #: requests sent but never answered: their user was stopped while waiting
-    unanswered: int
-    #: of those, requests that had waited at least UNANSWERED_LONG_S when stopped
-    unanswered_long: int
-
-    def __init__(self) -> None:
-        for field in self._INTS:
-            setattr(self, field, 0)
-        self.by_name: dict[str, list[int]] = {}  # name -> [requests, failures]
-        self.errors: dict[str, int] = {}  # "name|error type" -> count
-
-    def add(self, other: dict[str, Any]) -> None:
-        """Add counts given as ``to_dict()`` output (ints may be partial)."""
-        for field in self._INTS:
-            if field in other:
-                setattr(self, field, getattr(self, field) + int(other[field]))
-        for name, (req, fail) in other.get("by_name", {}).items():
-            row = self.by_name.setdefault(name, [0, 0])
-            row[0] += req
-            row[1] += fail
-        for key, n in other.get("errors", {}).items():
-            self.errors[key] = self.errors.get(key, 0) + n
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {field: getattr(self, field) for field in self._INTS}
-        d["by_name"] = {name: list(row) for name, row in self.by_name.items()}
-        d["errors"] = dict(self.errors)
-        return d
-
-    def by_name_dict(self) -> dict[str, dict[str, int]]:
-        return {n: {"requests": r[0], "failures": r[1]} for n, r in self.by_name.items()}
 
 
 class Series:
@@ -139,6 +98,22 @@ class Series:
         return False
 
 
+class RefusedSeries(Series):
+    """Stands in for a series the run's cap refused: records nothing, counts each value in
+    its recorder's ``over_series_limit`` (never kept by the recorder, so a name that comes
+    once costs nothing after its request)."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, key: SeriesKey, owner: LatencyRecorder) -> None:  # noqa: D107
+        self.key, self.file, self.owner = key, "", owner
+        self.out_of_range = self.count = 0
+
+    def record(self, value_us: int) -> bool:
+        self.owner.counts.over_series_limit += 1
+        return False
+
+
 class LatencyRecorder:
     """Interval HDR histograms per series (metric, name, stage, tag); see module doc."""
 
@@ -154,6 +129,7 @@ class LatencyRecorder:
         on_interval: Callable[[dict[str, Any]], None] | None = None,
         interval_hook: Callable[[int, float], dict[str, int]] | None = None,
         users: Callable[[], int] | None = None,
+        max_series: int = MAX_SERIES,
     ) -> None:
         if not (isinstance(load_start, (int, float)) and math.isfinite(load_start)):
             raise ValueError(f"load_start must be finite epoch seconds (got {load_start!r})")
@@ -169,6 +145,10 @@ class LatencyRecorder:
         self.on_interval = on_interval
         self.interval_hook = interval_hook
         self.users = users
+        if isinstance(max_series, bool) or not isinstance(max_series, int) or max_series < 1:
+            raise ValueError(f"max_series must be an integer >= 1 (got {max_series!r})")
+        self.max_series = max_series
+        self.over_series_limit = 0  # values refused by the series cap, whole run
         #: the trace context of --traces (harness.load.tracecontext), set by the run loop
         self.traces: Any = None
         #: which Server-Timing entry is the service's total (harness.load.servicetotal)
@@ -196,7 +176,8 @@ class LatencyRecorder:
     def series(
         self, metric: str, name: str, stage: str | None = None, tag: str | None = None
     ) -> Series:
-        """The series for this key, created (and its file started) on first use."""
+        """The series for this key, created (and its file started) on first use; past the
+        run's cap a :class:`RefusedSeries` that counts what it is given."""
         key = SeriesKey(metric, name, stage, tag)
         s = self._series.get(key)
         if s is None:
@@ -204,6 +185,8 @@ class LatencyRecorder:
                 raise ValueError(f"metric must be one of {METRICS} (got {metric!r})")
             if (metric == "stage") != (stage is not None):
                 raise ValueError(f"stage is required for metric 'stage' only (got {stage!r})")
+            if len(self._series) >= self.max_series:
+                return RefusedSeries(key, self)
             file = self.files.add(key) if self.files else ""
             s = self._series[key] = Series(key, file)
         return s
@@ -300,15 +283,17 @@ class LatencyRecorder:
             p["c"].add(item["c"])
             for metric, name, stage, tag, encoded, oor in item["h"]:
                 s = self.series(metric, name, stage, tag)
+                other = HdrHistogram.decode(encoded) if encoded is not None else None
+                if isinstance(s, RefusedSeries):  # the workers' union passed the cap
+                    p["c"].over_series_limit += other.total_count if other else 0
+                elif other is not None:
+                    h = p["h"].get(s.key)
+                    if h is None:
+                        h = p["h"][s.key] = new_histogram()
+                    h.add(other)  # decode_and_add, minus the cycle
                 s.out_of_range += int(oor)
-                if encoded is None:
-                    continue
-                h = p["h"].get(s.key)
-                if h is None:
-                    h = p["h"][s.key] = new_histogram()
-                other = HdrHistogram.decode(encoded)  # decode_and_add, minus the cycle
-                h.add(other)
-                release([other])
+                if other is not None:
+                    release([other])
         closed = math.inf if report.get("final") else int(report.get("closed_through", -1))
         self._sources[source] = max(self._sources[source], closed)
 
@@ -335,6 +320,11 @@ class LatencyRecorder:
             self.finished = True
             if self.files:
                 self.files.write_index(self._series.values(), force=True)
+
+    def bounds(self) -> dict[str, int]:
+        """The run's series cap and what it cut (load.json ``bounds``)."""
+        return {"series_limit": self.max_series, "series": len(self._series),
+                "values_over_series_limit": self.over_series_limit}
 
     # -- writing --------------------------------------------------------------------------
     def _emit(
@@ -366,6 +356,7 @@ class LatencyRecorder:
         record["p50_us"] = pct.get(50.0)
         record["p99_us"] = pct.get(99.0)
         self.files.append_interval(record)
+        self.over_series_limit += counts.over_series_limit
         if not warmup:
             self.measured.add(counts.to_dict())
             if self.measured_since is None:

@@ -20,8 +20,8 @@ become a :class:`StopSignal`. See docs/load-driver.md.
 from __future__ import annotations
 
 import json
+import os
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -37,14 +37,17 @@ from harness.load.pacing import ArrivalSchedule, OpenModelPacer
 from harness.load.recorder import LatencyRecorder
 from harness.load.servicetotal import ServiceTotal
 from harness.load.tracecontext import TraceContext
+from harness.rundir import clock
 from harness.rundir.atomic import write_text_atomic
 from harness.rundir.records.load import achieved_count
 
-__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_START", "SHAPE_ENDED", "Emitter", "Plan", "Role",
-           "StartError", "StopSignal", "install_recording", "load_summary", "run_users",
-           "shape_ended", "start_users", "stop_users", "wait_for_end", "write_load_json"]
+__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_START", "EXIT_WRITE", "SHAPE_ENDED", "Emitter",
+           "Plan", "Role", "StartError", "StopSignal", "install_recording", "load_summary",
+           "run_users", "shape_ended", "start_users", "stop_users", "wait_for_end",
+           "write_load_json"]
 
 EXIT_OK, EXIT_INVALID, EXIT_START = 0, 2, 3
+EXIT_WRITE = 4  # the run directory could not be written (a full disk): the load stopped
 SHAPE_ENDED = "load shape ended"
 
 
@@ -67,18 +70,31 @@ class Emitter:
         self({"type": "interval", **record})
 
 
+#: the signals that stop the load (the orchestrator treats the same ones alike)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+                     if hasattr(signal, name))
+PARENT_GONE = "the harness is gone"
+
+
 class StopSignal:
-    """SIGTERM/SIGINT (or a role's own reason, :meth:`request`) -> an Event the loop waits on.
+    """SIGTERM, SIGINT, SIGHUP, SIGQUIT (or a role's own reason, :meth:`request`) -> an
+    Event the loop waits on; also the end of ``parent_pid`` (the orchestrator that started
+    this driver): a driver never loads on for nobody.
 
     ``reason`` is the first reason given; ``signalled`` the signal's name once one came.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parent_pid: int | None = None) -> None:
         self.event = Event()
         self.reason: str | None = None
         self.signalled: str | None = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        self.parent_pid = parent_pid
+        for sig in STOP_SIGNALS:
             gevent.signal_handler(sig, self._on_signal, sig)
+
+    def orphaned(self) -> bool:
+        """The process that started this one (``parent_pid``) is gone."""
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _on_signal(self, sig: int) -> None:
         self.signalled = signal.Signals(sig).name
@@ -207,7 +223,7 @@ def stop_users(env: Environment, rec: LatencyRecorder, pacer: OpenModelPacer | N
     env.runner.stop()
     if rec.service_total is not None:
         rec.service_total.flush()  # residuals still waiting for the decision, recorded now
-    rec.finish(time.time())
+    rec.finish(clock.now())
     if rec.traces is not None:
         rec.traces.flush()
     return window
@@ -252,16 +268,19 @@ def wait_for_end(role: Role, stop: StopSignal, deadline: float | None) -> str | 
     """Tick ``role`` until ``deadline`` (None: no deadline), a stop, or the role's own end;
     the reason it ended early, or None at the deadline."""
     while True:
-        now = time.time()
+        now = clock.now()
         if deadline is not None and now >= deadline:
             return None
         if stop.event.is_set():
+            return stop.reason
+        if stop.orphaned():
+            stop.request(PARENT_GONE)
             return stop.reason
         reason = role.ended(now)
         if reason is not None:
             return reason
         stop.event.wait(role.wait_s(now))
-        role.tick(time.time())
+        role.tick(clock.now())
 
 
 def run_users(env: Environment, role: Role, config: DriverConfig, plan: Plan,
@@ -274,7 +293,7 @@ def run_users(env: Environment, role: Role, config: DriverConfig, plan: Plan,
           "load_end": plan.load_end, **started})
     role.start_users()
     reason = wait_for_end(role, stop, plan.load_end)
-    end = min(time.time(), plan.load_end)
+    end = min(clock.now(), plan.load_end)
     window = role.finish(end)
     load = load_summary(config, rec, window, end=end,
                         stopped_early=reason not in (None, SHAPE_ENDED), stop_reason=reason,
@@ -330,6 +349,7 @@ def load_summary(
         "unanswered": m.unanswered, "unanswered_long": m.unanswered_long,
         "errors": dict(m.errors),
         "out_of_range": sum(s.out_of_range for s in rec.all_series()),
+        "bounds": rec.bounds(),
         "workers": max(1, config.workers), "stopped_early": stopped_early,
         "stop_reason": stop_reason, "timeline": {**timeline, "load_end": end},
         **({"traces": rec.traces.report()} if rec.traces is not None else {}),

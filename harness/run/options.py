@@ -15,8 +15,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from harness.load.config import check_scale
 from harness.run.collectors import registry
-from harness.run.target import ServeOptions
+from harness.run.target import ServeOptions, check_target_url
 
 __all__ = ["EXIT_DEGRADED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_START_FAILED", "RunError",
            "RunOptions", "RunResult"]
@@ -68,6 +69,9 @@ class RunOptions:
     late_threshold_us: int = 1000
     request_timeout_s: float = 10.0
     service_total: str | None = None  # the Server-Timing entry that is the service's total
+    #: how long the load driver may take to start the load (import the locustfile, run its
+    #: init, connect its workers) before the run fails
+    start_timeout_s: float = 60.0
     locust_args: tuple[str, ...] = ()
     record_traffic: bool = False
     command_line: tuple[str, ...] = ()
@@ -83,6 +87,8 @@ class RunOptions:
             raise ValueError("give exactly one of --target URL or --serve reference")
         if self.serve is not None and self.serve != "reference":
             raise ValueError(f"--serve knows only 'reference' (got {self.serve!r})")
+        if self.target is not None:
+            check_target_url(self.target)
         self._check_load_model()
         self._check_timing()
         if self.record_traffic and self.serve != "reference":
@@ -117,10 +123,15 @@ class RunOptions:
             raise ValueError(f"spawn rate must be > 0 users/s (got {self.spawn_rate})")
         if not 0 <= self.workers <= 64:
             raise ValueError(f"workers must be between 0 and 64 (got {self.workers})")
+        if self.spawn_rate is not None and not math.isfinite(self.spawn_rate):
+            raise ValueError(f"spawn rate must be a finite number of users/s "
+                             f"(got {self.spawn_rate})")
 
     def _check_timing(self) -> None:
         if not self.duration_s > 0:
             raise ValueError(f"duration must be > 0 s (got {self.duration_s})")
+        check_scale(users=self.users, workers=self.workers, rate=self.peak_rate,
+                    duration_s=self.duration_s, warmup_s=self.warmup_s)
         if self.warmup_s < 0:
             raise ValueError(f"warmup must be >= 0 s (got {self.warmup_s})")
         if not 0.1 <= self.interval_s <= 60:
@@ -132,6 +143,9 @@ class RunOptions:
                                                                self.service_total):
             raise ValueError(f"--service-total must be a Server-Timing entry name (a token) "
                              f"(got {self.service_total!r})")
+        if not (1 <= self.start_timeout_s <= 3600 and math.isfinite(self.start_timeout_s)):
+            raise ValueError(f"start timeout must be between 1 and 3600 s "
+                             f"(got {self.start_timeout_s})")
 
     @property
     def model(self) -> str:

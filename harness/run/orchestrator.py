@@ -4,8 +4,12 @@ The orchestrator never imports Locust: the load driver is a subprocess
 (``python -m harness.load.driver``, harness/run/driverproc.py) that speaks JSON lines on
 its stdout. It knows no collector by name either: it starts the registered ones
 (harness/run/collectors/lifecycle.py) at their moment and records each one's status.
-Whatever happens (the target dies, the user presses Ctrl-C, the driver crashes) the run
-directory is left readable and marked with what happened (harness/run/finishing.py).
+Whatever happens (the target dies, a stop signal comes at any moment, the driver crashes
+or is killed) the run directory is left readable and marked with what happened
+(harness/run/finishing.py), and every process the run started is stopped: each child
+leads a process group the harness owns (harness/run/children.py), every wait on the
+driver has a deadline (driverproc.DriverWatch), and SIGINT, SIGTERM, SIGHUP and SIGQUIT
+are honoured from the first instant (harness/run/signals.py).
 
 The public names (``run``, ``RunOptions``, ``RunResult``, ``RunError``, ``EXIT_*``) are
 importable from here and from ``harness.run``.
@@ -14,21 +18,20 @@ importable from here and from ``harness.run``.
 from __future__ import annotations
 
 import hashlib
-import signal
-import subprocess
+import http.client
+import shutil
 import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
+from harness.run import children
 from harness.run.collectors.lifecycle import RunCollectors
-from harness.run.driverproc import DriverProcess, driver_config
+from harness.run.driverproc import DriverProcess, DriverWatch, driver_config, exit_text
 from harness.run.environment import collect_environment
-from harness.run.finishing import finish_run
+from harness.run.finishing import finish_run, reserve_space, save_meta, write_final
 from harness.run.modelversions import model_versions as _model_versions
 from harness.run.options import (
     EXIT_DEGRADED,
@@ -39,6 +42,7 @@ from harness.run.options import (
     RunOptions,
     RunResult,
 )
+from harness.run.signals import Interrupted, Interrupts, signal_name
 from harness.run.target import (
     ServedTarget,
     TargetError,
@@ -47,7 +51,7 @@ from harness.run.target import (
     is_local,
     serve_reference,
 )
-from harness.rundir import create_run_dir, write_run_json
+from harness.rundir import clock, create_run_dir, write_run_json
 
 __all__ = ["EXIT_DEGRADED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_START_FAILED", "RunError",
            "RunOptions", "RunResult", "run"]
@@ -56,60 +60,74 @@ Event = dict[str, Any]
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "rb") as fh:  # in chunks: a locustfile's size is not ours to choose
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-class _Interrupt:
-    """Turns SIGINT/SIGTERM into a flag (and a graceful stop of the driver)."""
+def _guarded(on_event: Callable[[Event], None] | None) -> Callable[[Event], None]:
+    """``on_event`` that can fail without failing the run: after a hang-up the terminal is
+    gone and every write to it raises (EIO); the run goes on and finishes its directory."""
+    state = {"ok": on_event is not None}
 
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self.driver: subprocess.Popen[bytes] | None = None
-        self._old: dict[int, Any] = {}
+    def emit(event: Event) -> None:
+        if state["ok"] and on_event is not None:
+            try:
+                on_event(event)
+            except OSError:
+                state["ok"] = False
 
-    def __enter__(self) -> _Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        first = self.signal is None
-        self.signal = signum
-        if self.driver is not None and self.driver.poll() is None:
-            # First signal: the driver stops users and flushes. Second: no more patience.
-            self.driver.send_signal(signal.SIGTERM if first else signal.SIGKILL)
+    return emit
 
 
 def run(options: RunOptions, on_event: Callable[[Event], None] | None = None) -> RunResult:
-    """Run one load test; raise RunError when it could not start."""
-    emit = on_event or (lambda _e: None)
-    run_dir = create_run_dir(options.out, options.scenario.stem)
-    meta = _initial_meta(options)
-    write_run_json(run_dir, meta)
-    emit({"type": "run_dir", "path": str(run_dir)})
-    session = _Session(options, run_dir, meta, emit)
-    with _Interrupt() as interrupt:
+    """Run one load test; raise RunError when it could not start. A stop signal before the
+    load started ends it ``incomplete`` (exit 130) like one during the load."""
+    emit = _guarded(on_event)
+    with Interrupts() as interrupts:
+        meta = _initial_meta(options)
+        run_dir = _new_run_dir(options, meta)
+        emit({"type": "run_dir", "path": str(run_dir)})
+        session = _Session(options, run_dir, meta, emit, interrupts)
         try:
-            session.start_target()
-            write_run_json(run_dir, meta)
-            if interrupt.signal is not None:
-                raise RunError("interrupted before the load started", run_dir)
-            session.drive(interrupt)
-        except (RunError, TargetError, OSError) as exc:
-            meta["status"] = "failed"
-            meta["notes"].append(str(exc))
-            session.stop_all()
-            write_run_json(run_dir, meta)
-            raise RunError(str(exc), run_dir) from None
+            with interrupts.raising():
+                session.start_target()
+                session.save()
+            session.drive()
+        except Interrupted as exc:
+            return session.interrupted(exc.signum)
+        except (RunError, TargetError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: the target's answer to a probe was not HTTP (BadStatusLine,
+            # LineTooLong); like an unreachable target, the run could not start
+            reason = str(exc) if not isinstance(exc, http.client.HTTPException) else \
+                f"the target's answer is not usable HTTP ({type(exc).__name__}: {exc})"[:500]
+            session.fail(reason)
+            raise RunError(reason, run_dir) from None
+        except BaseException as exc:  # a bug: the run directory still ends in a final state
+            session.fail(f"internal error: {type(exc).__name__}: {exc}")
+            raise
         finally:
             # Reached on success too: stopping twice is harmless (each stop is idempotent).
             session.stop_all()
-    return finish_run(run_dir, meta, session.load, interrupt.signal, session.messages)
+        return finish_run(run_dir, meta, session.load, session.signal, session.messages,
+                          forced_stop=session.forced_stop)
+
+
+def _new_run_dir(options: RunOptions, meta: dict[str, Any]) -> Path:
+    """The run directory with its first run.json, and space reserved for its last one;
+    RunError naming --out when it cannot be made (nothing half-made is left)."""
+    try:
+        run_dir = create_run_dir(options.out, options.scenario.stem)
+    except OSError as exc:
+        raise RunError(f"--out must be a directory the harness can create and write in "
+                       f"(got {str(options.out)!r}: {exc.strerror or exc})") from None
+    try:
+        write_run_json(run_dir, meta)
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise RunError(f"--out must be a directory the harness can write in (got "
+                       f"{str(options.out)!r}: run.json: {exc.strerror or exc})") from None
+    reserve_space(run_dir)
+    return run_dir
 
 
 def _initial_meta(options: RunOptions) -> dict[str, Any]:
@@ -124,7 +142,7 @@ def _initial_meta(options: RunOptions) -> dict[str, Any]:
         },
         "target": {},
         "load": options.describe_load(),
-        "timeline": {"created": time.time()},
+        "timeline": {"created": clock.now()},
         "environment": collect_environment(),
         "collectors": {},
         "notes": [],
@@ -135,14 +153,18 @@ class _Session:
     """The processes and collectors of one run, and what it learnt on the way."""
 
     def __init__(self, options: RunOptions, run_dir: Path, meta: dict[str, Any],
-                 emit: Callable[[Event], None]) -> None:
+                 emit: Callable[[Event], None], interrupts: Interrupts) -> None:
         self.options, self.run_dir, self.meta, self.emit = options, run_dir, meta, emit
+        self.interrupts = interrupts
         self.served: ServedTarget | None = None
         self.url = ""
         self.service_pid: int | None = None
         self.driver: DriverProcess | None = None
         self.collectors: RunCollectors | None = None
         self.load: dict[str, Any] | None = None
+        self.signal: int | None = None  # a stop signal that came while the load ran
+        self.forced_stop = False  # the harness stopped a driver that overran its end
+        self._children = children.mark()  # what this run starts comes after this
         self.messages: list[str] = []
         self._died: str | None = None
 
@@ -153,7 +175,7 @@ class _Session:
         self.collectors = collectors = RunCollectors(
             options.collectors, run_dir=self.run_dir, service_pid=None, target_url=None,
             workers=options.workers)
-        now = time.time()
+        now = clock.now()
         collectors.start("target", loadgen_pid=None, measure_start=now + options.warmup_s,
                          measure_end=now + options.warmup_s + options.duration_s)
         for line in collectors.announce():
@@ -162,33 +184,65 @@ class _Session:
             options, self.run_dir, self.meta, self.emit, collectors.target_env())
         collectors.service_pid, collectors.target_url = self.service_pid, self.url
 
-    def drive(self, interrupt: _Interrupt) -> None:
-        """Start the driver and the collectors, follow the driver's events to its end."""
+    def drive(self) -> None:
+        """Start the driver and the collectors, follow the driver's events to its end, every
+        wait bounded (DriverWatch), stop signals forwarded to the driver."""
         options = self.options
         assert self.collectors is not None
         config = {**driver_config(options, self.run_dir, self.url),
                   **self.collectors.driver_config()}
         self.driver = driver = DriverProcess(self.run_dir, config)
-        interrupt.driver = driver.process
-        planned_end = time.time() + options.warmup_s + options.duration_s
+        watch = DriverWatch(driver, options)
+        now = clock.now()
         self.collectors.start("process", loadgen_pid=driver.pid,
-                              measure_start=time.time() + options.warmup_s,
-                              measure_end=planned_end)
-        for event in driver.events():
-            kind = event.get("type")
-            if kind == "started":
-                self._on_started(event)
-            elif kind == "interval":
-                self._check_service()
-                self.emit(event)
-            elif kind == "done":
-                self.load = event.get("load")
-        code = driver.wait()
-        self.meta["timeline"]["load_end"] = time.time()
+                              measure_start=now + options.warmup_s,
+                              measure_end=now + options.warmup_s + options.duration_s)
+        while not driver.ended:
+            event = driver.next_event(0.25)
+            if event is not None:
+                self._on_event(event, watch)
+            watch.check(self.interrupts.received)
+        code = driver.wait(10.0)
+        self.meta["timeline"]["load_end"] = clock.now()
         self.meta["driver_exit_code"] = code
-        failure = driver.failure(code, self.load, interrupt.signal is not None)
+        self._after_driver(driver, watch, code)
+
+    def _on_event(self, event: Event, watch: DriverWatch) -> None:
+        kind = event.get("type")
+        if kind == "started":
+            watch.started()
+            self._on_started(event)
+        elif kind == "interval":
+            self._check_service()
+            self.emit(event)
+        elif kind == "done":
+            load = event.get("load")
+            self.load = load if isinstance(load, dict) else None
+        elif kind == "error":  # why the driver stops, when driver.log cannot say it
+            note = f"the load driver: {str(event.get('message'))[:500]}"
+            self.meta["notes"].append(note)
+            self.messages.append(note)
+
+    def _after_driver(self, driver: DriverProcess, watch: DriverWatch, code: int) -> None:
+        """What the driver's end means for the run: not started (failed, or interrupted),
+        or ended with or without its final report (then the run keeps what it measured)."""
+        started = watch.started_at is not None
+        self.signal = self.interrupts.signal
+        for note in watch.notes:
+            self.meta["notes"].append(note)
+            self.messages.append(note)
+        self.forced_stop = watch.overran
+        if self.signal is not None and not started:
+            raise Interrupted(self.signal)
+        failure = driver.failure(code, started)
         if failure is not None:
             raise RunError(failure)
+        driver.stop()  # what is left of its group: the workers of a driver that was killed
+        if self.load is None and self.signal is None:
+            died = (f"the load driver ended without its final report ({exit_text(code)}): "
+                    "the run directory holds what it measured until then")
+            self.meta["notes"].append(died)
+            self.messages.append(died)
         self._check_service(at_end=True)
 
     def _on_started(self, event: Event) -> None:
@@ -199,7 +253,7 @@ class _Session:
         measure_end = measure_start + self.options.duration_s
         self.meta["timeline"].update(load_start=load_start, measure_start=measure_start,
                                      planned_load_end=measure_end)
-        write_run_json(self.run_dir, self.meta)
+        self.save()
         workers = event.get("workers")
         self.collectors.start("load", loadgen_pid=self.driver.pid, measure_start=measure_start,
                               measure_end=measure_end, load_start=load_start,
@@ -220,7 +274,8 @@ class _Session:
             self.emit({"type": "status", "message": self._died})
 
     def stop_all(self) -> None:
-        """Stop the driver, then the collectors (reverse order), then the service."""
+        """Stop the driver's group, then the collectors (reverse order), then the service,
+        then any child still running (idempotent)."""
         if self.driver is not None:
             self.driver.stop()
         if self.collectors is not None:
@@ -229,6 +284,33 @@ class _Session:
         if served is not None and served.process.returncode is None:
             served.stop()
             self.meta["target"]["stopped"] = True
+        children.stop_all(since=self._children)
+
+    def save(self) -> None:
+        """run.json as it stands (a write error is noted once, not fatal: the final write,
+        with the reserved space, is what must succeed)."""
+        error = save_meta(self.run_dir, self.meta)
+        if error is not None and error not in self.messages:
+            self.messages.append(error)
+
+    def fail(self, reason: str) -> None:
+        """The run could not start (or broke): stop everything, mark it ``failed``."""
+        self.meta["status"] = "failed"
+        self.meta["notes"].append(reason)
+        self.stop_all()
+        write_final(self.run_dir, self.meta, self.messages)
+
+    def interrupted(self, signum: int) -> RunResult:
+        """A stop signal before the load started: nothing measured, the run ``incomplete``."""
+        message = (f"interrupted by {signal_name(signum)} before the load started: "
+                   "nothing was measured")
+        self.stop_all()
+        self.meta["status"] = "incomplete"
+        self.meta["notes"].append(message)
+        messages = [message]
+        write_final(self.run_dir, self.meta, messages)
+        return RunResult(run_dir=self.run_dir, status="incomplete",
+                         exit_code=EXIT_INTERRUPTED, summary=None, messages=messages)
 
 
 def _start_target(

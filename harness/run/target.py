@@ -8,7 +8,6 @@ and stopping whole process trees so that nothing is left behind.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from harness.run import children
 from harness.run.faultfile import load_fault_file
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -96,40 +96,35 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def stop_process_tree(proc: subprocess.Popen[bytes] | int, timeout_s: float = 10.0) -> None:
-    """SIGTERM a process and all its descendants, then SIGKILL what is left after the timeout."""
-    pid = proc if isinstance(proc, int) else proc.pid
+    """SIGTERM a process, its process group and all its descendants, then SIGKILL what is
+    left after the timeout (harness.run.children.stop_group)."""
+    children.stop_group(proc, timeout_s=timeout_s)
+
+
+_URL_RULE = "target must be an http:// or https:// URL with a host and a port in 1-65535"
+
+
+def check_target_url(url: str) -> tuple[str, int]:
+    """(host, port) of a target URL; ValueError naming the rule and the value otherwise
+    (``http://127.0.0.1:99999`` and ``http://[::1`` raised from deep in urllib before)."""
     try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=2.0)
-    if not isinstance(proc, int):
-        try:
-            proc.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            pass
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{_URL_RULE} (got {url!r}: {exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ValueError(f"{_URL_RULE} (got {url!r})")
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def check_reachable(url: str, timeout_s: float = 5.0) -> None:
     """Raise TargetError when nothing accepts TCP connections at the URL's host and port."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetError(f"target must be an http:// or https:// URL (got {url!r})")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+        host, port = check_target_url(url)
+    except ValueError as exc:
+        raise TargetError(str(exc)) from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except OSError as exc:
         raise TargetError(f"target {url} is not reachable: {exc.strerror or exc}") from None
@@ -276,9 +271,9 @@ def serve_reference(options: ServeOptions, log_path: Path,
     )
     log = open(log_path, "ab")  # noqa: SIM115 - closed by ServedTarget.stop
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **extra_env, **(env or {})},
-                            start_new_session=True)
+    # A process group of its own, stopped whatever happens (harness.run.children)
+    proc = children.spawn(argv, stdout=log, stderr=subprocess.STDOUT,
+                          env={**os.environ, **extra_env, **(env or {})})
     target = ServedTarget(
         url=f"http://127.0.0.1:{port}", process=proc, options=options, log=log, redis=redis,
         env=extra_env,

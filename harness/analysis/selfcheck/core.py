@@ -63,6 +63,9 @@ class CheckContext:
     metrics: ScrapeStatus | None = None
     #: traces/status.json of a run with --traces (the join's counts), else None
     traces: dict[str, Any] | None = None
+    #: run.json's target URL and the collectors' errors ("name: error")
+    target: str | None = None
+    collector_errors: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, rd: RunDir, summary: Summary, load: LoadReport) -> CheckContext:
@@ -71,12 +74,17 @@ class CheckContext:
         collectors = rd.meta.get("collectors") or {}
         # the collectors' own files: run.json gets its status only after the summary
         scraped = rd.read_json("metrics/status.json") or collectors.get("prometheus")
+        target = rd.meta.get("target")
+        errors = tuple(f"{name}: {e}" for name, status in collectors.items()
+                       if isinstance(status, dict) and isinstance(status.get("errors"), list)
+                       for e in status["errors"] if isinstance(e, str))
         return cls(summary, load, rd.meta.get("status"), series,
                    None if raw is None else ProfileStatus.from_dict(raw),
                    (collectors.get("profile") or {}).get("reason"),
                    tuple(rd.warnings),  # after the reads above: they may add warnings
                    None if not isinstance(scraped, dict) else ScrapeStatus.from_dict(scraped),
-                   rd.read_json("traces/status.json"))
+                   rd.read_json("traces/status.json"),
+                   str(target.get("url")) if isinstance(target, dict) else None, errors)
 
     @property
     def requests_all(self) -> int:
@@ -95,10 +103,16 @@ def _share(part: float | None, whole: float | None) -> float:
 
 @rule("self_check", "measured_data", layer="measurement")
 def measured_data(c: CheckContext) -> CheckEntry:
-    """No request in the measured window."""
-    n = c.summary.total.count
-    return check("measured_data", n > 0, "error", f"{n} requests in a measured window of "
-                 f"{c.summary.window.duration_s} s")
+    """No request in the measured window, or none that succeeded: the latency histograms
+    hold successes only, so a run where every request failed (every one an HTTP 500)
+    measured no latency at all, however many requests it sent."""
+    n, ok = c.summary.total.count, c.summary.total.latency.client.count
+    detail = f"{n} requests in a measured window of {c.summary.window.duration_s} s"
+    if n and not ok:
+        detail += "; none succeeded: no latency was measured"
+    elif ok < n:
+        detail += f", {ok} successful"
+    return check("measured_data", ok > 0, "error", detail)
 
 
 @rule("self_check", "run_complete", layer="measurement")

@@ -158,3 +158,24 @@ def metrics(c: CheckContext) -> CheckEntry | None:
 def run_files(c: CheckContext) -> CheckEntry | None:
     """The reader met truncated or malformed files."""
     return check("run_files", False, "warning", "; ".join(c.warnings)) if c.warnings else None
+
+
+@rule("self_check", "target_bounds", layer="measurement")
+def target_bounds(c: CheckContext) -> CheckEntry | None:
+    """The target passed a bound the harness keeps on what a target controls (series per
+    run from the stage names it sends, the size and time of a /metrics scrape): what passed
+    it was counted, not kept. Server-Timing headers over their bounds (entries, name
+    length, values) count as malformed in ``server_timing``."""
+    bounds = c.load.bounds if isinstance(c.load.bounds, dict) else {}
+    passed = [e for e in c.collector_errors if "exceeded a bound" in e]
+    if not bounds and not passed:
+        return None  # a run from before the bounds were recorded
+    limit, over = bounds.get("series_limit"), bounds.get("values_over_series_limit")
+    over = over if isinstance(over, int) and not isinstance(over, bool) else 0
+    cut = ([f"{over} values of series beyond {limit} series per run (names the target "
+            "sent) were counted, not recorded"] if over else []) + passed
+    where = f"the target {c.target}" if c.target else "the target"
+    detail = (f"{where} exceeded a bound: " + "; ".join(cut) if cut else
+              f"{where} stayed within the bounds ({bounds.get('series', '?')} of {limit} "
+              "series per run)")
+    return check("target_bounds", not cut, "warning", detail)

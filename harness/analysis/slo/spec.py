@@ -33,12 +33,19 @@ class SloError(ValueError):
 
 
 def parse_percentile(key: str) -> float:
-    """``"p99"`` -> 99.0, ``"p99.9"`` and ``"p999"`` -> 99.9 (summary.json's spelling)."""
+    """``"p99"`` -> 99.0, ``"p99.9"`` and ``"p999"`` -> 99.9 (summary.json's spelling).
+
+    The dotless spelling of a fraction is taken only as summary.json writes it (two
+    digits, then the fraction without a trailing zero): ``p150`` is refused, not read as
+    p15 (it can only mean a 150th percentile)."""
     match = re.fullmatch(r"p(\d+)(?:\.(\d+))?", str(key).strip())
     if not match:
         raise ValueError(f"percentile key must look like p50, p99 or p99.9 (got {key!r})")
     whole, frac = match.groups()
     if frac is None and len(whole) > 2 and not whole.startswith("100"):
+        if whole.endswith("0") or whole.startswith("0"):
+            raise ValueError(f"percentile must be in (0, 100): write p99.9 or p999 for 99.9 "
+                             f"(got {key!r})")
         whole, frac = whole[:2], whole[2:]  # p999 is 99.9, as percentile_key writes it
     value = float(f"{whole}.{frac}" if frac else whole)
     if not 0.0 < value < 100.0:

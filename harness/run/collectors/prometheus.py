@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from harness.run.collectors.base import CollectorContext, CollectorSpec
+from harness.run.collectors.httpget import GetError, bounded_get
 from harness.rundir import write_json_atomic
 from harness.rundir.atomic import write_text_atomic
 
@@ -50,20 +49,22 @@ class ScrapeError(ValueError):
 
 
 def scrape(url: str, timeout_s: float = 5.0) -> str:
-    """GET ``url`` and return the exposition text; ScrapeError saying why when it is not one."""
-    req = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    """GET ``url`` and return the exposition text; ScrapeError saying why when it is not one.
+
+    Bounded (harness/run/collectors/httpget.py): the whole scrape within ``timeout_s``, the
+    body within MAX_BODY_BYTES; a body cut mid-way is an error too. When the target
+    passed a bound the message says "exceeded a bound" (the self-check names it)."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - http only
-            raw = resp.read(MAX_BODY_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise ScrapeError(f"target serves no Prometheus metrics at {url} (HTTP {exc.code})",
-                          f"HTTP {exc.code} at {url}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        why = getattr(exc, "reason", None) or exc
-        raise ScrapeError(f"could not scrape {url}: {exc}", f"{why} at {url}") from exc
-    if len(raw) > MAX_BODY_BYTES:
-        raise ScrapeError(f"{url} answered more than {MAX_BODY_BYTES} bytes: not scraped",
-                          f"a body over {MAX_BODY_BYTES} bytes at {url}")
+        status, raw = bounded_get(url, deadline_s=timeout_s, max_bytes=MAX_BODY_BYTES,
+                                  headers={"Accept": "text/plain"})
+    except GetError as exc:
+        passed = "the target exceeded a bound: " if exc.bound else ""
+        failure = (f"a body over {MAX_BODY_BYTES} bytes at {url}" if exc.bound == "bytes"
+                   else f"{exc} at {url}")
+        raise ScrapeError(f"{passed}could not scrape {url}: {exc}", failure) from None
+    if status >= 300:
+        raise ScrapeError(f"target serves no Prometheus metrics at {url} (HTTP {status})",
+                          f"HTTP {status} at {url}")
     body = raw.decode("utf-8", errors="replace")
     # An empty 200 is a valid exposition: a multiprocess service that has not observed
     # anything yet has no series (every counter is still 0).

@@ -39,6 +39,7 @@ import psutil
 
 from harness.run.collectors.base import CollectorContext, CollectorSpec
 from harness.run.collectors.proctree import descendants
+from harness.rundir import clock
 from harness.rundir.atomic import write_text_atomic
 
 __all__ = ["COLUMNS", "EXTERNAL_NOTE", "ROLES", "SPEC", "ResourcesCollector", "ResourcesOptions",
@@ -158,7 +159,7 @@ class ResourcesCollector:
         self._writer.writerow(COLUMNS)
         self._file.flush()
         # Prime cpu_percent of everything visible now, so the first real sample is meaningful.
-        self._sample(time.time(), emit=False)
+        self._sample(clock.now(), emit=False)
         self._thread = threading.Thread(target=self._loop, name="resources-sampler", daemon=True)
         self._thread.start()
 
@@ -188,7 +189,7 @@ class ResourcesCollector:
                 return
             next_t += period
             try:
-                self._sample(time.time(), emit=True)
+                self._sample(clock.now(), emit=True)
             except Exception as exc:
                 self._errors.append(f"sampler stopped: {type(exc).__name__}: {exc}")
                 return
@@ -219,7 +220,7 @@ class ResourcesCollector:
         tree = _descendants(pid)
         if tree is None:
             if top == "service_master" and self._service_gone_t is None:
-                self._service_gone_t = time.time()
+                self._service_gone_t = clock.now()
             return
         found.setdefault(pid, top)
         for proc, direct in tree:

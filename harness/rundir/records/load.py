@@ -79,7 +79,7 @@ _CORE = ("model", "arrival", "target_rps", "nominal_rps", "rate_shape", "users",
          "warmup_s")
 _COUNTERS = ("negative_residuals", "server_timing_missing", "server_timing_malformed")
 _OPTIONAL = ("unanswered", "unanswered_long", "out_of_range", "workers_reported",
-             "timeline", "source")
+             "timeline", "bounds", "source")
 _KNOWN = {*_CORE, *_COUNTERS, *_OPTIONAL, "measured", "errors", "workers", "stopped_early",
           "stop_reason"}
 
@@ -113,6 +113,9 @@ class LoadReport:
     out_of_range: int | None = None
     workers_reported: int | None = None
     timeline: dict[str, Any] | None = None
+    #: the driver's bounds on what the target controls and what they cut
+    #: (``series_limit``, ``series``, ``values_over_series_limit``)
+    bounds: dict[str, Any] | None = None
     source: str | None = None
     #: keys this version does not know (kept, written back)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -28,7 +28,7 @@ from harness.run.collectors.traces.receiver import OtlpReceiver, parse_listen
 from harness.run.collectors.traces.series import write_trace_series
 from harness.run.collectors.traces.spanmap import SpanMap, load_span_map
 from harness.run.collectors.traces.spans import SpanStore
-from harness.rundir import write_json_atomic
+from harness.rundir import clock, write_json_atomic
 from harness.units import parse_duration
 
 __all__ = ["SPEC", "TracesCollector", "TracesOptions"]
@@ -132,7 +132,7 @@ class TracesCollector:
             if missing == 0:
                 break
             last = store.last_arrival
-            if last is not None and time.time() - last > opts.quiet_s \
+            if last is not None and clock.now() - last > opts.quiet_s \
                     and time.monotonic() - began > opts.quiet_s:
                 break
             time.sleep(0.2)

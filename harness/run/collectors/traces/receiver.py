@@ -31,6 +31,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from harness.run.collectors.traces.spans import SpanStore, decode_request
+from harness.rundir import clock
 
 __all__ = ["MAX_BODY", "OtlpReceiver", "ReceiverError", "parse_listen"]
 
@@ -262,7 +263,7 @@ class OtlpReceiver:
 
     def accept(self, request: Any, size: int, raw: bytes | None) -> None:
         spans, unusable = decode_request(request)
-        self.store.add(spans, unusable, size, arrival=time.time())
+        self.store.add(spans, unusable, size, arrival=clock.now())
         if self.forward_url:
             payload = raw if raw is not None else request.SerializeToString()
             try:
