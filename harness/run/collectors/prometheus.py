@@ -37,7 +37,7 @@ __all__ = ["MAX_BODY_BYTES", "SPEC", "PrometheusCollector", "PrometheusOptions",
 _OPTIONS = {"url", "every_s", "timeout_s"}
 #: a scrape larger than this is refused (a busy MLServer answers 40 kB; Prometheus's own
 #: default body_size_limit is unlimited, a target the harness does not trust is not)
-MAX_BODY_BYTES = 32 * 2**20
+MAX_BODY_BYTES = 16 * 2**20
 
 
 class ScrapeError(ValueError):
