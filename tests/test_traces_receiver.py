@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from harness.run.collectors.traces.collector import TracesCollector, TracesOptions
 from harness.run.collectors.traces.join import (
     JoinCounts,
     RequestRecord,
@@ -89,6 +90,87 @@ def test_sdk_exporters_deliver_spans_that_join(receiver: OtlpReceiver, protocol:
     assert (joined.server_us, joined.stages_us, joined.residual_us) == \
         (8000, {"fetch": 2000, "infer": 4000}, 1500)
     assert counts.to_dict()["joined"] == 1
+
+
+def test_the_wait_for_late_spans_lasts_until_each_server_span_arrived() -> None:
+    """A batch processor exports a request's inner spans as soon as a batch is full, and its
+    server span, which ends last, only at its next interval. The collector must wait for
+    the server span, not for any span of the trace: before, a trace counted as arrived
+    with its first span, and MLServer lost 7 requests of 4813 that way (issue 15), plus 75
+    whose last batch came after the 2 s of quiet the wait then allowed."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+    # the OpenTelemetry SDK's default export interval (OTEL_BSP_SCHEDULE_DELAY) is 5 s: the
+    # quiet time that ends the wait must be longer, or the last batch is always lost
+    assert TracesOptions().quiet_s > 5.0
+    collector = TracesCollector(TracesOptions(grace_s=20.0))
+    collector.receiver.start()
+    # 2 s between the inner spans' batch and the server span's: a stalled machine would
+    # need to hold this thread for 2 s between two lines for the first assertion to fail
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=collector.receiver.http_endpoint + "/v1/traces"),
+        max_export_batch_size=2, schedule_delay_millis=2000))
+    try:
+        tracer = provider.get_tracer("t")
+        parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+            int(TRACE, 16), int(CLIENT, 16), is_remote=True, trace_flags=TraceFlags(1))))
+        server = tracer.start_span("POST /predict", context=parent, kind=SpanKind.SERVER)
+        ctx = trace.set_span_in_context(server)
+        tracer.start_span("HMGET", context=ctx, kind=SpanKind.CLIENT).end()
+        tracer.start_span("predict", context=ctx).end()  # a full batch: exported now
+        server.end()                                      # queued until the interval
+        store = collector.receiver.store
+        _wait_spans(store, 2)
+        assert store.trace_ids() == {TRACE} and store.without_child({CLIENT}) == {CLIENT}
+        waited = collector._wait_for_spans({CLIENT})
+        assert store.without_child({CLIENT}) == set() and store.spans == 3
+        assert waited < 20.0  # it ended on the arrival, not on the grace
+        counts = JoinCounts()
+        assert join_request(RequestRecord(TRACE, CLIENT, "n", 0.0, 10**6, True),
+                            store.trace(TRACE), load_span_map(), counts) is not None
+        assert counts.joined == 1
+    finally:
+        provider.shutdown()
+        collector.receiver.stop()
+
+
+def test_asgi_receive_and_send_spans_have_no_stage(receiver: OtlpReceiver) -> None:
+    """FastAPI's (ASGI) instrumentation wraps every receive() and send() in a span named
+    after the route: on MLServer "POST /v2/models/{model_name}/infer http send", which the
+    name rules would take for inference. Their attribute survives decoding, and the default
+    map gives them no stage: their time stays the server span's own."""
+    route = "POST /v2/models/{model_name}/infer"
+    doc = _otlp_json(TRACE)
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"].append(
+        {"traceId": TRACE, "spanId": "0000000000000009", "parentSpanId": "0000000000000001",
+         "name": f"{route} http send", "kind": 1, "startTimeUnixNano": "2000",
+         "endTimeUnixNano": "3000", "attributes": [
+             {"key": "asgi.event.type", "value": {"stringValue": "http.response.start"}}]})
+    url = receiver.http_endpoint + "/v1/traces"
+    assert _post(url, json.dumps(doc).encode(), "application/json") == 200
+    _wait_spans(receiver.store, 2)
+    send = next(s for s in receiver.store.trace(TRACE) if s.span_id == "0000000000000009")
+    assert send.attributes == {"asgi.event.type": "http.response.start"}
+    smap = load_span_map()
+    assert smap.stage_of(send) is None
+    # older instrumentations, without the attribute: by the name
+    for name in (f"{route} http receive", "POST /predict http send"):
+        assert smap.stage_of(_span("1" * 16, "", name, 0, 1)) is None
+    assert smap.stage_of(_span("1" * 16, "", "predict", 0, 1)) == "infer"
+    server = _span("s" * 16, CLIENT, route, 0, 100_000, "server")
+    spans = [server,
+             _span("a" * 16, server.span_id, f"{route} http receive", 0, 5_000,
+                   **{"asgi.event.type": "http.request"}),
+             _span("p" * 16, server.span_id, "predict", 10_000, 60_000),
+             _span("b" * 16, server.span_id, f"{route} http send", 90_000, 95_000,
+                   **{"asgi.event.type": "http.response.body"})]
+    assert stage_times_ns(server, spans, smap) == {"infer": 50_000}
 
 
 def _otlp_json(trace_hex: str, n: int = 1) -> dict[str, Any]:

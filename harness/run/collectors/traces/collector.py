@@ -8,8 +8,8 @@ before the run). The load driver sends ``traceparent`` on every request and reco
 sampled ones (harness/load/tracecontext.py).
 
 After the load, ``stop()`` waits for the spans still in the service's exporter (batch
-processors send every few seconds): until every recorded request's trace has arrived, or
-spans stopped arriving for ``quiet_s``, or ``grace_s`` passed. Then it joins, writes the
+processors send every few seconds): until every recorded request's server span has arrived,
+or spans stopped arriving for ``quiet_s``, or ``grace_s`` passed. Then it joins, writes the
 stage series (traces/series.py) and ``traces/status.json``, and stops the receiver.
 """
 
@@ -41,13 +41,15 @@ class TracesOptions:
     """``listen``: HOST:PORT for gRPC (HTTP on PORT+1), else free ports of 127.0.0.1;
     ``sample``: share of requests sent sampled; ``grace_s``: the longest wait for late spans
     after the load; ``quiet_s``: stop waiting once no span came for this long (and at least
-    one did); ``forward``: an OTLP/HTTP collector to copy the spans to; ``span_map``: a file
-    (docs/collectors.md); ``max_spans``: spans kept at most."""
+    one did; longer than the OpenTelemetry SDK's default export interval, 5 s, after which
+    a batch processor sends what is left in its queue); ``forward``: an OTLP/HTTP
+    collector to copy the spans to; ``span_map``: a file (docs/collectors.md);
+    ``max_spans``: spans kept at most."""
 
     listen: str | None = None
     sample: float = 1.0
     grace_s: float = 10.0
-    quiet_s: float = 2.0
+    quiet_s: float = 6.0
     forward: str | None = None
     span_map: str | None = None
     max_spans: int = 2_000_000
@@ -123,13 +125,19 @@ class TracesCollector:
                 bad += 1
         return records, bad
 
-    def _wait_for_spans(self, wanted: set[str]) -> float:
-        """Wait for the spans still on their way; the seconds waited."""
+    def _wait_for_spans(self, client_spans: set[str]) -> float:
+        """Wait for the server spans still on their way; the seconds waited.
+
+        A request is waited for until its *server span* (a span whose parent is the client
+        span the driver sent) arrived, not any span of its trace: children end first, so
+        an exporter's batch often holds a request's inner spans and the next batch its
+        server span. ``client_spans`` are the recorded requests' client span ids."""
         store, opts = self.receiver.store, self.options
         began = time.monotonic()
+        missing = set(client_spans)
         while time.monotonic() - began < opts.grace_s:
-            missing = len(wanted - store.trace_ids())
-            if missing == 0:
+            missing = store.without_child(missing)
+            if not missing:
                 break
             last = store.last_arrival
             if last is not None and clock.now() - last > opts.quiet_s \
@@ -145,7 +153,7 @@ class TracesCollector:
             self._status = {"ok": False, "reason": "the collector was not started"}
             return self._status
         records, bad = self._records()
-        waited = self._wait_for_spans({r.trace_id for r in records})
+        waited = self._wait_for_spans({r.span_id for r in records})
         join_cpu = time.thread_time()
         counts = JoinCounts()
         joined: list[Joined] = []

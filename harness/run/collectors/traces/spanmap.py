@@ -18,6 +18,8 @@ The bundled default needs no configuration: database, cache and RPC client spans
 (``db.system``, ``rpc.system``) and outgoing HTTP calls are ``fetch``; spans named like a
 model call are ``infer``; spans named like encoding are ``serialize``; a span named exactly
 like a stage keeps its name (the reference service's ``fetch``, ``infer``, ``serialize``).
+The ASGI instrumentation's ``http receive`` / ``http send`` spans have no stage (their names
+carry the route, ``POST /predict http send``, which would otherwise read as ``infer``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"stage": "fetch", "name": "fetch"},
     {"stage": "infer", "name": "infer"},
     {"stage": "serialize", "name": "serialize"},
+    # ASGI instrumentation's spans around each receive()/send() of the request and response
+    # ("POST /v2/models/{model_name}/infer http send"): named after the route, so the name
+    # rules below would make them infer or predict; they are the framework's, no stage
+    {"stage": None, "attribute": "asgi.event.type"},
+    {"stage": None, "name": "* http receive"},
+    {"stage": None, "name": "* http send"},
+    {"stage": None, "name": "* websocket receive"},
+    {"stage": None, "name": "* websocket send"},
     {"stage": "fetch", "attribute": "db.system"},
     {"stage": "fetch", "attribute": "db.system.name"},
     {"stage": "fetch", "attribute": "rpc.system", "kind": "client"},

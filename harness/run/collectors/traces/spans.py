@@ -21,7 +21,7 @@ KEPT_ATTRIBUTES = frozenset({
     "db.system", "db.system.name", "db.operation", "db.operation.name", "rpc.system",
     "rpc.service", "rpc.method", "http.route", "http.method", "http.request.method",
     "messaging.system", "peer.service", "server.address", "net.peer.name", "url.full",
-    "http.url", "code.function", "code.namespace",
+    "http.url", "code.function", "code.namespace", "asgi.event.type",
 })
 #: OTLP's SpanKind enum, by value
 KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
@@ -88,6 +88,7 @@ class SpanStore:
             raise ValueError(f"max_spans must be >= 1 (got {max_spans})")
         self.max_spans = max_spans
         self._by_trace: dict[str, list[Span]] = {}
+        self._parents: set[str] = set()  # parent ids of the kept spans
         self._lock = threading.Lock()
         self.spans = 0
         self.dropped = 0      # over the cap
@@ -110,6 +111,7 @@ class SpanStore:
                     self.dropped += 1
                     continue
                 self._by_trace.setdefault(span.trace_id, []).append(span)
+                self._parents.add(span.parent_id)
                 self.spans += 1
 
     def malformed(self, size: int = 0) -> None:
@@ -124,6 +126,13 @@ class SpanStore:
     def trace_ids(self) -> set[str]:
         with self._lock:
             return set(self._by_trace)
+
+    def without_child(self, span_ids: Iterable[str]) -> set[str]:
+        """Those of ``span_ids`` that no kept span names as its parent: the client spans
+        whose server span has not arrived (span ids are 64 random bits: a span of another
+        trace naming the same parent is not a concern)."""
+        with self._lock:
+            return {s for s in span_ids if s not in self._parents}
 
     def counts(self) -> dict[str, Any]:
         with self._lock:
