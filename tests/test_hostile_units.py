@@ -308,9 +308,11 @@ def test_a_run_without_one_successful_request_fails_measured_data() -> None:
                  for r in c.summary.requests)
     entry = selfcheck.core.measured_data(
         dataclasses.replace(c, summary=dataclasses.replace(c.summary, requests=rows)))
-    assert (entry.ok, entry.severity) == (False, "error")
+    # a warning: the failures are measured (the service failed, not the measurement)
+    assert (entry.ok, entry.severity) == (False, "warning")
     assert entry.detail == ("12 requests in a measured window of 5.0 s; none succeeded: no "
-                            "latency was measured")
+                            "latency was measured (the errors are counted: every request "
+                            "failed)")
     assert selfcheck.core.measured_data(c).ok  # 12 requests, 12 with a latency
 
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from harness.run.collectors.base import CollectorContext, CollectorSpec
 from harness.run.collectors.httpget import GetError, bounded_get
-from harness.rundir import write_json_atomic
+from harness.rundir import clock, write_json_atomic
 from harness.rundir.atomic import write_text_atomic
 
 __all__ = ["MAX_BODY_BYTES", "SPEC", "PrometheusCollector", "PrometheusOptions", "ScrapeError",
@@ -140,7 +139,7 @@ class PrometheusCollector:
 
     def _scrape_to(self, label: str) -> bool:
         assert self._ctx is not None
-        t = time.time()
+        t = clock.now()
         try:
             text = scrape(self.url, self.timeout_s)
         except ValueError as exc:
@@ -148,24 +147,29 @@ class PrometheusCollector:
             self._failure = self._failure or getattr(exc, "failure", str(exc))
             return False
         path = self._ctx.run_dir / "metrics" / f"{label}.prom"
-        write_text_atomic(path, text)
-        with self._lock:
-            self._scrapes.append({"file": path.name, "label": label, "t": t,
-                                  "bytes": len(text.encode())})
-            write_json_atomic(self._ctx.run_dir / "metrics" / "scrapes.json",
-                              {"url": self.url, "scrapes": list(self._scrapes)})
+        try:  # a full disk or a removed directory ends the scrapes, not the run
+            write_text_atomic(path, text)
+            with self._lock:
+                self._scrapes.append({"file": path.name, "label": label, "t": t,
+                                      "bytes": len(text.encode())})
+                write_json_atomic(self._ctx.run_dir / "metrics" / "scrapes.json",
+                                  {"url": self.url, "scrapes": list(self._scrapes)})
+        except OSError as exc:
+            self._errors.append(f"{label}: could not write {path.name}: {exc}")
+            self._failure = self._failure or f"could not write {path.name}: {exc.strerror}"
+            return False
         return True
 
     def _loop(self) -> None:
         assert self._ctx is not None
-        if self._stop.wait(max(0.0, self._ctx.measure_start - time.time())):
+        if self._stop.wait(max(0.0, self._ctx.measure_start - clock.now())):
             return
         self._scrape_to("start")
         if self.every_s is None:
             return
         start = self._ctx.measure_start
         while not self._stop.wait(self.every_s):
-            self._scrape_to(f"t+{time.time() - start:.0f}")
+            self._scrape_to(f"t+{clock.now() - start:.0f}")
 
     def stop(self) -> dict[str, Any]:
         if self._status is not None:
@@ -181,7 +185,10 @@ class PrometheusCollector:
                         "scrapes": len(self._scrapes), "errors": list(self._errors),
                         "failure": None if ok else self._failure or reason}
         if self._ctx is not None:  # the summary is made before run.json gets this status
-            write_json_atomic(self._ctx.run_dir / "metrics" / "status.json", self._status)
+            try:
+                write_json_atomic(self._ctx.run_dir / "metrics" / "status.json", self._status)
+            except OSError:
+                pass  # a full disk: run.json (written from the reserve) still gets the status
         return self._status
 
 
