@@ -420,12 +420,15 @@ def test_capacity_command_brackets_a_known_capacity(gate_url: str, tmp_path: Pat
     assert (saved["capacity_rps"], saved["limit_rps"], saved["converged"]) == (40.0, 60.0, True)
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"sweep {sweep}  (5 steps, ")
-    verdicts = {int(line.split()[0]): line.split()[-1] for line in lines
+    verdicts = {int(line.split()[0]): line.split("%", 1)[1].strip() for line in lines
                 if re.match(r"^ +\d+ ", line)}
-    assert verdicts == {40: "2/2", 60: "0/2", 80: "fail"}
+    assert verdicts == {40: "pass 2/2  <- capacity", 60: "fail 0/2", 80: "fail"}
     assert "           all requests error rate: fail (" in done.stdout  # why 60 and 80 failed
-    assert lines[-2:] == ["capacity 40 req/s (fails at 60 req/s, each confirmed by 2 of 2 "
-                          "steps; bracket 50.0 % <= 50 %)", "capacity: 40 req/s meets the SLO"]
+    assert lines[-4:] == [
+        "capacity 40 req/s (fails at 60 req/s, each confirmed by 2 of 2 steps; bracket "
+        "50.0 % <= 50 %)", "capacity: 40 req/s meets the SLO",
+        "knee: none (fewer than 3 rates, or p99 did not rise with the achieved rate)",
+        f"report: harness report {sweep}"]
     for step in steps:  # each step a run of the asked rate, under the sweep
         rd = RunDir(step["run_dir"])
         assert rd.path.parent == sweep and rd.meta["load"]["rate"] == step["rate_rps"]
@@ -454,8 +457,8 @@ def test_capacity_command_exit_codes_when_it_cannot_bracket(gate_url: str,
     done = _capacity(gate_url, tmp_path / "b", "--start-rate", "80", "--min-rate", "60")
     assert done.returncode == 1, done.stderr
     assert _progress(done.stderr) == ["step 1 (coarse) 80 req/s: fail"]
-    assert done.stdout.splitlines()[-1] == ("no rate met the SLO, down to 80 req/s (min rate "
-                                            "60)")
+    assert ("no rate met the SLO, down to 80 req/s (min rate 60)"
+            in done.stdout.splitlines()), done.stdout
 
 
 @pytest.mark.parametrize("args, message", [
