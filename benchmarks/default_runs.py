@@ -3,8 +3,11 @@
 Runs ``harness run SCENARIO --serve reference --rate R`` with no other option N times per
 scenario while ``--burners`` processes keep cores busy (one busy loop each, as another
 user's job would), and tallies each run's status and failed self-checks. Then, with
-``--starve``, a control: the same run with the harness under ``nice -n 19`` while two busy
-loops per core run at normal priority: the load generator is starved of CPU and the run
+``--starve``, two controls: (1) the same run with the harness under ``nice -n 19`` while two
+busy loops per core run at normal priority (CFS still wakes a mostly sleeping process
+promptly, so this may not starve it: the run is then rightly complete); (2) the load
+generator's process paused for 0.2 s of every second (SIGSTOP/SIGCONT from outside, no CPU
+at all meanwhile): its own loop starts the requests due in the pauses late, and the run
 must be flagged (not ``complete``).
 
     .venv/bin/python benchmarks/default_runs.py --runs 10 --burners 1
@@ -16,11 +19,13 @@ Prints a markdown table (for BENCHMARKS.md) and exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,13 +46,47 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait()
 
 
-def _run(scenario: str, rate: float, out: Path, nice: int = 0) -> dict[str, object]:
+def _pause_driver(harness: subprocess.Popen[str], stop: threading.Event) -> None:
+    """SIGSTOP the load driver (harness.load.driver, a child of the harness) for 0.2 s of
+    every second until ``stop``."""
+    import psutil
+
+    while not stop.is_set():
+        try:
+            drivers = [p for p in psutil.Process(harness.pid).children(recursive=True)
+                       if "harness.load.driver" in " ".join(p.cmdline())]
+        except psutil.Error:
+            drivers = []
+        for p in drivers:
+            with contextlib.suppress(psutil.Error):
+                p.suspend()
+        time.sleep(0.2)
+        for p in drivers:
+            with contextlib.suppress(psutil.Error):
+                p.resume()
+        stop.wait(0.8)
+
+
+def _run(scenario: str, rate: float, out: Path, nice: int = 0,
+         pause: bool = False) -> dict[str, object]:
     cmd = [PY, "-m", "harness.cli", "run", scenario, "--serve", "reference", "--rate",
            f"{rate:g}", "--out", str(out)]
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
     began = time.monotonic()
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    stop = threading.Event()
+    pauser = threading.Thread(target=_pause_driver, args=(proc, stop), daemon=True)
+    if pause:
+        pauser.start()
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        stop.set()
+        if pause:
+            pauser.join()
+    res = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     run_dir = next((ln.split(": ", 1)[1].split("  (")[0] for ln in res.stdout.splitlines()
                     if ln.startswith("run directory: ")), None)
     failed: list[str] = []
@@ -71,7 +110,10 @@ def main() -> int:
     p.add_argument("--starve", action="store_true",
                    help="also the control: the harness under nice 19 beside 2 loops per core")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--controls-only", action="store_true", help="only the --starve controls")
     a = p.parse_args()
+    if a.controls_only:
+        a.runs, a.starve = 0, True
     out = a.out or Path(tempfile.mkdtemp(prefix="default-runs-"))
     results = []
     burners = _burners(a.burners)
@@ -102,6 +144,9 @@ def main() -> int:
         print(f"\nstarved load generator (nice 19 beside {2 * (os.cpu_count() or 2)} busy "
               f"loops): status {r['status']}, exit {r['exit']}, failed: "
               f"{' '.join(r['failed']) or '-'}")  # type: ignore[arg-type]
+        r = _run(a.scenarios.split(",")[0], a.rate, out, pause=True)
+        print(f"paused load generator (SIGSTOP 0.2 s of every second): status {r['status']}, "
+              f"exit {r['exit']}, failed: {' '.join(r['failed']) or '-'}")  # type: ignore[arg-type]
     print(f"\nrun directories under {out}")
     return 0
 

@@ -8,9 +8,12 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from harness import stats
 from harness.rundir import RunDir
@@ -43,8 +46,35 @@ def _run_dir(res: subprocess.CompletedProcess[str]) -> Path:
     return Path(line.split(": ", 1)[1].split("  (")[0])
 
 
-def test_stages_from_spans_equal_the_servers_truth(tmp_path: Path) -> None:
+class _Collector(BaseHTTPRequestHandler):
+    """The user's own OTLP/HTTP collector for --traces-forward: keeps the span count of each
+    payload it receives."""
+
+    spans: list[int] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        request = ExportTraceServiceRequest.FromString(body)
+        self.spans.append(sum(len(ss.spans) for rs in request.resource_spans
+                              for ss in rs.scope_spans))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stages_from_spans_equal_the_servers_truth(tmp_path: Path, workers: int) -> None:
+    """With --workers 2 the receiver is the orchestrator's and each worker records its own
+    requests; the spans are also forwarded to a collector of the user's (--traces-forward)."""
     port = _free_pair()
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    _Collector.spans = []
+    more = ["--workers", "2", "--traces-forward",
+            f"http://127.0.0.1:{collector.server_address[1]}"] if workers == 2 else []
     truth_log = tmp_path / "truth.jsonl"
     server = subprocess.Popen([sys.executable, "tests/otel_span_server.py", "--endpoint",
                                f"http://127.0.0.1:{port + 1}", "--log", str(truth_log)],
@@ -54,10 +84,12 @@ def test_stages_from_spans_equal_the_servers_truth(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
         res = _harness("run", str(PLAIN), "--target", url, "--users", "4", "--duration", "6s",
                        "--warmup", "0s", "--traces", "--traces-listen", f"127.0.0.1:{port}",
-                       "--no-profile", "--out", str(tmp_path / "runs"))
+                       "--no-profile", "--out", str(tmp_path / "runs"), *more)
     finally:
         server.terminate()
         server.wait(timeout=10)
+        collector.shutdown()
+        collector.server_close()
     assert res.returncode in (0, 3), res.stderr
     assert "traces: OTLP receiver on" in res.stdout + res.stderr
     run = _run_dir(res)
@@ -85,6 +117,13 @@ def test_stages_from_spans_equal_the_servers_truth(tmp_path: Path) -> None:
             assert abs(got - want) <= want * 0.001 + 1, (stage, p, got, want)
     residual = rd.histogram("residual", "POST predict", measured_only=False)
     assert residual.get_total_count() == len([t for t in joined_ids if t in truth])
+    if workers == 2:
+        # each worker process wrote its own request records; every span was forwarded
+        assert len(list((run / "traces").glob("requests-*.jsonl"))) == 2
+        forward = status["receiver"]["forward"]
+        assert (forward["failed"], forward["dropped"]) == (0, 0), forward
+        assert sum(_Collector.spans) == status["receiver"]["spans"] > 0
+        assert forward["forwarded"] == len(_Collector.spans)
 
 
 def test_reference_service_spans_agree_with_its_server_timing(tmp_path: Path) -> None:
