@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "units": set(),
     "stats": {"units"},
     "rundir": {"stats", "units"},
-    "load": {"rundir", "stats", "units"},
+    "load": {"rundir", "stats", "units", "harness"},  # harness: __version__ (handshake)
     "run.collectors": {"rundir", "stats", "units"},
     "analysis.rules": {"rundir", "stats", "units"},
     "analysis.selfcheck": {"analysis.rules", "rundir", "stats", "units"},

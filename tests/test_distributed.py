@@ -148,9 +148,9 @@ def _intervals_once_each(run_dir: Path, load_start: float) -> list[dict]:
 @pytest.mark.parametrize("body, local, timeout, why", [
     # two workers expected from other hosts, none comes (none local: a local one may
     # take longer than 1.5 s to import Locust on a busy machine)
-    (LOCUSTFILE, 0, 1.5, "0 of 2 workers connected within 1.5 s"),
+    (LOCUSTFILE, 0, 1.5, "0 of 2 workers connected within 1.5 s (--expect-workers-timeout)"),
     # the local workers die importing the locustfile: seen at once, long before the 60 s
-    pytest.param(DIES_IN_WORKERS, 2, 60, "a worker exited with code 7",
+    pytest.param(DIES_IN_WORKERS, 2, 60, "a local worker exited with code 7",
                  marks=pytest.mark.slow),
 ])
 def test_workers_that_never_connect_or_die_at_start(tmp_path: Path, body: str, local: int,
@@ -161,7 +161,8 @@ def test_workers_that_never_connect_or_die_at_start(tmp_path: Path, body: str, l
     driver = _start(config)
     out, err = driver.communicate(timeout=90)
     assert driver.returncode == 3, err
-    assert out == ""  # no "started" line: the run never began
+    # no "started" line: the run never began; only what the master waited for
+    assert [json.loads(line)["type"] for line in out.splitlines()] == ["waiting"]
     assert f"driver: could not start: {why}" in err.splitlines()
     assert not (tmp_path / "run" / "load.json").exists()
     assert _leftover_workers(driver.pid) == []
@@ -192,11 +193,12 @@ def test_a_worker_started_by_hand_is_merged_like_a_local_one(tmp_path: Path, ser
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_costs_only_its_unreported_requests(tmp_path: Path,
                                                                     server) -> None:
-    """A worker SIGKILLed after the first merged interval: the run completes, the master
-    waits stop_grace_s + FINAL_TIMEOUT_S for the final report that never comes, and writes
-    every interval once. The dead worker's requests are counted up to its last report:
-    Locust's worker report comes every 3 s and carries the intervals closed by then, so at
-    most 3 s + the open 1 s interval at its 20 req/s are lost (and never more counted
+    """A worker SIGKILLed after the first merged interval: the run goes on, Locust marks the
+    worker missing (no heartbeat for ~3 s), so at the end the master does not wait for its
+    final report (FINAL_TIMEOUT_S is for workers still heard from), and writes every
+    interval once; load.json names the lost worker. The dead worker's requests are
+    counted up to its last report: Locust's worker report comes every 3 s and carries the
+    intervals closed by then, so at most 3 s + the open 1 s interval at its 20 req/s are lost (and never more counted
     than the server saw). The survivor's requests are all counted."""
     host, truth_log = server
     driver = _start(_config(tmp_path, host, stop_grace_s=2.0))
@@ -210,9 +212,12 @@ def test_a_worker_killed_mid_run_costs_only_its_unreported_requests(tmp_path: Pa
     assert lines[-1][1]["type"] == "done"
     load = json.loads((tmp_path / "run" / "load.json").read_text())
     assert (load["workers"], load["workers_reported"]) == (2, 1)
-    # the final-report timeout, measured from the planned end of the load
+    # not the final-report timeout: the lost worker is not waited for (the tolerance, 10 s,
+    # is for a busy machine's slow stop; FINAL_TIMEOUT_S is 15 s)
     waited = done_at - started["load_end"]
-    assert 2.0 + FINAL_TIMEOUT_S - 0.5 <= waited <= 2.0 + FINAL_TIMEOUT_S + 10.0, waited
+    assert waited <= 2.0 + 10.0 < 2.0 + FINAL_TIMEOUT_S, waited
+    (lost,) = load["workers_lost"]
+    assert lost["why"] == "stopped sending heartbeats" and lost["requests_reported"] > 0
     run = tmp_path / "run"
     rows = _intervals_once_each(run, started["load_start"])
     harness, truth = _per_worker(run, truth_log)

@@ -112,7 +112,7 @@ def test_the_books_hold_the_rules_in_the_documented_order() -> None:
         "loadgen_late",
         "samples", "out_of_range", "negative_residuals", "transport_errors", "unanswered",
         "server_timing", "traces", "profiler", "profile_cpu", "cpu_contention", "metrics",
-        "run_files", "target_bounds"]
+        "run_files", "target_bounds", "workers_lost", "worker_clocks"]
     assert ids["single"] == [
         "loadgen_saturated", "rate_shortfall", "late_starts", "few_samples",
         "self_check_failed", "machine_contended", "cannot_localize", "machine_saturated",
@@ -137,7 +137,8 @@ def test_every_threshold_has_its_value_unit_and_reason_once() -> None:
         assert t.name == name and t.unit and len(t.reason) > 20, name
         assert getattr(thresholds, name) == t.value, name
     # a threshold is defined in the table only: no rule module has a number of its own
-    rule_modules = ["selfcheck/core.py", "selfcheck/sources.py", "diagnosis/measurement.py",
+    rule_modules = ["selfcheck/core.py", "selfcheck/sources.py", "selfcheck/workers.py",
+                    "diagnosis/measurement.py",
                     "diagnosis/infrastructure.py", "diagnosis/stages.py", "diagnosis/inputs.py",
                     "diagnosis/change.py", "diagnosis/measures.py", "diagnosis/deltas.py",
                     "data/findings.py", "diagnosis/processes.py", "diagnosis/cpu.py",

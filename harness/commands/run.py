@@ -54,6 +54,15 @@ def _add_load_flags(load: argparse._ArgumentGroup) -> None:
                       "caches filling (default 2s)")
     load.add_argument("--workers", type=int, default=0,
                       help="Locust worker processes (0: load from one process)")
+    load.add_argument("--remote-workers", type=int, default=0, metavar="M",
+                      help="of --workers, M connect from other hosts with `harness worker "
+                           "--master HOST:PORT` (default 0)")
+    load.add_argument("--master-bind", metavar="ADDR:PORT",
+                      help="where the master listens for workers (default 127.0.0.1 and a "
+                           "free port; 0.0.0.0:5557 with --remote-workers)")
+    load.add_argument("--expect-workers-timeout", default="60s",
+                      help="the run fails unless every worker connects within this "
+                           "(default 60s)")
     load.add_argument("--user-class", action="append", default=[], dest="user_classes",
                       help="run only these User classes of the locustfile (repeatable)")
     load.add_argument("--seed", type=int, default=1, help="seed of the arrival schedule")
@@ -159,7 +168,11 @@ def run_options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
         request_timeout_s=parse_duration(args.request_timeout, what="request timeout"),
         service_total=args.service_total,
         start_timeout_s=parse_duration(args.start_timeout, what="start timeout"),
-        workers=args.workers, collectors=registry.options_from_args(args), out=args.out,
+        workers=args.workers, remote_workers=args.remote_workers,
+        master_bind=args.master_bind,
+        expect_workers_timeout_s=parse_duration(args.expect_workers_timeout,
+                                                what="expect workers timeout"),
+        collectors=registry.options_from_args(args), out=args.out,
         tags=parse_tags(args.tag), user_classes=tuple(args.user_classes), seed=args.seed,
         record_traffic=args.record_traffic, locust_args=tuple(args.passthrough),
         command_line=tuple(["harness", *argv]))

@@ -1,22 +1,28 @@
-"""Master and worker roles of the load driver (``workers: N``).
+"""The master role of the load driver (``workers: N``).
 
-The master runs no users: it starts N local worker subprocesses (``local_workers`` of
-them; the rest may connect from other hosts), waits until each has said
-``harness_ready``, sends each its share of the run (``harness_config``: timeline,
+The master runs no users: it starts ``local_workers`` worker subprocesses (default all N;
+the rest connect from other hosts with ``harness worker --master HOST:PORT``), greets each
+worker (harness/load/handshake.py: versions, the locustfile, clocks), waits until N have
+said ``harness_ready``, sends each its share of the run (``harness_config``: timeline,
 ``rate/N`` and ``seed + index`` in the open model), and merges the interval histograms
 the workers attach to Locust's periodic report (``report_to_master``, every ~3 s)
 exactly, by interval start. At the end it sends ``harness_stop``; each worker stops its
 users, closes its last interval and answers ``harness_final``; the master writes the
-remaining intervals and load.json. Both roles run the one loop of harness/load/runloop.py.
+remaining intervals and load.json. Both roles run the one loop of harness/load/runloop.py;
+the worker's side is harness/load/worker.py.
 
-Clocks: intervals are aligned to the master's ``load_start``; workers on other hosts
-must have synchronised clocks (NTP), as for any distributed latency measurement.
+A worker that stops sending heartbeats (Locust marks it missing after ~3 s) is announced
+at once; the run goes on with the others, and what it reports later is still merged (a
+frozen worker that comes back loses nothing). One without a final report at the end is
+lost: load.json's ``workers_lost`` says which, since when, and what it had reported, and
+the self-check calls the run degraded (its numbers lack that worker's share of the load).
+
+Clocks: intervals are aligned to the master's ``load_start``; a remote worker moves its
+clock to the master's when it joins, and checks it during the run (handshake.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,21 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-import locust
 from locust import User
 from locust.env import Environment
-from locust.runners import MasterRunner
+from locust.runners import STATE_MISSING, MasterRunner
 
-from harness.load.calibrate import calibrate
-from harness.load.config import ConfigError, DriverConfig
-from harness.load.locustfile import (
-    apply_request_timeout,
-    fire_init,
-    load_user_classes,
-    locust_options,
-    make_environment,
-)
-from harness.load.pacing import OpenModelPacer
+from harness import __version__
+from harness.load import handshake
+from harness.load.config import DriverConfig
+from harness.load.locustfile import fire_init, make_environment
 from harness.load.recorder import LatencyRecorder
 from harness.load.runloop import (
     EXIT_OK,
@@ -47,21 +46,18 @@ from harness.load.runloop import (
     Plan,
     StartError,
     StopSignal,
-    install_recording,
     run_users,
     shape_ended,
     start_users,
-    stop_users,
-    wait_for_end,
 )
 from harness.rundir import clock
 
-__all__ = ["run_master", "run_worker"]
+__all__ = ["run_master"]
 
 REPORT_GRACE_S = 10.0  # > 3 worker reports (3 s apart): an interval waits this long at most
 FINAL_TIMEOUT_S = 15.0
-MASTER_STOP = "harness_stop"  # the worker's stop reason when the master ends the load
 WINDOW_KEYS = ("scheduled", "started", "late", "dropped")
+ALL_LOST = "every worker was lost"
 
 
 def _worker_command(config: DriverConfig, port: int) -> list[str]:
@@ -73,14 +69,55 @@ def _worker_command(config: DriverConfig, port: int) -> list[str]:
 
 # -- master ----------------------------------------------------------------------------------
 
+class Greeter:
+    """The master's side of handshake.py: answers hellos (welcome or refusal) and pings."""
+
+    def __init__(self, runner: MasterRunner, config: DriverConfig, emit: Emitter) -> None:
+        self.runner, self.config, self.emit = runner, config, emit
+        self.refused: dict[str, str] = {}  # reason -> host
+        runner.register_message("harness_hello", self.on_hello)
+        runner.register_message("harness_ping", self.on_ping)
+
+    def on_hello(self, environment: Any, msg: Any, **kw: Any) -> None:
+        hello = msg.data if isinstance(msg.data, dict) else {}
+        reason = handshake.refusal(hello)
+        if reason is not None:
+            if reason not in self.refused:
+                self.refused[reason] = str(hello.get("host"))
+                self.emit({"type": "worker", "event": "refused", "host": hello.get("host"),
+                           "reason": reason})
+            self.runner.send_message("harness_refused", {"reason": reason,
+                                                         "harness": __version__},
+                                     client_id=msg.node_id)
+            return
+        shipped = None
+        if not hello.get("has_locustfile"):
+            path = Path(self.config.locustfile)
+            shipped = {"filename": path.name, "contents": path.read_text(encoding="utf-8")}
+        self.runner.send_message("harness_welcome", {
+            "harness": __version__, "locustfile": shipped,
+            "locust_args": list(self.config.locust_args),
+            "request_timeout_s": self.config.request_timeout_s, "seed": self.config.seed,
+        }, client_id=msg.node_id)
+
+    def on_ping(self, environment: Any, msg: Any, **kw: Any) -> None:
+        self.runner.send_message("harness_pong", {"t0": msg.data["t0"], "t1": clock.now()},
+                                 client_id=msg.node_id)
+
+
 class MasterRole:
     """Runs no users: merges the workers' interval histograms and collects their finals."""
 
     def __init__(self, env: Environment, runner: MasterRunner, config: DriverConfig,
-                 plan: Plan, rec: LatencyRecorder, workers: list[str]) -> None:
+                 plan: Plan, rec: LatencyRecorder, workers: dict[str, dict[str, Any]],
+                 emit: Emitter) -> None:
         self.env, self.runner, self.config, self.plan, self.rec = env, runner, config, plan, rec
-        self.workers = workers
+        self.workers = workers  # id -> what it said when ready (host, clock at connect)
+        self.emit = emit
         self.finals: dict[str, dict[str, Any]] = {}
+        self.lost: dict[str, dict[str, Any]] = {}  # no final report by the end
+        self.missing_since: dict[str, float] = {}  # no heartbeat now, since
+        self.gaps: dict[str, list[list[float]]] = {}  # missing, then back: [from, to]
         env.events.worker_report.add_listener(self.on_report)
         runner.register_message("harness_final", self.on_final)
 
@@ -89,6 +126,8 @@ class MasterRole:
             self.rec.merge_encoded(client_id, data["harness"])
 
     def on_final(self, environment: Any, msg: Any, **kw: Any) -> None:
+        if msg.node_id in self.lost:
+            return  # given up on after the end: load.json is written
         self.finals[msg.node_id] = msg.data
         self.rec.merge_encoded(msg.node_id, msg.data["report"])
 
@@ -106,25 +145,88 @@ class MasterRole:
         return min(1.0, max(0.0, self.plan.load_end - now))
 
     def tick(self, now: float) -> None:
+        self.watch(now)
         self.rec.flush_merged(now)
 
+    def watch(self, now: float) -> None:
+        """Note workers Locust marks missing (no heartbeat for ~3 s, or removed) and those
+        that come back. A missing worker's reports are still merged if they come (late,
+        never lost); intervals do not wait for it beyond the report grace."""
+        for cid in self.workers:
+            if cid in self.finals:
+                continue
+            node = self.runner.clients.get(cid)
+            gone = node is None or node.state == STATE_MISSING
+            if gone and cid not in self.missing_since:
+                self.missing_since[cid] = now
+                self.emit({"type": "worker", "event": "missing", "id": cid,
+                           "host": self.workers[cid].get("host"),
+                           "after_s": round(now - self.plan.load_start, 3)})
+            elif not gone and cid in self.missing_since:
+                since = self.missing_since.pop(cid)
+                self.gaps.setdefault(cid, []).append([round(since, 6), round(now, 6)])
+                self.emit({"type": "worker", "event": "back", "id": cid,
+                           "host": self.workers[cid].get("host"),
+                           "missing_s": round(now - since, 3)})
+
+    def lose(self, cid: str, now: float) -> None:
+        """A worker without a final report at the end: lost since it went missing."""
+        since = self.missing_since.get(cid)
+        why = ("stopped sending heartbeats" if since is not None else "sent no final report "
+               f"within {self.config.stop_grace_s + FINAL_TIMEOUT_S:g} s of the end")
+        at = since if since is not None else now
+        self.lost[cid] = lost = {
+            "id": cid, "host": self.workers[cid].get("host"), "why": why,
+            "lost_at": round(at, 6), "after_s": round(at - self.plan.load_start, 3),
+            "intervals_reported": self.rec.reported_through(cid) + 1,
+            "requests_reported": self.rec.source_requests.get(cid, 0),
+            "measured_reported": self.rec.source_measured.get(cid, 0)}
+        self.emit({"type": "worker", "event": "lost", **lost})
+
     def ended(self, now: float) -> str | None:
+        if len(self.missing_since) == len(self.workers):
+            return ALL_LOST
         return SHAPE_ENDED if shape_ended(self.env, self.plan, now) else None
 
     def finish(self, end: float) -> dict[str, int] | None:
-        """Tell the workers to stop and wait (a bounded time) for their final reports."""
+        """Tell the workers to stop and wait (a bounded time) for the final reports of all
+        that are not missing; those without one are lost."""
         self.runner.send_message("harness_stop", {"end": end})
         limit = clock.now() + self.config.stop_grace_s + FINAL_TIMEOUT_S
-        while len(self.finals) < len(self.workers) and clock.now() < limit:
+        while clock.now() < limit and any(
+                cid not in self.finals and cid not in self.missing_since for cid in self.workers):
             gevent.sleep(0.05)
+            self.watch(clock.now())
+        for cid in self.workers:
+            if cid not in self.finals:
+                self.lose(cid, clock.now())
         self.rec.flush_merged(clock.now(), final=True)
         if not self.config.open_model:
             return None
-        return {k: sum(int(f["window"][k]) for f in self.finals.values() if f.get("window"))
-                for k in WINDOW_KEYS}
+        window = {k: sum(int(f["window"][k]) for f in self.finals.values() if f.get("window"))
+                  for k in WINDOW_KEYS}
+        return self.lost_share(window)
+
+    def lost_share(self, window: dict[str, int]) -> dict[str, int]:
+        """Add the lost workers' share of the schedule (their counts never came): each had
+        the same rate as the others, so as many arrivals as the survivors' mean; what it
+        reported had started, the rest counts as never sent (dropped)."""
+        survivors = len(self.finals)
+        if not self.lost or not survivors:
+            return window
+        share = round(window["scheduled"] / survivors)
+        for lost in self.lost.values():
+            sent = min(share, int(lost["measured_reported"]))
+            window["scheduled"] += share
+            window["started"] += sent
+            window["dropped"] += share - sent
+        window["scheduled_estimated"] = share * len(self.lost)
+        return window
 
     def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"workers": len(self.workers), "workers_reported": len(self.finals)}
+        out: dict[str, Any] = {"workers": len(self.workers), "workers_reported": len(self.finals),
+                               "workers_detail": self.details(),
+                               "workers_lost": list(self.lost.values())}
         overheads = [f["client_overhead"] for f in self.finals.values()
                      if isinstance(f.get("client_overhead"), dict)
                      and f["client_overhead"].get("p50_us") is not None]
@@ -139,6 +241,17 @@ class MasterRole:
                 "evidence": {}, "total_missing": sum(t.get("total_missing", 0) for t in totals)}
         return out
 
+    def details(self) -> list[dict[str, Any]]:
+        """Per worker: host, clock at connect and during the run, what it reported."""
+        out = []
+        for i, (cid, info) in enumerate(self.workers.items()):
+            final = self.finals.get(cid) or {}
+            row = {"index": i, "id": cid, **info, **(final.get("clock") or {}),
+                   "requests": self.rec.source_requests.get(cid, 0),
+                   "lost": cid in self.lost, "missing": self.gaps.get(cid, [])}
+            out.append(row)
+        return out
+
 
 def _listen(env: Environment, config: DriverConfig) -> MasterRunner:
     try:
@@ -148,25 +261,42 @@ def _listen(env: Environment, config: DriverConfig) -> MasterRunner:
                          f"{config.master_port} ({type(exc).__name__}: {exc})") from None
 
 
-def _wait_for_workers(runner: MasterRunner, config: DriverConfig,
-                      procs: list[subprocess.Popen[bytes]], stop: StopSignal) -> list[str]:
-    """The ids of the workers once all ``config.workers`` said ``harness_ready``."""
-    ready: list[str] = []
-    runner.register_message("harness_ready", lambda environment, msg, **kw: ready.append(
-        msg.node_id))
+def _wait_for_workers(runner: MasterRunner, config: DriverConfig, greeter: Greeter,
+                      procs: list[subprocess.Popen[bytes]], stop: StopSignal,
+                      emit: Emitter) -> dict[str, dict[str, Any]]:
+    """Each worker's id -> what it said when ready, once ``config.workers`` are ready."""
+    ready: dict[str, dict[str, Any]] = {}
+
+    def on_ready(environment: Any, msg: Any, **kw: Any) -> None:
+        if msg.node_id in ready or len(ready) >= config.workers:
+            return
+        ready[msg.node_id] = info = dict(msg.data) if isinstance(msg.data, dict) else {}
+        emit({"type": "worker", "event": "connected", "id": msg.node_id, **info,
+              "connected": len(ready), "expected": config.workers})
+
+    runner.register_message("harness_ready", on_ready)
     deadline = clock.now() + config.expect_workers_timeout_s
-    while len(set(ready)) < config.workers:
+    while len(ready) < config.workers:
         dead = [p.returncode for p in procs if p.poll() is not None]
         if dead or clock.now() > deadline or stop.event.is_set():
             for p in procs:
                 p.kill()
-            why = (f"a worker exited with code {dead[0]}" if dead else
-                   "interrupted" if stop.event.is_set() else
-                   f"{len(set(ready))} of {config.workers} workers connected within "
-                   f"{config.expect_workers_timeout_s:g} s")
-            raise StartError(why)
+            raise StartError(_not_ready(config, len(ready), dead, stop, greeter))
         gevent.sleep(0.05)
-    return sorted(set(ready))
+    return ready
+
+
+def _not_ready(config: DriverConfig, ready: int, dead: list[int | None], stop: StopSignal,
+               greeter: Greeter) -> str:
+    if dead:
+        return f"a local worker exited with code {dead[0]}"
+    if stop.event.is_set():
+        return "interrupted"
+    why = (f"{ready} of {config.workers} workers connected within "
+           f"{config.expect_workers_timeout_s:g} s (--expect-workers-timeout)")
+    if greeter.refused:
+        why += "; refused: " + "; ".join(greeter.refused)
+    return why
 
 
 def run_master(config: DriverConfig, classes: list[type[User]], shape: Any,
@@ -174,19 +304,25 @@ def run_master(config: DriverConfig, classes: list[type[User]], shape: Any,
     """workers: N: start ``local_workers`` (default N) worker processes, wait for N, run."""
     env = make_environment(config, classes, shape)
     runner = _listen(env, config)
+    env.parsed_locustfiles = [config.locustfile]
+    greeter = Greeter(runner, config, emit)
     fire_init(env)
     port = runner.server.port
     n_local = config.workers if local_workers is None else local_workers
+    emit({"type": "waiting", "expected": config.workers, "local": n_local,
+          "remote": config.workers - n_local, "bind": f"{config.master_host}:{port}"})
     procs = [subprocess.Popen(_worker_command(config, port), stdout=sys.stderr.fileno())
              for _ in range(n_local)]
-    workers = _wait_for_workers(runner, config, procs, stop)
-    # A short lead so that every worker holds its plan before the schedule starts.
-    plan = Plan.starting_at(clock.now() + 0.2, config)
+    workers = _wait_for_workers(runner, config, greeter, procs, stop, emit)
+    # A short lead so that every worker holds its plan before the schedule starts (the
+    # round trip to a remote worker included).
+    rtt = max((float(w.get("rtt_ms") or 0) for w in workers.values()), default=0.0) / 1e3
+    plan = Plan.starting_at(clock.now() + 0.2 + 2 * rtt, config)
     rec = LatencyRecorder(plan.load_start, config.interval_s, measure_start=plan.measure_start,
                           out_dir=Path(config.run_dir), open_model=config.open_model,
                           grace_s=REPORT_GRACE_S + config.interval_s,
                           on_interval=emit.interval, users=lambda: runner.user_count)
-    role = MasterRole(env, runner, config, plan, rec, workers)
+    role = MasterRole(env, runner, config, plan, rec, workers, emit)
     role.send_plans()
     run_users(env, role, config, plan, rec, emit, stop,
               {"workers": len(workers), "master_port": port})
@@ -195,129 +331,4 @@ def run_master(config: DriverConfig, classes: list[type[User]], shape: Any,
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
-    return EXIT_OK
-
-
-# -- worker ----------------------------------------------------------------------------------
-
-class WorkerRole:
-    """The harness side of one Locust worker: records its users' requests and ships closed
-    intervals in Locust's periodic report; stops when the master says (or on a signal, or
-    when its parent driver is gone)."""
-
-    def __init__(self, env: Environment, classes: list[type[User]], stop: StopSignal,
-                 parent_pid: int | None) -> None:
-        self.env = env
-        assert env.runner is not None, "the worker runner is created before WorkerRole"
-        self.runner = env.runner
-        self.classes = classes
-        self.stop = stop
-        self.parent_pid = parent_pid
-        self.rec: LatencyRecorder | None = None
-        self.pacer: OpenModelPacer | None = None
-        self.overhead: dict[str, Any] | None = None  # the client path's own time
-        self.master_end: float | None = None
-        self.stopped = False
-
-    def on_config(self, environment: Any, msg: Any, **kw: Any) -> None:
-        plan = Plan.from_message(msg.data)
-        rec = LatencyRecorder(plan.load_start, plan.interval_s, measure_start=plan.measure_start,
-                              open_model=plan.open_model)
-        self.pacer = install_recording(self.env, self.classes, plan, rec)
-        self.rec = rec
-
-    def on_report(self, client_id: str, data: dict[str, Any], **kw: Any) -> None:
-        if self.rec is not None and not self.stopped:
-            self.rec.tick(clock.now())
-            data["harness"] = self.rec.take_encoded()
-
-    def on_stop(self, environment: Any = None, msg: Any = None, **kw: Any) -> None:
-        self.master_end = msg.data["end"] if msg is not None else None
-        self.stop.request(MASTER_STOP)
-
-    def start_users(self) -> None:
-        """The master starts them (Locust's spawn messages)."""
-
-    def wait_s(self, now: float) -> float:
-        return 1.0
-
-    def tick(self, now: float) -> None:
-        pass
-
-    def orphaned(self) -> bool:
-        """A local worker outliving its driver (the master process is gone)."""
-        return bool(self.parent_pid) and os.getppid() != self.parent_pid
-
-    def ended(self, now: float) -> str | None:
-        if self.orphaned():
-            return "the driver is gone"
-        if not len(self.runner.greenlet):
-            return "the master quit"  # Locust's quit message ended the runner
-        return None
-
-    def finish(self, end: float) -> dict[str, int] | None:
-        """Stop the users, close the last interval and send it as ``harness_final``."""
-        if self.stopped or self.rec is None or not len(self.runner.greenlet):
-            return None
-        end = self.master_end if self.master_end is not None else end
-        window = stop_users(self.env, self.rec, self.pacer, end)
-        self.stopped = True
-        total = self.rec.service_total
-        self.runner.send_message("harness_final", {
-            "report": self.rec.take_encoded(), "window": window,
-            "service_total": total.report() if total is not None else None,
-            "client_overhead": self.overhead})
-        return window
-
-    def report(self) -> dict[str, Any]:
-        return {}
-
-
-def _worker_inputs(args: argparse.Namespace) -> tuple[str, list[str], float]:
-    """(locustfile, locust_args, request timeout) from --locustfile or --run-dir."""
-    locustfile = args.locustfile
-    locust_args: list[str] = []
-    timeout_s = 10.0  # a worker started by hand with --locustfile: the config's default
-    if locustfile is None and args.run_dir:
-        try:
-            given = json.loads((Path(args.run_dir) / "driver.json").read_text())
-            locustfile = given["locustfile"]
-            locust_args = list(given.get("locust_args") or [])
-            timeout_s = float(given.get("request_timeout_s", timeout_s))
-            os.environ.setdefault("SCENARIO_SEED", str(given.get("seed", 1)))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"--run-dir must hold a driver.json naming the locustfile "
-                              f"(got {args.run_dir!r}: {exc})") from None
-    if locustfile is None or args.master_port is None:
-        raise ConfigError("a worker needs --master-port and --locustfile (or --run-dir)")
-    return locustfile, locust_args, timeout_s
-
-
-def run_worker(args: argparse.Namespace) -> int:
-    locustfile, locust_args, timeout_s = _worker_inputs(args)
-    classes, _shape = load_user_classes(locustfile)
-    apply_request_timeout(classes, float(timeout_s))
-    env = Environment(user_classes=classes, events=locust.events,
-                      parsed_options=locust_options(locust_args))
-    try:
-        runner = env.create_worker_runner(args.master_host, args.master_port)
-    except (Exception, SystemExit) as exc:
-        raise StartError(f"worker could not connect to {args.master_host}:{args.master_port} "
-                         f"({type(exc).__name__})") from None
-    fire_init(env)
-    stop = StopSignal()
-    role = WorkerRole(env, classes, stop, args.parent_pid)
-    runner.register_message("harness_config", role.on_config)
-    runner.register_message("harness_stop", role.on_stop, concurrent=True)
-    env.events.report_to_master.add_listener(role.on_report)
-    role.overhead = calibrate(classes)  # before it tells the master it is ready
-    runner.send_message("harness_ready")
-    reason = wait_for_end(role, stop, deadline=None)
-    role.finish(clock.now())
-    if reason == MASTER_STOP:
-        # the master sends quit once it has every final report; wait for it, as before
-        while len(runner.greenlet) and stop.signalled is None and not role.orphaned():
-            gevent.sleep(0.2)
-    if len(runner.greenlet):
-        runner.quit()
     return EXIT_OK

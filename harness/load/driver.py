@@ -1,7 +1,7 @@
 """The load driver: Locust as a library, in its own process.
 
     python -m harness.load.driver RUN_DIR/driver.json            (local or master)
-    python -m harness.load.driver --worker --master-host H --master-port P --run-dir D
+    python -m harness.load.driver --worker --master-host H --master-port P [--locustfile F]
 
 Stdout carries only JSON lines for the orchestrator (``started``, one ``interval`` per
 interval, ``done``); everything human goes to stderr. Exit codes: 0 done (also after
@@ -26,7 +26,7 @@ import gevent
 from locust import User
 from locust.env import Environment
 
-from harness.load import distributed
+from harness.load import distributed, worker
 from harness.load.calibrate import calibrate
 from harness.load.config import ConfigError, DriverConfig, load_config
 from harness.load.locustfile import (
@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master-port", type=int, default=None)
     parser.add_argument("--run-dir", default=None,
                         help="worker: directory holding driver.json (for the locustfile)")
-    parser.add_argument("--locustfile", default=None, help="worker: the locustfile to load")
+    parser.add_argument("--locustfile", default=None,
+                        help="worker: the locustfile to load (default: the master's)")
+    parser.add_argument("--connect-timeout", type=float, default=60.0,
+                        help="worker: how long to wait for the master to answer (s)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--clock-anchor", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     emit = Emitter(out)
     try:
         if args.worker:
-            return distributed.run_worker(args)
+            return worker.run_worker(args)
         if not args.config:
             raise ConfigError("the driver needs a config path (or --worker)")
         config = load_config(args.config)

@@ -169,6 +169,8 @@ class LatencyRecorder:
         self._outbox: list[dict[str, Any]] = []
         # master role
         self._sources: dict[str, float] = {}  # source -> last closed interval it reported
+        self.source_requests: dict[str, int] = {}  # source -> requests merged from it
+        self.source_measured: dict[str, int] = {}  # of those, in the measured window
         self._pending: dict[int, dict[str, Any]] = {}
         self._next_flush = 0
 
@@ -268,6 +270,11 @@ class LatencyRecorder:
         """Expect reports from ``source``: intervals wait for it (up to ``grace_s``)."""
         self._sources.setdefault(source, -1)
 
+    def reported_through(self, source: str) -> int:
+        """The last interval ``source`` reported as closed (-1: none)."""
+        done = self._sources.get(source, -1)
+        return int(done) if math.isfinite(done) else self.k - 1
+
     def merge_encoded(self, source: str, report: dict[str, Any]) -> None:
         """Add one worker report (from ``take_encoded``) into the pending intervals.
 
@@ -281,6 +288,10 @@ class LatencyRecorder:
             p = self._pending.setdefault(k, {"dt": 0.0, "c": IntervalCounts(), "h": {}})
             p["dt"] = max(p["dt"], float(item["dt"]))
             p["c"].add(item["c"])
+            n = int(item["c"].get("requests", 0))
+            self.source_requests[source] = self.source_requests.get(source, 0) + n
+            if self.interval_start(int(item["k"])) >= self.measure_start - 1e-9:
+                self.source_measured[source] = self.source_measured.get(source, 0) + n
             for metric, name, stage, tag, encoded, oor in item["h"]:
                 s = self.series(metric, name, stage, tag)
                 other = HdrHistogram.decode(encoded) if encoded is not None else None

@@ -68,9 +68,10 @@ def driver_config(options: RunOptions, run_dir: Path, url: str) -> dict[str, Any
         "late_threshold_us": options.late_threshold_us,
         "request_timeout_s": options.request_timeout_s,
         "service_total": options.service_total,
-        "master_host": "127.0.0.1",
-        "master_port": 0,
-        "expect_workers_timeout_s": 30,
+        "master_host": options.master()[0],
+        "master_port": options.master()[1],
+        "local_workers": options.workers - options.remote_workers,
+        "expect_workers_timeout_s": options.expect_workers_timeout_s,
         "locust_args": list(options.locust_args),
     }
 

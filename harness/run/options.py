@@ -19,13 +19,27 @@ from harness.load.config import check_scale
 from harness.run.collectors import registry
 from harness.run.target import ServeOptions, check_target_url
 
-__all__ = ["EXIT_DEGRADED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_START_FAILED", "RunError",
+__all__ = ["DEFAULT_MASTER_PORT", "EXIT_DEGRADED", "EXIT_INTERRUPTED", "EXIT_OK",
+           "EXIT_START_FAILED", "RunError", "master_address",
            "RunOptions", "RunResult"]
 
 EXIT_OK = 0
 EXIT_START_FAILED = 2
 EXIT_DEGRADED = 3
 EXIT_INTERRUPTED = 130
+DEFAULT_MASTER_PORT = 5557  # Locust's master port: what firewalls for Locust already open
+
+
+def master_address(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` (``[v6]:PORT`` too) of --master-bind / --master; ValueError naming the
+    rule and the value."""
+    rule = "must be ADDRESS:PORT with a port 1-65535, e.g. 0.0.0.0:5557 or 10.0.0.5:5557"
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 \
+            or any(c.isspace() for c in host):
+        raise ValueError(f"the master address {rule} (got {text!r})")
+    return host, int(port)
 
 
 class RunError(Exception):
@@ -60,6 +74,12 @@ class RunOptions:
     warmup_s: float = 2.0  # start-up (users, connections, caches) out of the numbers
     interval_s: float = 1.0
     workers: int = 0
+    #: of ``workers``, how many connect from other hosts (``harness worker --master``)
+    remote_workers: int = 0
+    #: where the master listens for workers (default 127.0.0.1 and a free port; with remote
+    #: workers 0.0.0.0:5557, Locust's port)
+    master_bind: str | None = None
+    expect_workers_timeout_s: float = 60.0
     collectors: Mapping[str, Any] = field(default_factory=dict)
     out: Path = Path("runs")
     tags: dict[str, str] = field(default_factory=dict)
@@ -123,9 +143,29 @@ class RunOptions:
             raise ValueError(f"spawn rate must be > 0 users/s (got {self.spawn_rate})")
         if not 0 <= self.workers <= 64:
             raise ValueError(f"workers must be between 0 and 64 (got {self.workers})")
+        self._check_workers()
         if self.spawn_rate is not None and not math.isfinite(self.spawn_rate):
             raise ValueError(f"spawn rate must be a finite number of users/s "
                              f"(got {self.spawn_rate})")
+
+    def _check_workers(self) -> None:
+        if not 0 <= self.remote_workers <= self.workers:
+            raise ValueError(f"--remote-workers must be between 0 and --workers "
+                             f"({self.workers}) (got {self.remote_workers})")
+        if self.master_bind is not None:
+            if not self.workers:
+                raise ValueError("--master-bind needs --workers N (the master listens for them)")
+            master_address(self.master_bind)  # ValueError names the rule
+        if not (1 <= self.expect_workers_timeout_s <= 3600
+                and math.isfinite(self.expect_workers_timeout_s)):
+            raise ValueError(f"--expect-workers-timeout must be between 1 and 3600 s "
+                             f"(got {self.expect_workers_timeout_s})")
+
+    def master(self) -> tuple[str, int]:
+        """(address, port) the master listens on (port 0: a free one)."""
+        if self.master_bind is not None:
+            return master_address(self.master_bind)
+        return ("0.0.0.0", DEFAULT_MASTER_PORT) if self.remote_workers else ("127.0.0.1", 0)
 
     def _check_timing(self) -> None:
         if not self.duration_s > 0:

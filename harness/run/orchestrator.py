@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.run import children
+from harness.run import children, workerevents
 from harness.run.collectors.lifecycle import RunCollectors
 from harness.run.driverproc import DriverProcess, DriverWatch, driver_config, exit_text
 from harness.run.environment import collect_environment
@@ -215,6 +215,13 @@ class _Session:
         elif kind == "interval":
             self._check_service()
             self.emit(event)
+        elif kind in ("waiting", "worker"):
+            workerevents.record(self.meta, event)
+            said = workerevents.describe(event)
+            if said is not None:
+                self.emit({"type": said[0], "message": said[1]})
+            if event.get("event") == "lost":
+                self.save()
         elif kind == "done":
             load = event.get("load")
             self.load = load if isinstance(load, dict) else None

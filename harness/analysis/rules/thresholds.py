@@ -366,3 +366,12 @@ CPU_GROWTH = _t(
 CPU_GROWTH_MIN_MS = _t(
     "CPU_GROWTH_MIN_MS", 0.5, "ms of CPU per request",
     "and by at least this much: 50 % of a tiny CPU cost is noise")
+
+# -- distributed load (harness/analysis/selfcheck/workers.py) ---------------------------------
+CLOCK_UNCERTAINTY_SHARE = _t(
+    "CLOCK_UNCERTAINTY_SHARE", 0.01, "share of the histogram interval",
+    "a worker's clock is known to the master's within half the round trip of its best "
+    "measurement, plus what moved during the run; a request that completes within that "
+    "much of an interval boundary may be counted in the neighbouring interval. At 1 % of "
+    "the interval (10 ms at 1 s) about 1 % of a steady load could move: the per-interval "
+    "series are then not exact; the run's totals and latencies are unaffected")

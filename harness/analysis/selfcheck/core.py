@@ -66,6 +66,8 @@ class CheckContext:
     #: run.json's target URL and the collectors' errors ("name: error")
     target: str | None = None
     collector_errors: tuple[str, ...] = ()
+    #: run.json's histogram interval (s)
+    interval_s: float = 1.0
 
     @classmethod
     def of(cls, rd: RunDir, summary: Summary, load: LoadReport) -> CheckContext:
@@ -84,12 +86,18 @@ class CheckContext:
                    tuple(rd.warnings),  # after the reads above: they may add warnings
                    None if not isinstance(scraped, dict) else ScrapeStatus.from_dict(scraped),
                    rd.read_json("traces/status.json"),
-                   str(target.get("url")) if isinstance(target, dict) else None, errors)
+                   str(target.get("url")) if isinstance(target, dict) else None, errors,
+                   _interval_s(rd.meta.get("load")))
 
     @property
     def requests_all(self) -> int:
         """Requests in the measured window, as the driver counted them (else the summary)."""
         return int(self.load.measured.requests or self.summary.total.count)
+
+
+def _interval_s(load: Any) -> float:
+    value = load.get("interval_s") if isinstance(load, dict) else None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
 
 
 def self_check(rd: RunDir, summary: Summary, load: LoadReport) -> list[CheckEntry]:

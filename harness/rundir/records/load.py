@@ -16,7 +16,7 @@ from harness.rundir.records.base import as_map, present
 __all__ = ["ACHIEVED_BY", "LoadReport", "Measured", "achieved_count"]
 
 _MEASURED_OPTIONAL = ("scheduled", "started", "late", "dropped", "late_threshold_us",
-                      "late_loop", "achieved", "achieved_by")
+                      "late_loop", "achieved", "achieved_by", "scheduled_estimated")
 
 #: what ``achieved`` counts: the window's intended starts that were made (open model), or
 #: the requests answered in the window (closed model; open model when fewer than started)
@@ -62,6 +62,9 @@ class Measured:
     #: the count behind ``achieved_rps`` and what it counts (``achieved_count``)
     achieved: int | None = None
     achieved_by: str | None = None
+    #: of ``scheduled``, the share of workers lost mid-run (their counts never came: as
+    #: many as the other workers' mean; harness/load/distributed.py)
+    scheduled_estimated: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "failures": self.failures,
@@ -79,7 +82,7 @@ _CORE = ("model", "arrival", "target_rps", "nominal_rps", "rate_shape", "users",
          "warmup_s")
 _COUNTERS = ("negative_residuals", "server_timing_missing", "server_timing_malformed")
 _OPTIONAL = ("unanswered", "unanswered_long", "out_of_range", "workers_reported",
-             "timeline", "bounds", "source")
+             "timeline", "bounds", "source", "workers_detail", "workers_lost")
 _KNOWN = {*_CORE, *_COUNTERS, *_OPTIONAL, "measured", "errors", "workers", "stopped_early",
           "stop_reason"}
 
@@ -117,6 +120,12 @@ class LoadReport:
     #: (``series_limit``, ``series``, ``values_over_series_limit``)
     bounds: dict[str, Any] | None = None
     source: str | None = None
+    #: per Locust worker: id, host, remote, clock offset and round trip at connect
+    #: (``offset_ms``, ``rtt_ms``) and during the run (``run_offset_ms``, ``run_rtt_ms``),
+    #: requests merged from it, lost (harness/load/distributed.py)
+    workers_detail: list[dict[str, Any]] | None = None
+    #: workers lost mid-run: id, host, why, lost_at, after_s, intervals/requests reported
+    workers_lost: list[dict[str, Any]] | None = None
     #: keys this version does not know (kept, written back)
     extra: dict[str, Any] = field(default_factory=dict)
 
