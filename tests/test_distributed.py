@@ -198,8 +198,8 @@ def test_a_worker_killed_mid_run_costs_only_its_unreported_requests(tmp_path: Pa
     final report (FINAL_TIMEOUT_S is for workers still heard from), and writes every
     interval once; load.json names the lost worker. The dead worker's requests are
     counted up to its last report: Locust's worker report comes every 3 s and carries the
-    intervals closed by then, so at most 3 s + the open 1 s interval at its 20 req/s are lost (and never more counted
-    than the server saw). The survivor's requests are all counted."""
+    intervals closed by then, so at most 3 s + the open 1 s interval at its 20 req/s are
+    lost (and never more counted than the server saw). The survivor's requests are all counted."""
     host, truth_log = server
     driver = _start(_config(tmp_path, host, stop_grace_s=2.0))
     started = _lines_until(driver, "started")[-1][1]
