@@ -130,10 +130,28 @@ def test_a_worker_whose_master_never_answers_says_so_and_exits_3() -> None:
      "--remote-workers must be between 0 and --workers (2) (got 3)"),
     (["--master-bind", "0.0.0.0:5557"], "--master-bind needs --workers N"),
     (["--workers", "1", "--master-bind", "0.0.0.0"], "the master address must be ADDRESS:PORT"),
+    (["--workers", "2", "--remote-workers", "1"],
+     "--remote-workers needs --target URL, an address the worker hosts can reach (--serve "
+     "reference listens on 127.0.0.1)"),
     (["--workers", "1", "--expect-workers-timeout", "0s"],
      "--expect-workers-timeout must be between 1 and 3600 s (got 0.0)"),
 ])
 def test_harness_run_rejects_bad_worker_options(args: list[str], said: str) -> None:
-    done = _harness("run", str(SCENARIO), "--target", "http://127.0.0.1:9", *args)
+    where = ["--serve", "reference"] if "--serve" in said else ["--target", "http://127.0.0.1:9"]
+    done = _harness("run", str(SCENARIO), *where, *args)
     assert done.returncode == 2 and said in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_remote_worker_at_a_full_core_is_an_error_local_ones_are_loadgen_cpus() -> None:
+    calm = _worker(0, cpu_pct=[20.0, 35.5, 30.0])
+    busy = _worker(1, cpu_pct=[95.0, 97.0, 60.0, 99.0])
+    entry = checks.workers_cpu(_context(workers_detail=[calm, busy]))
+    assert entry is not None and entry.is_error
+    assert entry.detail == ("2 remote workers, from their heartbeats; the busiest, h1 (w1), "
+                            "above 90 % of a core in 75.0 % of samples (mean 87.8 %, max "
+                            "99.0 %); limit 10 % of samples")
+    entry = checks.workers_cpu(_context(workers_detail=[calm]))
+    assert entry is not None and entry.ok
+    local = _worker(0, remote=False, cpu_pct=[99.0])  # psutil's loadgen_cpu judges it
+    assert checks.workers_cpu(_context(workers_detail=[local])) is None

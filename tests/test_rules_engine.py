@@ -112,7 +112,8 @@ def test_the_books_hold_the_rules_in_the_documented_order() -> None:
         "loadgen_late",
         "samples", "out_of_range", "negative_residuals", "transport_errors", "unanswered",
         "server_timing", "traces", "profiler", "profile_cpu", "cpu_contention", "metrics",
-        "run_files", "target_bounds", "workers_lost", "worker_clocks"]
+        "run_files", "target_bounds", "workers_lost", "worker_clocks",
+        "workers_cpu"]
     assert ids["single"] == [
         "loadgen_saturated", "rate_shortfall", "late_starts", "few_samples",
         "self_check_failed", "machine_contended", "cannot_localize", "machine_saturated",

@@ -118,6 +118,10 @@ class MasterRole:
         self.lost: dict[str, dict[str, Any]] = {}  # no final report by the end
         self.missing_since: dict[str, float] = {}  # no heartbeat now, since
         self.gaps: dict[str, list[list[float]]] = {}  # missing, then back: [from, to]
+        #: each worker's CPU (% of one core) as its heartbeats said, once a second: a
+        #: remote worker's only CPU figure (psutil sees local processes only)
+        self.cpu: dict[str, list[float]] = {cid: [] for cid in workers}
+        self._cpu_at = 0.0
         env.events.worker_report.add_listener(self.on_report)
         runner.register_message("harness_final", self.on_final)
 
@@ -152,11 +156,17 @@ class MasterRole:
         """Note workers Locust marks missing (no heartbeat for ~3 s, or removed) and those
         that come back. A missing worker's reports are still merged if they come (late,
         never lost); intervals do not wait for it beyond the report grace."""
+        sample = now - self._cpu_at >= 1.0 and self.plan.load_start <= now <= self.plan.load_end
+        if sample:
+            self._cpu_at = now
         for cid in self.workers:
             if cid in self.finals:
                 continue
             node = self.runner.clients.get(cid)
             gone = node is None or node.state == STATE_MISSING
+            usage = getattr(node, "cpu_usage", None)
+            if sample and not gone and isinstance(usage, (int, float)):
+                self.cpu[cid].append(float(usage))
             if gone and cid not in self.missing_since:
                 self.missing_since[cid] = now
                 self.emit({"type": "worker", "event": "missing", "id": cid,
@@ -246,9 +256,11 @@ class MasterRole:
         out = []
         for i, (cid, info) in enumerate(self.workers.items()):
             final = self.finals.get(cid) or {}
+            cpu = self.cpu.get(cid) or []
             row = {"index": i, "id": cid, **info, **(final.get("clock") or {}),
                    "requests": self.rec.source_requests.get(cid, 0),
-                   "lost": cid in self.lost, "missing": self.gaps.get(cid, [])}
+                   "lost": cid in self.lost, "missing": self.gaps.get(cid, []),
+                   "cpu_pct": [round(c, 1) for c in cpu]}
             out.append(row)
         return out
 

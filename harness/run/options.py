@@ -152,6 +152,9 @@ class RunOptions:
         if not 0 <= self.remote_workers <= self.workers:
             raise ValueError(f"--remote-workers must be between 0 and --workers "
                              f"({self.workers}) (got {self.remote_workers})")
+        if self.remote_workers and self.serve is not None:
+            raise ValueError("--remote-workers needs --target URL, an address the worker "
+                             "hosts can reach (--serve reference listens on 127.0.0.1)")
         if self.master_bind is not None:
             if not self.workers:
                 raise ValueError("--master-bind needs --workers N (the master listens for them)")

@@ -1,4 +1,5 @@
-"""Self-checks of a distributed run: workers lost mid-run, workers' clocks.
+"""Self-checks of a distributed run: workers lost mid-run, workers' clocks, remote workers'
+CPU.
 
 A lost worker's share of the load stopped when it was lost: the run's rate, counts and
 percentiles lack that share from then on, so the run cannot be trusted as the load that
@@ -14,7 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analysis.rules import rule
-from harness.analysis.rules.thresholds import CLOCK_UNCERTAINTY_SHARE
+from harness.analysis.rules.thresholds import (
+    CLOCK_UNCERTAINTY_SHARE,
+    LOADGEN_SATURATED_PCT,
+    LOADGEN_SATURATED_SHARE,
+)
 from harness.analysis.selfcheck.core import CheckContext, check
 from harness.rundir.records import CheckEntry
 
@@ -70,3 +75,24 @@ def worker_clocks(c: CheckContext) -> CheckEntry | None:
                  "interval: requests completing that close to a boundary may be counted in "
                  "the neighbouring interval (latencies and totals are not affected)")
     return check("worker_clocks", worst_ms <= limit, "warning", said)
+
+
+@rule("self_check", "workers_cpu", layer="measurement")
+def workers_cpu(c: CheckContext) -> CheckEntry | None:
+    """Remote workers' CPU, from their heartbeats (psutil sees local processes only): a
+    worker at a full core queues its own requests, as loadgen_cpu says of local ones."""
+    remote = [w for w in (c.load.workers_detail or []) if w.get("remote") and w.get("cpu_pct")]
+    if not remote:
+        return None
+    rows = []
+    for w in remote:
+        cpu = [float(x) for x in w["cpu_pct"]]
+        share = sum(x > LOADGEN_SATURATED_PCT for x in cpu) / len(cpu)
+        rows.append((share, w, sum(cpu) / len(cpu), max(cpu)))
+    share, worst, mean, peak = max(rows, key=lambda r: (r[0], r[2]))
+    return check("workers_cpu", share <= LOADGEN_SATURATED_SHARE, "error",
+                 f"{len(remote)} remote workers, from their heartbeats; the busiest, "
+                 f"{worst.get('host')} ({worst.get('id')}), above "
+                 f"{LOADGEN_SATURATED_PCT:g} % of a core in {100 * share:.1f} % of samples "
+                 f"(mean {mean:.1f} %, max {peak:.1f} %); limit "
+                 f"{100 * LOADGEN_SATURATED_SHARE:g} % of samples")
