@@ -249,7 +249,8 @@ def test_a_worker_of_another_version_is_refused(hosts: Hosts, target,
     from harness import __version__
 
     assert worker.returncode == 2, werr
-    assert f"the master runs harness {__version__}" in werr and "harness 0.0.9" in werr
+    assert (f"harness worker: refused by the master: the master runs harness {__version__} "
+            "and the worker on ") in werr and "runs harness 0.0.9" in werr
     # the master does not start without it, and says who was refused
     assert master.returncode == 2, err
     assert "refused" in err and "harness 0.0.9" in err

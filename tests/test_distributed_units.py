@@ -122,6 +122,7 @@ def test_a_worker_whose_master_never_answers_says_so_and_exits_3() -> None:
     done = _harness("worker", "--master", f"127.0.0.1:{free_port()}", "--connect-timeout",
                     "2s")
     assert done.returncode == 3, done.stderr
+    assert "harness worker: could not start: the master at 127.0.0.1:" in done.stderr
     assert "did not answer within 2 s" in done.stderr and "Traceback" not in done.stderr
 
 

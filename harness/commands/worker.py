@@ -51,7 +51,8 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
         raise CommandError(f"--connect-timeout must be > 0 and <= 3600 s "
                            f"(got {args.connect_timeout!r})")
     command = [sys.executable, "-m", "harness.load.driver", "--worker", "--master-host", host,
-               "--master-port", str(port), "--connect-timeout", repr(timeout)]
+               "--master-port", str(port), "--connect-timeout", repr(timeout),
+               "--name", "harness worker"]
     if args.locustfile is not None:
         if not args.locustfile.is_file() or args.locustfile.suffix != ".py":
             raise CommandError(f"--locustfile must be an existing .py locustfile "

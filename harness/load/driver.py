@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker: how long to wait for the master to answer (s)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--clock-anchor", type=float, default=None, help=argparse.SUPPRESS)
+    # how its one-line errors begin ("harness worker" when `harness worker` started it)
+    parser.add_argument("--name", default="driver", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.clock_anchor is not None:
         # started by a process of this machine: stamp instants as it does (harness.rundir.clock)
@@ -172,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                                               config.local_workers)
         return run_local(config, classes, shape, emit, stop)
     except (ConfigError, LocustfileError) as exc:
-        print(f"driver: {exc}", file=sys.stderr)
+        print(f"{args.name}: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except StartError as exc:
-        print(f"driver: could not start: {exc}", file=sys.stderr)
+        print(f"{args.name}: could not start: {exc}", file=sys.stderr)
         return EXIT_START
     except OSError as exc:  # a full disk, a run directory removed under it
         _fatal(emit, f"the load stopped: the run directory cannot be written: {exc}")
