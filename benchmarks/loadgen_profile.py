@@ -1,0 +1,161 @@
+"""Where the load driver's CPU goes per request: py-spy on the driver, bare Locust beside it.
+
+    .venv/bin/python benchmarks/loadgen_profile.py --duration 20 --rounds 2
+
+One reference service (2 sync workers) is started once; bare Locust and the harness
+(``--no-profile``: py-spy is here attached to the *load generator*) take turns on
+``GET /healthz`` from FastHttpUser with 8 users and no think time. py-spy records the
+load-generating process (bare Locust's process; the harness's driver) at 250 Hz,
+``--nonblocking``, for the middle of the run; its own CPU is the benchmark's, not theirs.
+
+Printed, per contender, medians over rounds: requests/s, the process's CPU per request
+(µs, from its /proc CPU times over the recorded span), and the on-CPU samples by where
+their innermost frame is: the harness's own modules (by file), Locust, geventhttpclient,
+gevent, hdrh, the rest. The harness's extra µs per request, split by module, is what the
+efficiency target (BENCHMARKS.md) asks to find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.run.target import ServeOptions, serve_reference  # noqa: E402
+
+LOCUSTFILE = ROOT / "benchmarks" / "locustfiles" / "health_fasthttp.py"
+PYSPY = ROOT / ".venv" / "bin" / "py-spy"
+
+
+def _bucket(frame: str) -> str:
+    """The owner of a collapsed-stack frame ``func (path:line)``."""
+    path = frame.rsplit("(", 1)[-1]
+    if "/harness/" in path:
+        return "harness/" + path.split("/harness/", 1)[1].split(":", 1)[0]
+    for name in ("locust", "geventhttpclient", "gevent", "hdrh", "psutil", "zmq", "msgpack"):
+        if f"/{name}/" in path:
+            return name
+    return "other (stdlib, C)"
+
+
+leaves: collections.Counter = collections.Counter()  # innermost function, all runs
+
+
+def _profile(pid: int, seconds: float, out: Path) -> collections.Counter:
+    subprocess.run([str(PYSPY), "record", "--pid", str(pid), "--rate", "250", "--duration",
+                    str(int(seconds)), "--nonblocking", "--format", "raw", "--output", str(out)],
+                   check=True, capture_output=True)
+    self_time: collections.Counter = collections.Counter()
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        # from the innermost frame out, the first that belongs to a package of note: a
+        # record_value (hdrh) or a dict lookup (C) called by the harness is the harness's
+        owner = next((b for b in map(_bucket, reversed(frames))
+                      if b not in ("other (stdlib, C)", "hdrh")), None)
+        self_time[owner or _bucket(frames[-1])] += int(count)
+        leaves[frames[-1].split(" (")[0] + " @ " + _bucket(frames[-1])] += int(count)
+    return self_time
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def _driver(harness: subprocess.Popen[str]) -> psutil.Process:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        for child in psutil.Process(harness.pid).children(recursive=True):
+            if "harness.load.driver" in " ".join(child.cmdline()):
+                return child
+        time.sleep(0.1)
+    raise RuntimeError("no driver process")
+
+
+def run_one(kind: str, url: str, duration: int, tmp: Path) -> dict:
+    if kind == "locust":
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "8",
+             "-r", "8", "-t", f"{duration}s", "-H", url, "--only-summary", "--loglevel",
+             "WARNING", "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        target = psutil.Process(proc.pid)
+    else:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "run", str(LOCUSTFILE), "--target", url,
+             "--users", "8", "--duration", f"{duration}s", "--warmup", "0s", "--no-profile",
+             "--out", str(tmp / "runs"), "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        target = _driver(proc)
+    time.sleep(4.0)  # past start-up (imports, the calibration's echo)
+    span = duration - 7.0
+    cpu0, t0 = _cpu(target), time.monotonic()
+    samples = _profile(target.pid, span, tmp / f"{kind}.txt")
+    cpu1, t1 = _cpu(target), time.monotonic()
+    out, _ = proc.communicate(timeout=120)
+    return {"samples": samples, "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "out": out}
+
+
+def _requests(kind: str, result: dict, tmp: Path, duration: int) -> float:
+    """Requests/s over the whole run (both count the whole measured run)."""
+    import json
+
+    if kind == "locust":
+        return sum(e["num_requests"] for e in json.loads(result["out"])) / duration
+    run_dir = sorted((tmp / "runs").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+    load = json.loads((run_dir / "load.json").read_text())
+    return (load["measured"]["requests"] + load["measured"]["failures"]) / duration
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    rows: dict[str, list[dict]] = {"locust": [], "harness": []}
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        service = serve_reference(ServeOptions(workers=2), tmp / "service.log")
+        try:
+            for r in range(args.rounds):
+                for kind in rows:
+                    res = run_one(kind, service.url, args.duration, tmp)
+                    res["rps"] = _requests(kind, res, tmp, args.duration)
+                    res["us_per_request"] = 1e6 * res["cpu_s"] / (res["rps"] * res["wall_s"])
+                    rows[kind].append(res)
+                    print(f"round {r + 1} {kind}: {res['rps']:.0f} req/s, "
+                          f"{res['us_per_request']:.0f} µs CPU per request", flush=True)
+        finally:
+            service.stop()
+    for kind, results in rows.items():
+        us = statistics.median(x["us_per_request"] for x in results)
+        rps = statistics.median(x["rps"] for x in results)
+        total: collections.Counter = collections.Counter()
+        for x in results:
+            total.update(x["samples"])
+        n = sum(total.values())
+        print(f"\n{kind}: {rps:.0f} req/s, {us:.0f} µs of CPU per request; on-CPU samples "
+              f"({n}) by owner, with their share of the µs per request:")
+        for owner, count in total.most_common(14):
+            print(f"  {owner:<40} {100 * count / n:5.1f} %  {us * count / n:6.1f} µs")
+    n = sum(leaves.values())
+    print("\ninnermost functions, both contenders, all rounds:")
+    for leaf, count in leaves.most_common(25):
+        print(f"  {100 * count / n:5.1f} %  {leaf}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
