@@ -48,14 +48,13 @@ def _bucket(frame: str) -> str:
     return "other (stdlib, C)"
 
 
-leaves: collections.Counter = collections.Counter()  # innermost function, all runs
-
-
-def _profile(pid: int, seconds: float, out: Path) -> collections.Counter:
+def _profile(pid: int, seconds: float, out: Path
+             ) -> tuple[collections.Counter, collections.Counter]:
     subprocess.run([str(PYSPY), "record", "--pid", str(pid), "--rate", "250", "--duration",
                     str(int(seconds)), "--nonblocking", "--format", "raw", "--output", str(out)],
                    check=True, capture_output=True)
     self_time: collections.Counter = collections.Counter()
+    leaves: collections.Counter = collections.Counter()  # the innermost function
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -67,7 +66,7 @@ def _profile(pid: int, seconds: float, out: Path) -> collections.Counter:
                       if b not in ("other (stdlib, C)", "hdrh")), None)
         self_time[owner or _bucket(frames[-1])] += int(count)
         leaves[frames[-1].split(" (")[0] + " @ " + _bucket(frames[-1])] += int(count)
-    return self_time
+    return self_time, leaves
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -102,10 +101,11 @@ def run_one(kind: str, url: str, duration: int, tmp: Path) -> dict:
     time.sleep(4.0)  # past start-up (imports, the calibration's echo)
     span = duration - 7.0
     cpu0, t0 = _cpu(target), time.monotonic()
-    samples = _profile(target.pid, span, tmp / f"{kind}.txt")
+    samples, leaves = _profile(target.pid, span, tmp / f"{kind}.txt")
     cpu1, t1 = _cpu(target), time.monotonic()
     out, _ = proc.communicate(timeout=120)
-    return {"samples": samples, "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "out": out}
+    return {"samples": samples, "leaves": leaves, "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0,
+            "out": out}
 
 
 def _requests(kind: str, result: dict, tmp: Path, duration: int) -> float:
@@ -150,10 +150,12 @@ def main() -> int:
               f"({n}) by owner, with their share of the µs per request:")
         for owner, count in total.most_common(14):
             print(f"  {owner:<40} {100 * count / n:5.1f} %  {us * count / n:6.1f} µs")
-    n = sum(leaves.values())
-    print("\ninnermost functions, both contenders, all rounds:")
-    for leaf, count in leaves.most_common(25):
-        print(f"  {100 * count / n:5.1f} %  {leaf}")
+        leaves: collections.Counter = collections.Counter()
+        for x in results:
+            leaves.update(x["leaves"])
+        print("  innermost functions:")
+        for leaf, count in leaves.most_common(20):
+            print(f"    {100 * count / n:5.1f} %  {leaf}")
     return 0
 
 
