@@ -12,8 +12,9 @@ string concatenation: a 16 MiB header took 68 s of CPU to parse, a body is buffe
   --request-timeout``, or the class's own longer timeouts) as a whole: past it the request
   fails with ``TimeoutError`` (gevent.Timeout raising it inside the request, where
   Locust counts it like any timeout);
-- fail with :class:`ResponseHeadersTooLarge` when the response's header block passes
-  :data:`MAX_HEADER_BYTES`, and with :class:`ResponseBodyTooLarge` when more than
+- fail with :class:`ResponseHeadersTooLarge` when more than :data:`MAX_HEADER_BYTES` were
+  read before the response's headers completed (the header block, plus at most the rest
+  of the read that ended it), and with :class:`ResponseBodyTooLarge` when more than
   :data:`MAX_BODY_BYTES` of body are buffered (a streamed body read as it comes is not
   limited): both are HTTP parse errors to Locust, counted under their own name.
 
@@ -33,8 +34,9 @@ from locust.contrib.fasthttp import FastHttpSession
 __all__ = ["DEADLINE_ATTR", "MAX_BODY_BYTES", "MAX_HEADER_BYTES", "ResponseBodyTooLarge",
            "ResponseHeadersTooLarge", "bound_requests"]
 
-#: a response's whole header block: servers refuse requests with headers over 8-16 KiB; a
-#: response with more than this is not a model service's answer
+#: a response's whole header block (the bytes read before the headers completed): servers
+#: refuse requests with headers over 8-16 KiB; a response with more than this is not a
+#: model service's answer
 MAX_HEADER_BYTES = 256 * 1024
 #: a response body buffered in memory, per request (each user holds one at a time)
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -80,23 +82,20 @@ def _with_deadline(request: Any) -> Any:
 
 
 def _bound_response_parser() -> None:
-    on_field, on_value, on_body = (HTTPResponse._on_header_field, HTTPResponse._on_header_value,
-                                   HTTPResponse._on_body)
+    """Bound what one response may make the parser hold: its header block by the bytes fed
+    before the headers completed (checked once per read, not per header piece: a
+    per-piece check cost a Python call for every header name and value of every
+    response), its buffered body by the buffer's size."""
+    on_feed, on_body = HTTPResponse.feed, HTTPResponse._on_body
 
-    def header_bytes(self: Any, piece: str) -> None:
-        size = getattr(self, "_harness_header_bytes", 0) + len(piece)
-        self._harness_header_bytes = size
-        if size > MAX_HEADER_BYTES:
-            raise ResponseHeadersTooLarge(
-                f"response headers larger than {MAX_HEADER_BYTES} bytes (cut there)")
-
-    def field(self: Any, string: str) -> None:
-        header_bytes(self, string)
-        on_field(self, string)
-
-    def value(self: Any, string: str) -> None:
-        header_bytes(self, string)
-        on_value(self, string)
+    def feed(self: Any, data: Any) -> None:
+        if not self.headers_complete:
+            size = getattr(self, "_harness_header_bytes", 0) + len(data)
+            self._harness_header_bytes = size
+            if size > MAX_HEADER_BYTES:
+                raise ResponseHeadersTooLarge(
+                    f"response headers larger than {MAX_HEADER_BYTES} bytes (cut there)")
+        on_feed(self, data)
 
     def body(self: Any, buf: bytearray) -> None:
         if len(self._body_buffer) + len(buf) > MAX_BODY_BYTES:
@@ -104,7 +103,6 @@ def _bound_response_parser() -> None:
                 f"response body larger than {MAX_BODY_BYTES} bytes buffered (cut there)")
         on_body(self, buf)
 
-    for name, fn in (("_on_header_field", field), ("_on_header_value", value),
-                     ("_on_body", body)):
+    for name, fn in (("feed", feed), ("_on_body", body)):
         setattr(fn, _MARK, True)
         setattr(HTTPResponse, name, fn)
