@@ -75,12 +75,16 @@ class Greeter:
     def __init__(self, runner: MasterRunner, config: DriverConfig, emit: Emitter) -> None:
         self.runner, self.config, self.emit = runner, config, emit
         self.refused: dict[str, str] = {}  # reason -> host
+        self.full = False  # the run has its workers: later ones are turned away
         runner.register_message("harness_hello", self.on_hello)
         runner.register_message("harness_ping", self.on_ping)
 
     def on_hello(self, environment: Any, msg: Any, **kw: Any) -> None:
         hello = msg.data if isinstance(msg.data, dict) else {}
         reason = handshake.refusal(hello)
+        if reason is None and self.full:
+            reason = (f"the master already has its {self.config.workers} workers and runs "
+                      "(a worker that joins a running load would get no share of it)")
         if reason is not None:
             if reason not in self.refused:
                 self.refused[reason] = str(hello.get("host"))
@@ -326,6 +330,7 @@ def run_master(config: DriverConfig, classes: list[type[User]], shape: Any,
     procs = [subprocess.Popen(_worker_command(config, port), stdout=sys.stderr.fileno())
              for _ in range(n_local)]
     workers = _wait_for_workers(runner, config, greeter, procs, stop, emit)
+    greeter.full = True
     # A short lead so that every worker holds its plan before the schedule starts (the
     # round trip to a remote worker included).
     rtt = max((float(w.get("rtt_ms") or 0) for w in workers.values()), default=0.0) / 1e3
