@@ -66,6 +66,9 @@ class CheckContext:
     #: run.json's target URL and the collectors' errors ("name: error")
     target: str | None = None
     collector_errors: tuple[str, ...] = ()
+    #: a remote target's telemetry collectors' statuses by name ("process", "node"):
+    #: metrics/<name>_status.json, else run.json's collectors.<name>_metrics
+    telemetry: dict[str, dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, rd: RunDir, summary: Summary, load: LoadReport) -> CheckContext:
@@ -84,12 +87,22 @@ class CheckContext:
                    tuple(rd.warnings),  # after the reads above: they may add warnings
                    None if not isinstance(scraped, dict) else ScrapeStatus.from_dict(scraped),
                    rd.read_json("traces/status.json"),
-                   str(target.get("url")) if isinstance(target, dict) else None, errors)
+                   str(target.get("url")) if isinstance(target, dict) else None, errors,
+                   _telemetry(rd, collectors))
 
     @property
     def requests_all(self) -> int:
         """Requests in the measured window, as the driver counted them (else the summary)."""
         return int(self.load.measured.requests or self.summary.total.count)
+
+
+def _telemetry(rd: RunDir, collectors: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in ("process", "node"):
+        found = rd.read_json(f"metrics/{name}_status.json") or collectors.get(f"{name}_metrics")
+        if isinstance(found, dict):
+            out[name] = found
+    return out
 
 
 def self_check(rd: RunDir, summary: Summary, load: LoadReport) -> list[CheckEntry]:
