@@ -481,6 +481,19 @@ def test_the_reference_service_under_gunicorn_exports_no_process_metrics(
     assert status["ok"] is False and status["rows"] == 0 and status["scrapes"] >= 3
     assert "multiprocess prometheus_client" in status["what"], status
     check = _checks(run)["target_resources"]
-    assert not check["ok"] and check["severity"] == "warning"
+    assert not check["ok"] and check["severity"] == "info"
     assert "its CPU and memory were not measured" in check["detail"]
     assert "target_process" not in json.loads((run / "summary.json").read_text())["resources"]
+
+
+def test_an_endpoint_that_never_answers_is_given_up_after_three_scrapes(tmp_path: Path) -> None:
+    loop = ScrapeLoop(f"http://127.0.0.1:{free_port()}/metrics", 0.25, 1.0, process_row,
+                      PROCESS_COLUMNS, give_up=3)
+    loop.start(tmp_path / "metrics" / "process.csv")
+    deadline = time.monotonic() + 10
+    while not loop.gave_up and time.monotonic() < deadline:
+        time.sleep(0.05)
+    loop.finish()
+    counts = loop.counts()
+    assert counts["gave_up"] and counts["scrapes"] == counts["failed_scrapes"] == 3, counts
+    assert counts["rows"] == 0 and "refused" in counts["errors"][0].lower()

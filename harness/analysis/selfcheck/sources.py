@@ -166,14 +166,16 @@ def _scrapes(status: dict[str, Any]) -> str:
 @rule("self_check", "target_resources", layer="measurement")
 def target_resources(c: CheckContext) -> CheckEntry | None:
     """Where a remote target's CPU and memory came from: its /metrics process_* (which
-    process answered), or nothing (a multiprocess prometheus_client exports no process_*);
-    failed scrapes warn (rows between them are kept; the rates skip the gap)."""
+    process answered); failed scrapes warn (rows between them are kept; the rates skip the
+    gap). None at all (no /metrics, or a multiprocess prometheus_client that exports no
+    process_*) is information, as the ``metrics`` check's: no number of the run depends on
+    them, and the diagnosis's evidence line names what is missing."""
     status = (c.telemetry or {}).get("process")
     if status is None or status.get("skipped"):
         return None
     url = status.get("url")
     if not status.get("rows"):
-        return check("target_resources", False, "warning",
+        return check("target_resources", False, "info",
                      f"the target is not local and its CPU and memory were not measured: "
                      f"{status.get('reason') or status.get('what')} ({url}; "
                      f"{_scrapes(status)})")

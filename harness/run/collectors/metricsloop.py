@@ -59,8 +59,12 @@ class ScrapeLoop:
     """Every ``every_s``: scrape ``url``, ``extract`` a row, append it to ``csv_path``."""
 
     def __init__(self, url: str, every_s: float, timeout_s: float, extract: Extract,
-                 columns: tuple[str, ...]) -> None:
+                 columns: tuple[str, ...], give_up: int | None = None) -> None:
+        """``give_up``: stop after this many failed scrapes in a row before any answered
+        (an endpoint that serves no metrics at all; None: never)."""
         self.url, self.every_s, self.timeout_s = url, every_s, timeout_s
+        self.give_up = give_up
+        self.gave_up = False
         self._extract, self._columns = extract, columns
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,6 +92,10 @@ class ScrapeLoop:
         next_t = time.monotonic()
         while True:
             self.scrape_once()
+            if self.give_up is not None and self.failed >= self.give_up \
+                    and self.failed == self.scrapes:
+                self.gave_up = True
+                return
             next_t += self.every_s
             now = time.monotonic()
             if now > next_t:  # a slow scrape: skip the slots it overran
@@ -138,6 +146,7 @@ class ScrapeLoop:
     def counts(self) -> dict[str, Any]:
         return {"url": self.url, "every_s": self.every_s, "scrapes": self.scrapes,
                 "failed_scrapes": self.failed, "rows": self.rows, "errors": list(self.errors),
+                "gave_up": self.gave_up,
                 "first_t": self.first_t, "last_t": self.last_t}
 
 

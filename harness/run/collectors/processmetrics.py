@@ -106,8 +106,9 @@ class ProcessMetricsCollector:
     def __init__(self, url: str, options: ProcessMetricsOptions) -> None:
         self.url = check_url(url, "process metrics url")
         self.options = options
+        # a target that serves no metrics at all is not asked every second of the run
         self._loop = ScrapeLoop(url, options.every_s, options.timeout_s, process_row,
-                                PROCESS_COLUMNS)
+                                PROCESS_COLUMNS, give_up=3)
         self._dir: Path | None = None
         self._skipped: str | None = None
         self._status: dict[str, Any] | None = None
