@@ -497,3 +497,52 @@ def test_an_endpoint_that_never_answers_is_given_up_after_three_scrapes(tmp_path
     counts = loop.counts()
     assert counts["gave_up"] and counts["scrapes"] == counts["failed_scrapes"] == 3, counts
     assert counts["rows"] == 0 and "refused" in counts["errors"][0].lower()
+
+
+def _host(cpu_pct: float, steal: float = 0.0, avail: int = 2 * 2**30) -> Any:
+    from harness.rundir.records import HostResources
+
+    return HostResources("node_exporter at http://h:9100/metrics", "http://h:9100/metrics", 4,
+                         20, 19, 0, cpu_pct, cpu_pct + 2, cpu_pct + 5, 4 * cpu_pct / 100, 0.5,
+                         steal, 8 * 2**30, 6 * 2**30, avail, 3.5, 4.0)
+
+
+def test_the_service_host_rules_say_their_sources() -> None:
+    from harness.analysis.diagnosis.engine import diagnose_facts
+    from harness.analysis.diagnosis.facts import Facts
+    from harness.analysis.diagnosis.remotehost import service_host
+
+    source = "process_cpu_seconds_total of http://h:8000/metrics (remote target)"
+    # the host at 95 % of 4 cores; the target's process 1.2 cores = 30 %: others take 65 %
+    f = Facts(run_id="r", requests=500, remote=True, service_cpu_mean_pct=120.0,
+              service_cpu_source=source, host=_host(95.0, steal=12.0, avail=512 * 2**20))
+    found = {x.title.split(":")[0]: x for x in service_host(f)}
+    crowded = found["the service's host is CPU-saturated and other processes take 65.0 % of it"]
+    assert crowded.severity == "warning"
+    assert crowded.evidence[0] == ("service host CPU 95.0 % of 4 cores, 3.80 busy cores (mean "
+                                   "over the window; node_exporter at http://h:9100/metrics)")
+    assert crowded.evidence[1] == (f"share of the host: the target's process 30.0 % ({source}), "
+                                   "everything else 65.0 %")
+    assert "the hypervisor took 12.0 % of the service host's CPU time (steal)" in found
+    assert "the service's host is short of memory" in found
+    # the service itself fills its host: 3.8 cores of 4 -> critical, and service_cpu agrees
+    busy = Facts(run_id="r", requests=500, remote=True, service_cpu_mean_pct=380.0,
+                 service_cpu_source=source, host=_host(97.0))
+    (sat,) = service_host(busy)
+    assert sat.severity == "critical" and sat.title == (
+        "the service's host's CPUs are saturated by the service")
+    rules = {x.data["rule"]: x for x in diagnose_facts(busy)}
+    assert rules["service_cpu"].title == "the service uses every CPU of its host"
+    assert rules["service_cpu"].evidence[-1].startswith(
+        "evidence: client histograms, target CPU from process_cpu_seconds_total of /metrics "
+        "(remote target), host CPU from node_exporter at http://h:9100/metrics; not in this "
+        "run: Server-Timing stages")
+    # without node_exporter: the evidence line says what would add it
+    alone = Facts(run_id="r", requests=500, remote=True, service_cpu_mean_pct=95.0,
+                  service_cpu_source=source)
+    assert service_host(alone) == []
+    from harness.analysis.diagnosis.evidence import evidence_line
+
+    text, data = evidence_line(alone.evidence, ("resources", "node_metrics"))
+    assert data["missing"][-1] == "node_metrics" and "resources" not in data["missing"]
+    assert "harness run --node-metrics URL of a node_exporter on the service's host" in text

@@ -317,8 +317,9 @@ def _resources(f: Facts, rd: RunDir, s: Summary) -> None:
         f.rss_start_bytes, f.rss_growth_bytes = tp.rss_start_bytes, tp.rss_growth_bytes
         if start is not None and end is not None:
             f.rss_slope_bytes_per_s, f.rss_fit_r2 = trends.rss_trend(rd, start, end, remote=True)
-        f.processes = [ProcessFacts(0, "service_master", tp.cpu_mean_pct, tp.cpu_max_pct or 0.0,
-                                    source=tp.source)]
+        if tp.processes == 1:  # one process: the saturation rules can judge it
+            f.processes = [ProcessFacts(0, "service_master", tp.cpu_mean_pct,
+                                        tp.cpu_max_pct or 0.0, source=tp.source)]
 
 
 def _tail(f: Facts, rd: RunDir, s: Summary) -> None:
