@@ -161,7 +161,8 @@ def test_collectors_stop_in_reverse_order_and_failures_are_recorded(tmp_path: Pa
     for spec in specs:
         registry.register(spec)
     try:
-        plan = registry.resolve({"profile": None, "prometheus": None, "resources": None})
+        plan = registry.resolve({"profile": None, "prometheus": None, "resources": None,
+                                  "process_metrics": None})
         collectors = RunCollectors(plan, run_dir=tmp_path, service_pid=None,
                                    target_url="http://127.0.0.1:9", workers=2)
         assert collectors.start("process", loadgen_pid=None, measure_start=1.0,

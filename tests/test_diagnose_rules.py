@@ -492,7 +492,8 @@ def test_a_model_version_change_is_named_and_warned_when_inference_grew():
     assert found.evidence == [
         "run.json target models of both runs",
         "evidence: client histograms, Server-Timing stages; not in this run: profile "
-        "(drop --no-profile), process CPU (psutil) (run the service on the load machine)"]
+        "(drop --no-profile), process CPU (psutil) (run the service on the load machine, or "
+        "let its /metrics export process_*)"]
     # the same change with inference 6 -> 9 ms at every request: a warning, with the delta
     slower = change_rules(_versions({"fraud": "v2", "churn": "v1"}, 9000), base)
     (found,) = [x for x in slower if x.title.startswith("model version changed")]

@@ -112,13 +112,14 @@ def test_the_books_hold_the_rules_in_the_documented_order() -> None:
         "loadgen_late",
         "samples", "out_of_range", "negative_residuals", "transport_errors", "unanswered",
         "server_timing", "traces", "profiler", "profile_cpu", "cpu_contention", "metrics",
-        "run_files", "target_bounds", "workers_lost", "worker_clocks",
-        "workers_cpu"]
+        "target_resources", "node_metrics", "run_files", "target_bounds", "workers_lost",
+        "worker_clocks", "workers_cpu"]
     assert ids["single"] == [
         "loadgen_saturated", "rate_shortfall", "late_starts", "few_samples",
         "self_check_failed", "machine_contended", "cannot_localize", "machine_saturated",
         "saturation", "queueing", "service_cpu", "worker_imbalance", "memory_growth",
-        "cpu_saturation", "event_loop_blocked", "stage_share", "stage_tail", "unattributed",
+        "service_host", "cpu_saturation", "event_loop_blocked", "stage_share", "stage_tail",
+        "unattributed",
         "model_versions", "cpu_by_stage", "own_code", "awaiting", "client_tail",
         "traffic_mix", "input_class", "failures"]
     assert ids["change"] == ["not_comparable", "growth", "no_growth", "hidden_names",

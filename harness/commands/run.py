@@ -30,6 +30,10 @@ def register(sub: Any) -> None:
     where.add_argument(
         "--serve", choices=["reference"], help="start the reference service for this run"
     )
+    p.add_argument("--target-remote", action="store_true",
+                   help="the --target runs on another host (or must be treated so): do not "
+                        "look for its processes here; its CPU and memory come from its "
+                        "/metrics process_* and --node-metrics")
     _add_load_flags(p.add_argument_group("load model (closed: --users; open: --rate)"))
     _add_serve_flags(p.add_argument_group("--serve reference options"))
     p.add_argument("--out", type=Path, default=Path("runs"), help="where run directories go")
@@ -174,7 +178,8 @@ def run_options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
                                                 what="expect workers timeout"),
         collectors=registry.options_from_args(args), out=args.out,
         tags=parse_tags(args.tag), user_classes=tuple(args.user_classes), seed=args.seed,
-        record_traffic=args.record_traffic, locust_args=tuple(args.passthrough),
+        record_traffic=args.record_traffic, target_remote=args.target_remote,
+        locust_args=tuple(args.passthrough),
         command_line=tuple(["harness", *argv]))
 
 

@@ -10,7 +10,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.summary import summarize_record
+from harness.analysis.summary import remote_lines, summarize_record
 from harness.report import analysis, data_table, latency_figs, process_figs
 from harness.report.page import Section, esc, figure_html, ms, render_page, table
 from harness.rundir import RunDir
@@ -119,6 +119,26 @@ def _profile_html(run: RunDir) -> str:
     return body
 
 
+def _resources_html(run: RunDir, summary: Summary) -> str:
+    """psutil's figure (this machine's processes), then a target on another host: its own
+    process_* and its host's node_exporter, each figure and line naming its source."""
+    res = process_figs.resources_figure(run)
+    body = figure_html(res, "resources") if res else \
+        '<p class="note">The run has no resources.csv.</p>'
+    lines = remote_lines(summary.resources) if summary.resources is not None else []
+    remote, notes = process_figs.remote_figure(run)
+    if lines or remote is not None:
+        body += "<h3>The target on another host</h3>" + "".join(
+            f'<p class="note">{esc(line.strip())}</p>' for line in lines + notes)
+    elif (run.meta.get("target") or {}).get("remote"):
+        body += ('<p class="note">The target is on another host and the run has none of its '
+                 "telemetry: its /metrics had no process_* and no --node-metrics was given."
+                 "</p>")
+    if remote is not None:
+        body += figure_html(remote, "remote-resources")
+    return body
+
+
 def _over_time_section(run: RunDir) -> Section:
     figs = [(latency_figs.latency_over_time_figure(run), "latency"),
             (latency_figs.stages_over_time_figure(run), "stages"),
@@ -156,10 +176,7 @@ def build_report(run: RunDir, other: RunDir | None = None, slo: Any = None,
     sections.append(Section("breakdown", "Stage breakdown", _breakdown_html(summary)))
     sections.append(Section("errors", "Errors", _errors_html(run)))
     sections.append(Section("data", "Input data", data_table.data_html(run.path)))
-    res = process_figs.resources_figure(run)
-    sections.append(Section("resources", "CPU and memory",
-                            figure_html(res, "resources") if res else
-                            '<p class="note">The run has no resources.csv.</p>'))
+    sections.append(Section("resources", "CPU and memory", _resources_html(run, summary)))
     sections.append(Section("profile", "Profile", _profile_html(run)))
     sections.append(Section("self-check", "Self-check: how far to trust these numbers",
                             analysis.self_check_html(summary, run.warnings), nav="Self-check"))

@@ -12,6 +12,7 @@ from harness.report.icicle import build_icicle
 from harness.report.latency_figs import time_origin
 from harness.rundir import RunDir
 from harness.rundir.stacks import read_collapsed
+from harness.rundir.telemetry import node_intervals, process_intervals, read_node, read_process
 
 ROLE_ORDER = ("service_master", "service_worker", "service_other", "loadgen", "loadgen_worker",
               "profiler")
@@ -55,6 +56,44 @@ def resources_figure(run: RunDir) -> go.Figure | None:
                       margin={"l": 60, "r": 20, "t": 70, "b": 50},
                       legend={"orientation": "h", "y": -0.08})
     return fig
+
+
+def remote_figure(run: RunDir) -> tuple[go.Figure | None, list[str]]:
+    """A target on another host: its process's CPU (cores) and RSS from its /metrics
+    process_*, its host's busy CPU, iowait and steal from node_exporter; and the lines
+    that name each source (from the summary's records)."""
+    procs = read_process(run.path, run.warnings)
+    nodes = read_node(run.path, run.warnings)
+    p_iv, p_left = process_intervals(procs)
+    n_iv, _ = node_intervals(nodes)
+    if not p_iv and not n_iv and not procs:
+        return None, []
+    origin = time_origin(run)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("Target process CPU (cores; process_cpu_seconds_total)",
+                                        "Target process resident memory (MiB; "
+                                        "process_resident_memory_bytes)",
+                                        "Service host CPU (% of its cores; node_exporter)"))
+    fig.add_trace(go.Scatter(x=[iv.t1 - origin for iv in p_iv], y=[iv.cores for iv in p_iv],
+                             mode="lines+markers", name="target process CPU"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[r.t - origin for r in procs],
+                             y=[r.resident_memory_bytes / 2**20 for r in procs], mode="lines",
+                             name="target process RSS"), row=2, col=1)
+    for key, label in (("busy_pct", "host busy"), ("iowait_pct", "host iowait"),
+                       ("steal_pct", "host steal")):
+        fig.add_trace(go.Scatter(x=[iv.t1 - origin for iv in n_iv],
+                                 y=[getattr(iv, key) for iv in n_iv], mode="lines",
+                                 name=label), row=3, col=1)
+    fig.update_xaxes(title_text="time since load start (s)", row=3, col=1)
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(template="plotly_white", height=640,
+                      title="A target on another host: its own telemetry",
+                      margin={"l": 60, "r": 20, "t": 70, "b": 50},
+                      legend={"orientation": "h", "y": -0.1})
+    notes = [f"{p_left} interval(s) across a restart of the target's process (its "
+             "process_start_time_seconds changed or its CPU counter went back) left out"
+             ] if p_left else []
+    return fig, notes
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,8 @@ class RunOptions:
     start_timeout_s: float = 60.0
     locust_args: tuple[str, ...] = ()
     record_traffic: bool = False
+    #: the target is on another host: its processes are not looked for on this machine
+    target_remote: bool = False
     command_line: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -111,6 +113,9 @@ class RunOptions:
             check_target_url(self.target)
         self._check_load_model()
         self._check_timing()
+        if self.target_remote and self.target is None:
+            raise ValueError("--target-remote needs --target URL (a service the harness "
+                             "serves is local)")
         if self.record_traffic and self.serve != "reference":
             raise ValueError("--record-traffic needs --serve reference (an external service "
                              "records its own traffic: see docs/scenarios.md)")

@@ -343,12 +343,14 @@ def _start_target(
     assert options.target is not None
     url = options.target.rstrip("/")
     check_reachable(url)
-    pid = find_local_service_pid(url) if is_local(url) else None
-    meta["target"] = {"url": url, "served_by_harness": False, "local_pid": pid}
+    remote = options.target_remote or not is_local(url)
+    pid = None if remote else find_local_service_pid(url)
+    meta["target"] = {"url": url, "served_by_harness": False, "local_pid": pid,
+                      "remote": remote, "declared_remote": options.target_remote}
     meta["target"].update(_model_versions(url))
     if pid is None:
         meta["notes"].append(
-            "target is not a local process the harness can see: service CPU, memory and "
-            "profile are not collected"
+            "target is not a local process the harness can see: service CPU and memory "
+            "come from its /metrics process_* (and --node-metrics, the host's); no profile"
         )
     return None, url, pid

@@ -5,8 +5,11 @@ histograms (always), Server-Timing stages (the service sends them), trace-derive
 (``harness run --traces`` and a service exporting OpenTelemetry spans: series entries
 with ``"source": "traces"``), psutil samples of the service's processes (a service on this
 machine), a py-spy profile (on-CPU, and wall with ``--profile-wall``) split into stages by
-a stage map, and Prometheus scrapes of its ``/metrics``. Each finding names what it used
-and what was missing, with how to add it (``evidence_line``).
+a stage map, and Prometheus scrapes of its ``/metrics``; for a target on another host,
+its process's CPU and memory from the ``process_*`` metrics of its ``/metrics``
+(``target_metrics``) and its host's from node_exporter (``node_metrics``). Each finding
+names what it used and what was missing, with how to add it (``evidence_line``); where
+psutil is absent, a rule that reads process CPU (``resources``) uses ``target_metrics``.
 """
 
 from __future__ import annotations
@@ -21,17 +24,21 @@ __all__ = ["HOW_TO_ADD", "KINDS", "Evidence", "annotate", "evidence_line", "miss
            "read_evidence", "run_annotated"]
 
 #: evidence kinds a rule can use, in the order they are named
-KINDS = ("client", "server_timing", "traces", "resources", "profile", "profile_wall",
-         "metrics")
+KINDS = ("client", "server_timing", "traces", "resources", "target_metrics", "node_metrics",
+         "profile", "profile_wall", "metrics")
 _LABELS = {"client": "client histograms", "server_timing": "Server-Timing stages",
            "traces": "trace-derived stages", "resources": "process CPU (psutil)",
-           "profile": "profile", "profile_wall": "wall profile", "metrics": "/metrics"}
+           "profile": "profile", "profile_wall": "wall profile", "metrics": "/metrics",
+           "target_metrics": "target CPU from process_cpu_seconds_total of /metrics "
+                             "(remote target)",
+           "node_metrics": "host CPU from node_exporter"}
 HOW_TO_ADD = {
     "server_timing": "send a Server-Timing header",
     "traces": "harness run --traces, the service exporting OpenTelemetry",
-    "resources": "run the service on the load machine",
+    "resources": "run the service on the load machine, or let its /metrics export process_*",
     "profile": "drop --no-profile",
     "profile_wall": "harness run --profile-wall",
+    "node_metrics": "harness run --node-metrics URL of a node_exporter on the service's host",
 }
 
 
@@ -41,6 +48,8 @@ class Evidence:
 
     kinds: frozenset[str]
     stage_map: str | None = None
+    #: node_exporter's URL, named in the label of ``node_metrics``
+    node_url: str | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.kinds) - set(KINDS))
@@ -68,7 +77,8 @@ class Evidence:
 
 def read_evidence(series: Iterable[Mapping[str, Any]], *, resources: bool,
                   profile_views: Iterable[str], stage_map: str | None,
-                  metrics: bool) -> Evidence:
+                  metrics: bool, target_metrics: bool = False,
+                  node_url: str | None = None) -> Evidence:
     """The evidence of a run from its series.json entries and what its collectors wrote."""
     kinds = {"client"}
     for e in series:
@@ -83,7 +93,11 @@ def read_evidence(series: Iterable[Mapping[str, Any]], *, resources: bool,
         kinds.add("resources")
     if metrics:
         kinds.add("metrics")
-    return Evidence(frozenset(kinds), stage_map)
+    if target_metrics:
+        kinds.add("target_metrics")
+    if node_url:
+        kinds.add("node_metrics")
+    return Evidence(frozenset(kinds), stage_map, node_url)
 
 
 def _used(ev: Evidence, uses: Iterable[str]) -> list[str]:
@@ -91,6 +105,8 @@ def _used(ev: Evidence, uses: Iterable[str]) -> list[str]:
     for kind in uses:
         if kind == "stages" and ev.stages:
             kind = ev.stages
+        if kind == "resources" and not ev.has(kind) and ev.has("target_metrics"):
+            kind = "target_metrics"  # a remote target: its own process_* stand in
         if ev.has(kind) and kind not in out:
             out.append(kind)
     return out
@@ -99,6 +115,8 @@ def _used(ev: Evidence, uses: Iterable[str]) -> list[str]:
 def _label(ev: Evidence, kind: str) -> str:
     if kind == "profile" and ev.stage_map:
         return f"profile ({ev.stage_map} stage map)"
+    if kind == "node_metrics" and ev.node_url:
+        return f"host CPU from node_exporter at {ev.node_url}"
     return _LABELS[kind]
 
 
@@ -107,7 +125,11 @@ def missing_kinds(ev: Evidence, uses: Iterable[str] = ()) -> list[str]:
     when it has neither), the profile, process CPU; the wall profile when ``uses`` asks
     for it and the run has only the on-CPU view."""
     missing = [] if ev.stages else ["server_timing", "traces"]
-    missing += [k for k in ("profile", "resources") if not ev.has(k)]
+    missing += [k for k in ("profile", "resources") if not ev.has(k)
+                and not (k == "resources" and ev.has("target_metrics"))]
+    if ev.has("target_metrics") and not ev.has("resources") and not ev.has("node_metrics") \
+            and "node_metrics" in uses:
+        missing.append("node_metrics")
     if "profile_wall" in uses and ev.has("profile") and not ev.has("profile_wall"):
         missing.append("profile_wall")
     return missing

@@ -28,6 +28,7 @@ from harness.rundir import RunDir
 from harness.rundir.records import (
     Breakdown,
     CheckEntry,
+    HostResources,
     LatencyBlock,
     LoadReport,
     Summary,
@@ -92,6 +93,8 @@ class ProcessFacts:
     command: str = ""
     #: a helper of the service's tree that serves no requests (resource tracker...)
     helper: bool = False
+    #: "psutil", or for a remote target the process_* of its /metrics (pid 0: unknown)
+    source: str = "psutil"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,11 @@ class Facts:
     rss_fit_r2: float | None = None
     system_cpu_mean_pct: float | None = None
     machine_share: dict[str, float] = field(default_factory=dict)
+    #: the target is on another host: the service's CPU and memory (when known) come from
+    #: its /metrics process_* (``service_cpu_source`` says so), its host's from node_exporter
+    remote: bool = False
+    service_cpu_source: str = "psutil"
+    host: HostResources | None = None
     tags: list[TagFacts] = field(default_factory=list)
     profile: ProfileFacts | None = None
     model_versions: dict[str, str] = field(default_factory=dict)
@@ -187,10 +195,13 @@ class Facts:
         if self.stages or self.app is not None:
             kinds.add("server_timing")
         if self.processes or self.service_cpu_mean_pct is not None:
-            kinds.add("resources")
+            kinds.add("resources" if self.service_cpu_source == "psutil" else "target_metrics")
+        if self.host is not None:
+            kinds.add("node_metrics")
         if self.profile is not None:
             kinds |= {"profile_wall" if v == "wall" else "profile" for v in self.profile.views}
-        return Evidence(frozenset(kinds), self.profile.stage_map if self.profile else None)
+        return Evidence(frozenset(kinds), self.profile.stage_map if self.profile else None,
+                        self.host.url if self.host is not None else None)
 
 
 def active_workers(f: Facts) -> list[WorkerFacts]:
@@ -297,6 +308,18 @@ def _resources(f: Facts, rd: RunDir, s: Summary) -> None:
     f.system_cpu_mean_pct = res.system.cpu_mean_pct if res.system else None
     f.machine_share = {k: float(v) for k, v in (res.machine_share or {}).items()
                        if v is not None}
+    f.host = res.host
+    tp = res.target_process
+    if service is None and tp is not None and tp.cpu_mean_pct is not None:
+        # psutil saw no service process: the target's own process_* stand in (one process
+        # answered, or an exporter's sum; several in turn give no total: left unknown)
+        f.service_cpu_mean_pct, f.service_cpu_source = tp.cpu_mean_pct, tp.source
+        f.rss_start_bytes, f.rss_growth_bytes = tp.rss_start_bytes, tp.rss_growth_bytes
+        if start is not None and end is not None:
+            f.rss_slope_bytes_per_s, f.rss_fit_r2 = trends.rss_trend(rd, start, end, remote=True)
+        if tp.processes == 1:  # one process: the saturation rules can judge it
+            f.processes = [ProcessFacts(0, "service_master", tp.cpu_mean_pct,
+                                        tp.cpu_max_pct or 0.0, source=tp.source)]
 
 
 def _tail(f: Facts, rd: RunDir, s: Summary) -> None:
@@ -337,6 +360,9 @@ def extract_facts(rd: RunDir, per_name: bool = False) -> Facts:
     s = summarize_record(rd)
     meta = rd.meta
     f = _from_summary(s, meta)
+    f.remote = bool((meta.get("target") or {}).get("remote")) or (
+        not (meta.get("target") or {}).get("served_by_harness")
+        and (meta.get("target") or {}).get("local_pid") is None and bool(meta.get("target")))
     if f.client is not None:
         f.histograms["client"] = rd.histogram("client")
     total_stage_name = _stages(f, rd, s, s.stages.get("*"), per_name)
@@ -354,11 +380,14 @@ def extract_facts(rd: RunDir, per_name: bool = False) -> Facts:
                                float(row.fail_pct or 0.0), block.p50_us, block.p99_us,
                                _tag_service_p99(rd, row.tag, total_stage_name)))
     _tail(f, rd, s)
+    res = s.resources
     f.evidence_read = read_evidence(
-        rd.series(), resources=bool(f.processes),
+        rd.series(), resources=any(p.source == "psutil" for p in f.processes),
         profile_views=f.profile.views if f.profile else (),
         stage_map=f.profile.stage_map if f.profile else None,
-        metrics=(rd.path / "metrics" / "end.prom").is_file())
+        metrics=(rd.path / "metrics" / "end.prom").is_file(),
+        target_metrics=f.service_cpu_source != "psutil",
+        node_url=res.host.url if res is not None and res.host is not None else None)
     f.model_versions = trends.model_versions(meta)
     if not f.errors:
         f.errors = {k.partition("|")[2] or k: v

@@ -113,15 +113,21 @@ def queueing(f: Facts) -> Finding | None:
         residual, {"busy": busy})
 
 
-@rule("single", "service_cpu", layer="infrastructure", uses=("resources",))
+@rule("single", "service_cpu", layer="infrastructure", uses=("resources", "node_metrics"))
 def service_cpu(f: Facts) -> Finding | None:
-    """The service's process tree uses every CPU of the machine."""
+    """The service's process tree uses every CPU of the machine (a remote target: of its
+    host, whose CPU count node_exporter gives)."""
     total = f.service_cpu_mean_pct
-    if total is None or total < SERVICE_CPU_SATURATED * 100.0 * f.cpu_count:
+    local = f.service_cpu_source == "psutil"
+    cpus = f.cpu_count if local else (f.host.cpus if f.host is not None else None)
+    if total is None or cpus is None or total < SERVICE_CPU_SATURATED * 100.0 * cpus:
         return None
     return Finding(
-        "critical", "infrastructure", "the service uses every CPU of the machine",
-        [f"service tree CPU {total:.0f} % of {f.cpu_count} cores x 100 %"],
+        "critical", "infrastructure", "the service uses every CPU of "
+        + ("the machine" if local else "its host"),
+        [f"service tree CPU {total:.0f} % of {cpus} cores x 100 %" if local else
+         f"the target's process CPU {total:.0f} % of {cpus} cores x 100 % "
+         f"({f.service_cpu_source}; the host's cores from node_exporter)"],
         ["more cores, or a cheaper model path"], 0.5)
 
 

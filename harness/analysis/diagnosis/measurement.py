@@ -119,7 +119,8 @@ def machine_evidence(f: Facts) -> tuple[float, float, float, list[str]]:
     other = max(0.0, system / 100.0 - svc - gen)
     return svc, gen, other, [
         f"system CPU {system:.1f} % of {f.cpu_count} cores (mean over the window; "
-        "resources.csv)",
+        "resources.csv" + ("; the load generator's machine: the service runs on another "
+                           "host)" if f.remote else ")"),
         f"share of the machine: service {fmt_pct(svc)}, load generator {fmt_pct(gen)}, "
         f"other processes {fmt_pct(other)}"]
 

@@ -66,6 +66,9 @@ def _waits(f: Facts) -> tuple[bool, str | None]:
 
 
 def _process_line(b: Busy) -> str:
+    if b.process.source != "psutil":
+        return (f"the process that answered /metrics: {fmt_pct(b.cpu)} of a core "
+                f"({b.process.source})")
     name = b.process.command.split(" -m ", 1)[-1].split()[0] if b.process.command else ""
     line = f"pid {b.process.pid}{f' ({name})' if name else ''}: {fmt_pct(b.cpu)} of a core"
     if b.loop is not None:
@@ -107,7 +110,8 @@ def cpu_saturation(f: Facts) -> Finding | None:
     cpu_ms = cpu_per_request_ms(f)
     if cpu_ms and f.achieved_rps:
         evidence.append(f"{f.achieved_rps:.1f} req/s x {cpu_ms:.2f} ms of CPU per request "
-                        f"(psutil) = {f.achieved_rps * cpu_ms / 1000:.2f} cores of work")
+                        f"({f.service_cpu_source}) = {f.achieved_rps * cpu_ms / 1000:.2f} cores "
+                     "of work")
     evidence += [x for x in (little, _cpu_line(f)) if x]
     wait = 1.0 - cpu_ms * 1000.0 / f.client.mean_us if cpu_ms and f.client else 0.5
     return Finding(

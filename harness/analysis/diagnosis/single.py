@@ -16,6 +16,7 @@ from harness.analysis.diagnosis import (
     inputs,
     measurement,
     processes,
+    remotehost,
     stages,
     tail,
 )
@@ -35,7 +36,8 @@ __all__ = ["BOOK", "busy_fraction", "machine_contended", "oncpu_ratio", "rules",
            "service_share", "single_rules", "slow_classes", "tail_in_contention"]
 
 BOOK = book("single")
-BOOK.order_modules(measurement, infrastructure, processes, stages, cpu, tail, inputs)
+BOOK.order_modules(measurement, infrastructure, remotehost, processes, stages, cpu, tail,
+                   inputs)
 
 
 def rules() -> tuple[Rule, ...]:

@@ -13,6 +13,7 @@ from scipy.stats import linregress
 from harness import stats
 from harness.analysis.summary import LOADGEN_ROLES, SERVICE_ROLES
 from harness.rundir import RunDir
+from harness.rundir.telemetry import read_process
 
 __all__ = ["HELPER_COMMAND", "concurrency", "interval_machine", "model_versions",
            "process_commands", "rss_trend", "service_processes", "tail_by_class",
@@ -23,11 +24,16 @@ HELPER_COMMAND = re.compile(r"multiprocessing[./](resource_tracker|forkserver|se
                             r"|from multiprocessing\.(resource_tracker|forkserver) import")
 
 
-def rss_trend(rd: RunDir, start: float, end: float) -> tuple[float | None, float | None]:
+def rss_trend(rd: RunDir, start: float, end: float, remote: bool = False
+              ) -> tuple[float | None, float | None]:
     """Least-squares slope (bytes/s) and r² of the service tree's RSS over the window
-    (``scipy.stats.linregress``; r² is 0 for a flat line, as no trend explains it)."""
+    (``scipy.stats.linregress``; r² is 0 for a flat line, as no trend explains it);
+    ``remote``: of the target's process_resident_memory_bytes (metrics/process.csv)."""
     per_t: dict[float, int] = {}
-    for r in rd.resources():
+    if remote:
+        per_t = {r.t: int(r.resident_memory_bytes) for r in read_process(rd.path, rd.warnings)
+                 if start - 0.5 <= r.t <= end + 0.5 and r.resident_memory_bytes > 0}
+    for r in [] if remote else rd.resources():
         if r.role in SERVICE_ROLES and start - 0.5 <= r.t <= end + 0.5:
             per_t[r.t] = per_t.get(r.t, 0) + int(r.rss_bytes)
     if len(per_t) < 8:

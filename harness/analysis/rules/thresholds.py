@@ -366,6 +366,15 @@ CPU_GROWTH = _t(
 CPU_GROWTH_MIN_MS = _t(
     "CPU_GROWTH_MIN_MS", 0.5, "ms of CPU per request",
     "and by at least this much: 50 % of a tiny CPU cost is noise")
+# -- a target on another host (node_exporter on its host) -------------------------------------
+HOST_STEAL_PCT = _t(
+    "HOST_STEAL_PCT", 10.0, "% of the host's CPU time (mean)",
+    "steal is time the hypervisor gave another guest while this one wanted a CPU: a tenth "
+    "of the host's CPU time stolen slows every stage the way a crowded machine does")
+HOST_MEM_AVAILABLE_SHARE = _t(
+    "HOST_MEM_AVAILABLE_SHARE", 0.10, "MemAvailable / MemTotal (lowest in the window)",
+    "below a tenth of its memory available the kernel reclaims page cache the service's "
+    "model and libraries live in, and the OOM killer is near")
 
 # -- distributed load (harness/analysis/selfcheck/workers.py) ---------------------------------
 CLOCK_UNCERTAINTY_SHARE = _t(

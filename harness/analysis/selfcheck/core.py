@@ -66,6 +66,9 @@ class CheckContext:
     #: run.json's target URL and the collectors' errors ("name: error")
     target: str | None = None
     collector_errors: tuple[str, ...] = ()
+    #: a remote target's telemetry collectors' statuses by name ("process", "node"):
+    #: metrics/<name>_status.json, else run.json's collectors.<name>_metrics
+    telemetry: dict[str, dict[str, Any]] | None = None
     #: run.json's histogram interval (s)
     interval_s: float = 1.0
 
@@ -87,7 +90,7 @@ class CheckContext:
                    None if not isinstance(scraped, dict) else ScrapeStatus.from_dict(scraped),
                    rd.read_json("traces/status.json"),
                    str(target.get("url")) if isinstance(target, dict) else None, errors,
-                   _interval_s(rd.meta.get("load")))
+                   _telemetry(rd, collectors), _interval_s(rd.meta.get("load")))
 
     @property
     def requests_all(self) -> int:
@@ -98,6 +101,15 @@ class CheckContext:
 def _interval_s(load: Any) -> float:
     value = load.get("interval_s") if isinstance(load, dict) else None
     return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+
+
+def _telemetry(rd: RunDir, collectors: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in ("process", "node"):
+        found = rd.read_json(f"metrics/{name}_status.json") or collectors.get(f"{name}_metrics")
+        if isinstance(found, dict):
+            out[name] = found
+    return out
 
 
 def self_check(rd: RunDir, summary: Summary, load: LoadReport) -> list[CheckEntry]:

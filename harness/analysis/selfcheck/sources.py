@@ -154,6 +154,51 @@ def metrics(c: CheckContext) -> CheckEntry | None:
                  "--metrics-url URL")
 
 
+def _scrapes(status: dict[str, Any]) -> str:
+    failed = int(status.get("failed_scrapes") or 0)
+    text = f"{status.get('rows', 0)} rows from {status.get('scrapes', 0)} scrapes"
+    if failed:
+        errors = status.get("errors") or []
+        text += f"; {failed} scrapes failed" + (f" (first: {errors[0]})" if errors else "")
+    return text
+
+
+@rule("self_check", "target_resources", layer="measurement")
+def target_resources(c: CheckContext) -> CheckEntry | None:
+    """Where a remote target's CPU and memory came from: its /metrics process_* (which
+    process answered); failed scrapes warn (rows between them are kept; the rates skip the
+    gap). None at all (no /metrics, or a multiprocess prometheus_client that exports no
+    process_*) is information, as the ``metrics`` check's: no number of the run depends on
+    them, and the diagnosis's evidence line names what is missing."""
+    status = (c.telemetry or {}).get("process")
+    if status is None or status.get("skipped"):
+        return None
+    url = status.get("url")
+    if not status.get("rows"):
+        return check("target_resources", False, "info",
+                     f"the target is not local and its CPU and memory were not measured: "
+                     f"{status.get('reason') or status.get('what')} ({url}; "
+                     f"{_scrapes(status)})")
+    return check("target_resources", not status.get("failed_scrapes"), "warning",
+                 f"the target's CPU and memory from process_cpu_seconds_total and "
+                 f"process_resident_memory_bytes of {url} (remote target): "
+                 f"{status.get('what')}; {_scrapes(status)}")
+
+
+@rule("self_check", "node_metrics", layer="measurement")
+def node_metrics(c: CheckContext) -> CheckEntry | None:
+    """The service host's node_exporter (--node-metrics): scraped, or why not."""
+    status = (c.telemetry or {}).get("node")
+    if status is None:
+        return None
+    ok = bool(status.get("ok")) and not status.get("failed_scrapes")
+    detail = f"host CPU and memory from node_exporter at {status.get('url')}: " \
+             f"{_scrapes(status)}"
+    if not status.get("ok"):
+        detail += f"; no host figures: {status.get('reason')}"
+    return check("node_metrics", ok, "warning", detail)
+
+
 @rule("self_check", "run_files", layer="measurement")
 def run_files(c: CheckContext) -> CheckEntry | None:
     """The reader met truncated or malformed files."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from harness.analysis.summary.build import CONFIDENCE, PERCENTILES, summarize, summarize_record
 from harness.analysis.summary.resources import LOADGEN_ROLES, SERVICE_ROLES
-from harness.analysis.summary.table import format_summary
+from harness.analysis.summary.table import format_summary, remote_lines
 
 __all__ = ["CONFIDENCE", "LOADGEN_ROLES", "PERCENTILES", "SERVICE_ROLES", "format_summary",
-           "summarize", "summarize_record"]
+           "remote_lines", "summarize", "summarize_record"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.analysis.rules.thresholds import LOADGEN_SATURATED_PCT
+from harness.analysis.summary.remote import host_block, target_process_block
 from harness.rundir import RunDir
 from harness.rundir.files import ResourceSample
 from harness.rundir.records import (
@@ -64,10 +65,15 @@ def _service(inside: list[ResourceSample], by_t: dict[float, list[ResourceSample
 
 
 def resources_block(rd: RunDir, start: float, end: float) -> Resources | None:
-    """CPU and memory of the service, the load generator and the machine over the window."""
+    """CPU and memory of the service, the load generator and the machine over the window;
+    a target on another host from its telemetry (``target_process``, ``host``)."""
     rows = rd.resources()
+    target, host = target_process_block(rd, start, end), host_block(rd, start, end)
     if not rows:
-        return None
+        if target is None and host is None:
+            return None
+        cpus = int((rd.meta.get("environment") or {}).get("cpu_logical") or 1)
+        return Resources(0, cpus, None, None, None, {}, target, host)
     inside = _inside(rd, rows, start, end)
     by_t: dict[float, list[ResourceSample]] = {t: [] for t in sorted({r.t for r in inside})}
     for r in inside:
@@ -87,7 +93,7 @@ def resources_block(rd: RunDir, start: float, end: float) -> Resources | None:
                                  round(max(sys_cpu), 2))
     share = {key: round(block.cpu_mean_pct / (100.0 * cpus), 4) if block is not None else None
              for key, block in (("service", service), ("loadgen", loadgen))}
-    return Resources(len(by_t), cpus, service, loadgen, system, share)
+    return Resources(len(by_t), cpus, service, loadgen, system, share, target, host)
 
 
 def profile_shares(rd: RunDir) -> dict[str, ProfileView] | None:

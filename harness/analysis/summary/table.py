@@ -116,7 +116,39 @@ def _resource_lines(res: Resources | None) -> list[str]:
                      f"(max {res.loadgen.cpu_max_pct:.1f} %)")
     if res.system is not None:
         parts.append(f"system {res.system.cpu_mean_pct:.1f} % of {res.cpu_count} cores")
-    return ["", "resources: " + "; ".join(parts)]
+    lines = ["", "resources: " + "; ".join(parts)] if parts else [""]
+    return lines + remote_lines(res)
+
+
+def remote_lines(res: Resources) -> list[str]:
+    """The target on another host: its process (process_*) and its host (node_exporter),
+    each line naming its source."""
+    lines = []
+    tp = res.target_process
+    if tp is not None:
+        cpu = (f"cpu {tp.cpu_mean_pct:.1f} % of a core (p95 {tp.cpu_p95_pct:.1f} %)"
+               if tp.cpu_mean_pct is not None and tp.cpu_p95_pct is not None
+               else "cpu unknown (no interval between two scrapes of one process)")
+        primary = "" if res.service is None else " [psutil above is primary]"
+        lines.append(f"target process: {cpu}, rss {tp.rss_start_bytes / 2**20:.1f} -> "
+                     f"{tp.rss_end_bytes / 2**20:.1f} MiB"
+                     + (f", fds {tp.open_fds_max}" if tp.open_fds_max is not None else "")
+                     + f"{primary}")
+        lines.append(f"  from {tp.source}: {tp.what}"
+                     + (f"; {tp.left_out} interval(s) across a restart left out"
+                        if tp.left_out else ""))
+    h = res.host
+    if h is not None:
+        mem = (f", memory {h.mem_used_mean_bytes / 2**30:.2f} of "
+               f"{h.mem_total_bytes / 2**30:.2f} GiB used"
+               if h.mem_used_mean_bytes is not None and h.mem_total_bytes else "")
+        lines.append(f"service host: cpu {h.cpu_mean_pct:.1f} % of {h.cpus} cores "
+                     f"({h.busy_cores_mean:.2f} busy cores, p95 {h.cpu_p95_pct:.1f} %), "
+                     f"iowait {h.iowait_mean_pct or 0.0:.1f} %, steal "
+                     f"{h.steal_mean_pct or 0.0:.1f} %{mem}"
+                     + (f", load1 {h.load1_mean:.2f}" if h.load1_mean is not None else ""))
+        lines.append(f"  from {h.source}")
+    return lines
 
 
 def format_summary(summary: Summary | Mapping[str, Any]) -> list[str]:

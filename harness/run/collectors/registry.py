@@ -17,7 +17,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from harness.run.collectors import profile, prometheus, resources
+from harness.run.collectors import nodemetrics, processmetrics, profile, prometheus, resources
 from harness.run.collectors.base import CollectorSpec
 from harness.run.collectors.traces import collector as traces
 
@@ -26,7 +26,8 @@ __all__ = ["BUILTIN", "add_flags", "get", "options_from_args", "register", "regi
 
 #: the collectors of every run, in start order
 BUILTIN: tuple[CollectorSpec[Any], ...] = (traces.SPEC, resources.SPEC, profile.SPEC,
-                                           prometheus.SPEC)
+                                           prometheus.SPEC, processmetrics.SPEC,
+                                           nodemetrics.SPEC)
 
 _REGISTRY: dict[str, CollectorSpec[Any]] = {}
 

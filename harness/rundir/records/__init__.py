@@ -33,6 +33,7 @@ from harness.rundir.records.latency import (
     TagRow,
 )
 from harness.rundir.records.load import LoadReport, Measured
+from harness.rundir.records.remote import HostResources, TargetProcessResources
 from harness.rundir.records.summary import (
     CHECK_SEVERITIES,
     CheckEntry,
@@ -49,8 +50,9 @@ from harness.rundir.records.summary import (
 )
 
 __all__ = ["CHECK_SEVERITIES", "PERCENTILE_KEYS", "Breakdown", "CheckEntry", "Latencies",
-           "LatencyBlock", "Lateness", "LoadBlock", "LoadReport", "LoadgenResources",
+           "HostResources", "LatencyBlock", "Lateness", "LoadBlock", "LoadReport",
+           "LoadgenResources",
            "Measured", "OncpuCheck", "ProcessCPU", "ProfileStatus", "ProfileView",
            "ProfilerCost", "RequestRow", "Resources", "ScrapeStatus", "SeriesEntry",
            "ServiceResources", "StageMapChoice", "StageRow", "Summary", "SystemResources",
-           "TagRow", "Window"]
+           "TagRow", "TargetProcessResources", "Window"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.rundir.records.base import as_map, items, need, opt, present
 from harness.rundir.records.latency import Breakdown, RequestRow, TagRow
+from harness.rundir.records.remote import HostResources, TargetProcessResources
 
 __all__ = ["CHECK_SEVERITIES", "CheckEntry", "Lateness", "LoadBlock", "LoadgenResources",
            "ProcessCPU", "ProfileView", "Resources", "ServiceResources", "Summary",
@@ -116,6 +117,10 @@ class Resources:
     loadgen: LoadgenResources | None = None
     system: SystemResources | None = None
     machine_share: dict[str, float | None] | None = None
+    #: a target on another host: its process from its /metrics process_*, its host from
+    #: node_exporter (harness.rundir.records.remote); psutil's ``service`` stays primary
+    target_process: TargetProcessResources | None = None
+    host: HostResources | None = None
 
     def share(self, who: str) -> float:
         """The machine share of ``service`` or ``loadgen``, 0.0 when unknown."""
@@ -125,7 +130,10 @@ class Resources:
         return {"samples": self.samples, "cpu_count": self.cpu_count,
                 **present(service=self.service.to_dict() if self.service else None,
                           loadgen=self.loadgen.to_dict() if self.loadgen else None,
-                          system=self.system.to_dict() if self.system else None),
+                          system=self.system.to_dict() if self.system else None,
+                          target_process=self.target_process.to_dict()
+                          if self.target_process else None,
+                          host=self.host.to_dict() if self.host else None),
                 "machine_share": dict(self.machine_share or {})}
 
     @classmethod
@@ -135,7 +143,9 @@ class Resources:
                    opt(d, "service", where, ServiceResources.from_dict),
                    opt(d, "loadgen", where, LoadgenResources.from_dict),
                    opt(d, "system", where, SystemResources.from_dict),
-                   dict(as_map(d.get("machine_share") or {}, f"{where}.machine_share")))
+                   dict(as_map(d.get("machine_share") or {}, f"{where}.machine_share")),
+                   opt(d, "target_process", where, TargetProcessResources.from_dict),
+                   opt(d, "host", where, HostResources.from_dict))
 
 
 @dataclass(frozen=True)
