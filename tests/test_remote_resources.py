@@ -326,7 +326,7 @@ def _harness_run(out: Path, url: str, *extra: str, scenario: str = "examples/fas
                           "--target-remote", "--no-profile", "--users", "4", "--duration",
                           duration, "--warmup", "1s", "--out", str(out), *extra],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    runs = list(out.iterdir())
+    runs = [p for p in out.iterdir() if p.is_dir()]
     assert len(runs) == 1, (res.stdout, res.stderr)
     return res, runs[0]
 
@@ -359,7 +359,7 @@ def test_a_remote_target_gets_its_cpu_and_rss_from_process_metrics_and_its_host_
     roles = {line.split(",")[2] for line in (run / "resources.csv").read_text().splitlines()[1:]}
     assert not roles & {"service_master", "service_worker", "service_other"}, roles
     rows, _ = parse_process_csv((run / "metrics" / "process.csv").read_text())
-    start, end = meta["timeline"]["measure_start"], meta["timeline"]["measure_end"]
+    start, end = meta["timeline"]["measure_start"], meta["timeline"]["planned_load_end"]
     inside = [r for r in rows if start <= r.t <= end]
     assert len(inside) >= 6 and len({r.start_time_seconds for r in inside}) == 1
     first, last = inside[0], inside[-1]

@@ -19,7 +19,7 @@ __all__ = ["HostResources", "TargetProcessResources"]
 def _read(cls: type, d: Any, where: str) -> Any:
     d = as_map(d, where)
     names = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
-    return cls(**{k: need(d, k, where) for k in names if k in d or k not in _OPTIONAL},
+    return cls(**{k: need(d, k, where) for k in names if k not in _OPTIONAL},
                **{k: d[k] for k in names if k in _OPTIONAL and k in d})
 
 
