@@ -27,8 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as sps
-from scipy.spatial.distance import jensenshannon
+
+# scipy is imported where it is used: importing scipy.stats costs ~1 s of CPU, and every
+# summary imports this module (its thresholds) without computing any drift
 
 __all__ = ["PSI_EPS", "PSI_MODERATE", "PSI_MAJOR", "P_VALUE", "DISTANCE_THRESHOLD",
            "LARGE_SAMPLE", "MIN_SAMPLE", "KL_PSEUDOCOUNT", "DriftResult", "ReferenceCDF",
@@ -89,6 +90,8 @@ def kl_divergence(p_counts: Counts, q_counts: Counts,
     if pseudocount < 0 or p.sum() == 0 or q.sum() == 0:
         raise ValueError(f"pseudocount must be >= 0 and leave mass on both sides "
                          f"(got {pseudocount!r})")
+    from scipy import stats as sps
+
     return float(sps.entropy(p, q))
 
 
@@ -104,6 +107,8 @@ def js_distance(p_counts: Counts, q_counts: Counts) -> float:
         raise ValueError(f"p and q need the same bins (got {p.size} and {q.size})")
     if p.sum() == 0 or q.sum() == 0:
         return 0.0
+    from scipy.spatial.distance import jensenshannon
+
     with np.errstate(invalid="ignore"):
         d = float(jensenshannon(p, q))
     return 0.0 if math.isnan(d) else d
@@ -234,12 +239,16 @@ def ks_test(values: np.ndarray, reference: ReferenceCDF) -> tuple[float, float]:
     distinct = np.unique(x)
     ecdf = np.searchsorted(x, distinct, side="right") / n
     d = float(np.max(np.abs(ecdf - reference.cdf(distinct))))
+    from scipy import stats as sps
+
     return d, float(sps.kstwo.sf(d, n))
 
 
 def numeric_drift(reference: ReferenceCDF, values: Sequence[float],
                   large_sample: int = LARGE_SAMPLE) -> DriftResult:
     """Drift of numeric ``values`` (NaN = missing, ignored here) from ``reference``."""
+    from scipy import stats as sps
+
     arr = np.asarray(values, dtype=float)
     arr = arr[np.isfinite(arr)]
     n = int(arr.size)
@@ -286,6 +295,8 @@ def categorical_drift(frequencies: Mapping[str, float], values: Sequence[object]
     Values outside the reference categories count in an extra ``(unseen)`` bin whose
     reference share is 0, so a new category raises PSI and JS instead of vanishing.
     """
+    from scipy import stats as sps
+
     cats = list(frequencies)
     if not cats:
         raise ValueError(f"frequencies must name at least one category (got {frequencies!r})")
