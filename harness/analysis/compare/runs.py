@@ -16,7 +16,9 @@ and its interval come from ``harness.stats.runs`` on the runs' log values:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from harness.analysis.compare.judged import DEFAULT_MIN_EFFECT, Judged, JudgedRow, finish
@@ -27,6 +29,7 @@ from harness.analysis.compare.values import SeriesId, common_series, hist_values
 from harness.analysis.slo import Slo, check
 from harness.rundir import RunDir
 from harness.stats.compare import quantile_diff
+from harness.stats.moderated import moderate, prior
 from harness.stats.runs import (
     RatioEstimate,
     ratio_one_run,
@@ -198,6 +201,8 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
     pairs = _undisturbed(a, b, pairs, problems, notes)
     rows = [row for series in common_series([*a, *b])
             for row in _rows(series, a, b, percentiles, noise, confidence, pairs)]
+    if noise is None:
+        rows = moderated(rows, pairs, confidence)
     judged, names = finish(rows, confidence, min_effect)
     result = Judged("runs", labels, [_run_id(r) for r in a], [_run_id(r) for r in b],
                     confidence, min_effect, judged, names, problems, notes, described)
@@ -205,3 +210,61 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
         result.slo = {side: [(_run_id(r), check(r, slo).verdict) for r in runs]
                       for side, runs in (("A", a), ("B", b))}
     return result
+
+
+_TESTED = ("paired-log", "welch-log", "pooled-log")
+
+
+def _spread(xa: list[float], xb: list[float], paired: bool
+            ) -> tuple[float, float, float, float] | None:
+    """(log ratio, variance, its degrees of freedom, se^2 / variance) of one row's runs."""
+    la, lb = [math.log(x) for x in xa], [math.log(x) for x in xb]
+    if paired:
+        diffs = [y - x for x, y in zip(la, lb, strict=True)]
+        k = len(diffs)
+        if k < 2:
+            return None
+        d = sum(diffs) / k
+        return d, sum((x - d) ** 2 for x in diffs) / (k - 1), k - 1.0, 1.0 / k
+    ka, kb = len(la), len(lb)
+    if ka + kb < 3 or not ka or not kb:
+        return None
+    ma, mb = sum(la) / ka, sum(lb) / kb
+    ss = sum((v - ma) ** 2 for v in la) + sum((v - mb) ** 2 for v in lb)
+    df = ka + kb - 2.0
+    return mb - ma, ss / df, df, 1.0 / ka + 1.0 / kb
+
+
+def moderated(rows: Sequence[JudgedRow], pairs: list[tuple[int, int]] | None,
+              confidence: float) -> list[JudgedRow]:
+    """The tested rows again with a moderated t (harness.stats.moderated): each
+    percentile's rows lend each other their spread. Rows of too small a table keep their
+    own test."""
+    from scipy import stats as sps
+
+    spreads: dict[int, tuple[float, float, float, float]] = {}
+    strata: dict[tuple[float, bool], list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.method not in _TESTED:
+            continue
+        xa, xb = _usable(r.a_runs, r.b_runs, pairs)
+        got = _spread(xa, xb, pairs is not None)
+        if got is not None:
+            spreads[i] = got
+            strata.setdefault((r.percentile, r.series.metric == "stage"), []).append(i)
+    out = list(rows)
+    for members in strata.values():
+        fitted = prior([spreads[i][1] for i in members], [spreads[i][2] for i in members])
+        if fitted is None:
+            continue
+        s0, d0 = fitted
+        for i in members:
+            d, s2, df, scale = spreads[i]
+            var, mdf = moderate(s2, df, s0, d0)
+            se = math.sqrt(var * scale)
+            t = float(sps.t.ppf(0.5 + confidence / 2, mdf))
+            p = float(2 * sps.t.sf(abs(d) / se, mdf)) if se > 0 else (1.0 if d == 0 else 0.0)
+            out[i] = replace(rows[i], ratio=math.exp(d), low=math.exp(d - t * se),
+                             high=math.exp(d + t * se), p_value=p, df=mdf,
+                             method="moderated-" + rows[i].method)
+    return out
