@@ -76,6 +76,7 @@ CASES: dict[str, Case] = {c.name: c for c in (
                                         "null_fraction": 0.5}),
 )}
 CHEAP = ("clean_aa", "blocking_call")
+PROFILE_RATE: int | None = None  # --profile-rate
 
 
 def cause_of(f: Finding | None) -> str:
@@ -202,6 +203,8 @@ def _run_once(out: Path, case: Case, mode: str, *, rate: float, duration: float,
            "--rate", f"{rate:g}", "--duration", f"{duration:g}s", "--warmup", f"{warmup:g}s",
            "--seed", str(seed), "--out", str(out), "--stage-map", "python_web"]
     cmd += ["--no-profile"] if mode == "c" else ["--profile-wall"]
+    if mode != "c" and PROFILE_RATE is not None:
+        cmd += ["--profile-rate", str(PROFILE_RATE)]
     if otel_port is not None:
         cmd += ["--traces", "--traces-listen", f"127.0.0.1:{otel_port}", "--traces-grace", "5s"]
     try:
@@ -332,11 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="a,b,c", help="comma-separated, of: a, b, c")
     ap.add_argument("--cases", default=",".join(CASES),
                     help=f"comma-separated, of: {', '.join(CASES)} (or 'cheap')")
+    ap.add_argument("--profile-rate", type=int, default=None,
+                    help="py-spy samples per second in (a) and (b) (default: the harness's, "
+                         "20 Hz: an 8 s run at 40 req/s then has ~15 on-CPU samples)")
     ap.add_argument("--out", type=Path, default=None, help="where run directories go")
     ap.add_argument("--json", type=Path, default=None, help="write the outcomes here")
     ap.add_argument("--rejudge", type=Path, default=None,
                     help="diagnose the rounds of an earlier --out directory again, no runs")
     args = ap.parse_args(argv)
+    global PROFILE_RATE
+    PROFILE_RATE = args.profile_rate
     if args.rejudge:
         outcomes = rejudge(args.rejudge)
         print("\n".join(format_matrix(outcomes)) if outcomes else "no runs found")

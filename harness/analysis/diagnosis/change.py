@@ -207,7 +207,9 @@ def growth(c: ChangeFacts) -> Finding | None:
         + [describe(d) for d in c.grew if d is not top] + machine_note + saturated
         + (queued[2] if queued else []) + c.name_lines,
         ["look at that stage's layer findings below and at the profile functions that grew"],
-        explained if top else rel,
+        # without a stage to blame it explains nothing: the findings that say what kind of
+        # time grew (CPU per request, awaiting) rank above it
+        explained if top else 0.0,
         {"stage": top.series if top else None, "explained": explained,
          "via": "event loop" if queued else "residual" if behind is not None else None,
          "input_class": new_slow[0].tag if new_slow else None,  # the first, as before
