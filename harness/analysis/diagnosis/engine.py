@@ -20,6 +20,7 @@ from typing import Any
 
 from harness.analysis.data.findings import data_findings
 from harness.analysis.diagnosis.change import change_rules
+from harness.analysis.diagnosis.deltas import ChangeFacts, compare_facts
 from harness.analysis.diagnosis.facts import Facts, extract_facts
 from harness.analysis.diagnosis.single import busy_fraction, single_rules
 from harness.analysis.rules import SEVERITIES, Finding
@@ -89,8 +90,42 @@ def diagnose_facts(run: Facts, baseline: Facts | None = None) -> list[Finding]:
     """All findings for already extracted facts, ranked (the pure core of ``diagnose``)."""
     findings = single_rules(run)
     if baseline is not None:
+        findings = standing(findings, single_rules(baseline), compare_facts(run, baseline),
+                            baseline.run_id)
         findings += change_rules(run, baseline)
     return rank(findings, change_first=baseline is not None)
+
+
+def _subject(f: Finding) -> tuple[Any, ...]:
+    data = f.data or {}
+    return (data.get("rule"), f.layer, data.get("stage"), data.get("tag"), data.get("name"))
+
+
+def standing(run: list[Finding], baseline: list[Finding], change: ChangeFacts,
+             baseline_id: str) -> list[Finding]:
+    """Against a baseline the question is what changed. A warning of this run about a
+    condition that did not change is information here, saying why: the baseline has the
+    same finding (the same rule about the same stage, class or request name), or the
+    finding is about a stage whose tail did not grow significantly against the baseline
+    (a threshold one run crossed and the other did not, by noise). Criticals stay."""
+    before = {_subject(f) for f in baseline if f.severity != "info"}
+    out = []
+    for f in run:
+        why = None
+        stage = (f.data or {}).get("stage")
+        tail = change.tail.get(f"stage:{stage}") if isinstance(stage, str) else None
+        if f.severity != "warning" or f.layer == "measurement":
+            pass
+        elif _subject(f) in before:
+            why = f"the baseline ({baseline_id}) has this finding too: a standing condition"
+        elif tail is not None and not tail.slower:
+            why = (f"'{stage}' p{tail.percentile:g} did not grow significantly against the "
+                   f"baseline ({baseline_id}): {tail.verdict}")
+        if why is not None:
+            f = Finding("info", f.layer, f.title, f.evidence + [why + ", not what changed"],
+                        f.next_steps, f.score, {**f.data, "standing": True})
+        out.append(f)
+    return out
 
 
 def diagnose(run: Any, baseline: Any | None = None) -> Diagnosis:
