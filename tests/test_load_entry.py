@@ -30,4 +30,4 @@ def test_a_worker_without_a_master_port_is_a_config_error() -> None:
     done = subprocess.run([sys.executable, "-m", "harness.load", "--worker", "--locustfile",
                            "x.py"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2
-    assert "a worker needs --master-port and --locustfile (or --run-dir)" in done.stderr
+    assert "a worker needs --master-port (harness worker --master HOST:PORT)" in done.stderr
