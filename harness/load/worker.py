@@ -30,6 +30,7 @@ import locust
 from locust import User
 from locust.env import Environment
 
+from harness import __version__
 from harness.load import handshake
 from harness.load.calibrate import calibrate
 from harness.load.config import ConfigError
@@ -203,7 +204,7 @@ def _join(args: argparse.Namespace, locustfile: str | None) -> handshake.Welcome
 def _clock_info(welcome: handshake.Welcome, remote: bool) -> dict[str, Any]:
     sample = welcome.clock
     return {"host": socket.gethostname(), "pid": os.getpid(), "remote": remote,
-            "harness": handshake.hello_data(False)["harness"], "locust": locust.__version__,
+            "harness": __version__, "locust": locust.__version__,
             "offset_ms": round(sample.offset_s * 1e3, 3) if sample else None,
             "rtt_ms": round(sample.rtt_s * 1e3, 3) if sample else None,
             "corrected": remote}
