@@ -130,7 +130,9 @@ def test_a_registered_collector_is_started_stopped_and_recorded(toys: None,
     meta = json.loads((result.run_dir / "run.json").read_text())
     timeline = meta["timeline"]
     # reverse start order: load collectors (toy last registered), then process ones
-    assert list(meta["collectors"]) == ["toy", "prometheus", "toy_process", "resources"]
+    # (process_metrics: a remote target's process_*, idle for this local one)
+    assert list(meta["collectors"]) == ["toy", "prometheus", "toy_process", "process_metrics",
+                                        "resources"]
     assert meta["collectors"]["toy"] == {"ok": True, "level": 3}
     assert meta["collectors"]["toy_process"] == {"ok": True, "level": 1}
     events = _events(result.run_dir)

@@ -39,6 +39,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--target", metavar="URL", help="load a running service at URL")
     where.add_argument("--serve", choices=["reference"],
                        help="start the reference service for each run")
+    p.add_argument("--target-remote", action="store_true",
+                   help="the --target runs on another host (harness run --target-remote)")
     _add_load_flags(p.add_argument_group("load model (closed: --users; open: --rate)"))
     _add_serve_flags(p.add_argument_group("--serve reference options"))
     p.add_argument("--out", type=Path, default=Path("runs"), help="where the session goes")
@@ -52,6 +54,7 @@ def _side_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--target", metavar="URL")
     where.add_argument("--serve", choices=["reference"])
+    p.add_argument("--target-remote", action="store_true")
     _add_load_flags(p.add_argument_group())
     _add_serve_flags(p.add_argument_group())
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")

@@ -178,7 +178,8 @@ def run_options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
                                                 what="expect workers timeout"),
         collectors=registry.options_from_args(args), out=args.out,
         tags=parse_tags(args.tag), user_classes=tuple(args.user_classes), seed=args.seed,
-        record_traffic=args.record_traffic, target_remote=args.target_remote,
+        record_traffic=args.record_traffic,
+        target_remote=getattr(args, "target_remote", False),
         locust_args=tuple(args.passthrough),
         command_line=tuple(["harness", *argv]))
 
