@@ -314,6 +314,11 @@ def test_requests_awaiting_io_with_an_idle_loop():
                                   ProcessFacts(11, "service_worker", 50.0)],
                     profile=_profile(loops=(_loop(0.2, 0.0), _loop(0.5, 0.0, pid=11))))
     assert awaited_us(piped) is None
+    # MLServer with parallel workers off at 32 users: the process at a full core (psutil) while
+    # the sampled loop thread showed 44 % busy; the wait is the queue for the CPU, not I/O
+    full = replace(f, processes=[ProcessFacts(10, "service_master", 99.7, 100.0, UVICORN)],
+                   profile=_profile(loops=(_loop(0.44, 0.0),)))
+    assert awaited_us(full) == 0.0 and cpu.awaiting(full) is None
 
 
 # -- the client's tail ------------------------------------------------------------------------

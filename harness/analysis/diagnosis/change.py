@@ -90,6 +90,10 @@ def not_comparable(c: ChangeFacts) -> Finding | None:
                    ["rerun both with the same scenario and load"], 1.0, {"problems": problems})
 
 
+def _name(d: Delta) -> str:
+    return d.series.partition(":")[2] or d.series
+
+
 def _blame(c: ChangeFacts, client: Delta, rel: float
            ) -> tuple[Delta | None, float, str, Delta | None]:
     """(the series to blame, the share of the growth it explains, the title, the stage
@@ -198,8 +202,16 @@ def growth(c: ChangeFacts) -> Finding | None:
     # between runs (A/A pairs on a shared machine show it): information only. A median-only
     # shift (tail not bounded as grown) is info: on a shared machine A/A pairs show such
     # shifts in computing stages.
+    # A stage that explains less than CAUSE_SHARE of the growth is no blame: every stage grew
+    # a little (a slower machine between the runs does that), information like no stage.
+    spread = top is not None and explained < CAUSE_SHARE and not new_slow and not queued \
+        and behind is None
+    if spread:
+        title = (f"p{client.percentile:g} grew {100 * rel:.0f} %, spread over the stages: "
+                 f"none explains {100 * CAUSE_SHARE:.0f} % of it ('{_name(top)}' grew most, "
+                 f"{100 * explained:.0f} %)")
     severity = "warning" if rel >= GROWTH_WARNING and top and client.percentile > 50 \
-        and not machine_note else "info"
+        and not machine_note and not spread else "info"
     saturated = _saturated_note(c, top) if severity == "warning" else []
     return Finding(
         "critical" if saturated else severity, "change", title,
@@ -209,8 +221,8 @@ def growth(c: ChangeFacts) -> Finding | None:
         ["look at that stage's layer findings below and at the profile functions that grew"],
         # without a stage to blame it explains nothing: the findings that say what kind of
         # time grew (CPU per request, awaiting) rank above it
-        explained if top else 0.0,
-        {"stage": top.series if top else None, "explained": explained,
+        explained if top and not spread else 0.0,
+        {"stage": top.series if top else None, "explained": explained, "spread": spread,
          "via": "event loop" if queued else "residual" if behind is not None else None,
          "input_class": new_slow[0].tag if new_slow else None,  # the first, as before
          "most_in_request": where[0] if where is not None else None,

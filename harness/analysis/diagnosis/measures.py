@@ -219,6 +219,11 @@ def awaited_us(f: Facts) -> float | None:
     u = sum(lf.busy_share + (lf.blocked_share or 0.0) for lf in loops) / len(loops)
     if u >= AWAIT_LOOP_BUSY_MAX:
         return 0.0  # a saturated loop: the wait is its queue
+    cpu = {p.pid: p.cpu_mean_pct / 100.0 for p in f.processes}
+    if all(cpu.get(lf.pid or -1, 0.0) >= WORKER_CPU_SATURATED / 100.0 for lf in loops):
+        # the loops' processes at a full core (psutil): the GIL lets the loop run no more,
+        # whatever share the sampled loop thread showed; the wait is the queue for the CPU
+        return 0.0
     s_us = u / (f.achieved_rps / len(loops)) * 1e6
     return max(0.0, f.client.mean_us - s_us / (1.0 - u))
 
