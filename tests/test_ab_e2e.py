@@ -40,11 +40,11 @@ def test_ab_session_resume_and_calibrate(tmp_path: Path) -> None:
     (session_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     session = read_session(session_dir)
     assert session.state == "done" and session.labels == ("clean", "fraud +20 ms")
-    assert [(r.round, r.side) for r in session.runs] == [(1, "A"), (1, "B"), (2, "A"),
-                                                          (2, "B")]
+    assert [(r.round, r.side) for r in session.runs] == [(1, "A"), (1, "B"), (2, "B"),
+                                                          (2, "A")]
     starts = [RunDir(session.path / r.dir).meta["timeline"]["load_start"]
               for r in session.runs]
-    assert starts == sorted(starts)  # made in A B A B order
+    assert starts == sorted(starts)  # made in A B, B A order
     b_faults = RunDir(session.run_dirs("B")[0]).meta["target"]["service_options"]["faults"]
     assert b_faults == {"inference_cpu": {"ms": 20.0, "models": ["fraud"]}}
     assert 'verdict "POST predict fraud": ' in done.stdout and "overall: " in done.stdout

@@ -235,3 +235,33 @@ def test_a_pair_in_which_the_machine_changed_is_not_judged(tmp_path: Path, noise
                                  for n in k3.notes)
     infer = next(r for r in k3.rows if r.series.label == "infer" and r.percentile == 50)
     assert len([x for x in infer.a_runs if x]) == 3 and infer.df == 1  # 2 rounds kept
+
+
+def test_a_round_in_which_the_machine_speed_changed_is_left_out(tmp_path: Path) -> None:
+    """The CPU-speed probe (resources.cpu_probe in summary.json): a round whose B ran on a
+    machine 40 % slower (the probe's unit of work 115 -> 161 µs) measures the machine."""
+    from harness.analysis.compare.machine import SPEED_SHIFT_LIMIT, cpu_probe_us, speed_shift
+
+    rng = np.random.default_rng(41)
+
+    def run(name: str, t0: float, machine: float) -> RunDir:
+        rd = _make(tmp_path / name, rng, t0=t0, machine=machine)
+        probe = {"mean_us": 115.0 * machine, "median_us": 115.0 * machine,
+                 "p10_us": 114.0, "p90_us": 180.0, "samples": 80.0}
+        (rd.path / "summary.json").write_text(json.dumps({"resources": {"cpu_probe": probe}}))
+        return rd
+
+    a = [run(f"a{i}", T0 + 2 * i * RUN_S, 1.0) for i in range(3)]
+    b = [run(f"b{i}", T0 + (2 * i + 1) * RUN_S, 1.4 if i == 2 else 1.0) for i in range(3)]
+    assert cpu_probe_us(a[0]) == 115.0 and speed_shift(a[2], b[2]) == pytest.approx(1.4)
+    assert speed_shift(a[0], b[0]) == 1.0 < 1 + SPEED_SHIFT_LIMIT
+    k3 = compare_runs(a, b)
+    left = [n for n in k3.notes if n.startswith("round left out: the machine's speed changed")]
+    assert len(left) == 1 and "115 µs and 161 µs of CPU" in left[0] and "+40 %" in left[0]
+    infer = next(r for r in k3.rows if r.series.label == "infer" and r.percentile == 50)
+    assert infer.verdict == "no significant difference"
+    one = compare_runs([a[2]], [b[2]])
+    assert not one.comparable and one.exit_code() == 2
+    # a run made before the probe existed: no speed, judged as before
+    old = _make(tmp_path / "old", rng, t0=T0 + 10 * RUN_S)
+    assert cpu_probe_us(old) is None and speed_shift(a[0], old) is None

@@ -127,6 +127,22 @@ def test_cpu_rss_and_rate_against_proc(tmp_path: Path) -> None:
     assert meta["processes"][str(burner.pid)]["role"] == "service_master"
     assert meta["processes"][str(alloc.pid)]["role"] == "loadgen"
     assert meta["samples"] == status["samples"]
+    # the machine's CPU speed: one probe per emitted sample, each a positive CPU time
+    probes = meta["cpu_probe"]["samples"]
+    assert len(probes) == status["samples"] and all(us > 0 for _, us in probes)
+    assert [t for t, _ in probes] == sorted(t for t, _ in probes)
+
+
+def test_the_cpu_probe_measures_cpu_time_of_a_fixed_unit_of_work() -> None:
+    from harness.run.collectors.cpuprobe import LOOP, probe_us
+
+    # twice the loop takes about twice the CPU time: CPU time (not wall time), so a busy
+    # machine that preempts the probe does not count. What does count is the speed the core
+    # runs at: on the 2-core VM the unit takes 115 or 175 µs depending on whether the other
+    # core is busy (1.5x), and that can flip between two measurements: the bounds are
+    # 2 / 1.5 - margin .. 2 x 1.5 + margin (1.2x .. 3.5x), on the median of 9 pairs.
+    ratios = sorted(probe_us(2 * LOOP) / probe_us(LOOP) for _ in range(9))
+    assert 1.2 < ratios[4] < 3.5, ratios
 
 
 def test_gunicorn_tree_recycled_worker_and_dead_service(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`harness ab SCENARIO ... --a OPTS --b OPTS --runs K`: K runs per side, A B A B, judged."""
+"""`harness ab SCENARIO ... --a OPTS --b OPTS --runs K`: K runs per side, A B, B A, ..., judged."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ NAME = "ab"
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "ab", help="K runs per side in A B A B order, then compare the sides",
-        description="Make K runs of A and K of B, interleaved A B A B (each run as harness "
-                    "run makes it; with --serve reference each starts its own service), "
+        "ab", help="K runs per side in rounds (A B, B A, ...), then compare the sides",
+        description="Make K runs of A and K of B, interleaved in rounds A B, B A, ... "
+                    "(each run as harness run makes it; with --serve reference each starts "
+                    "its own service), "
                     "in one session directory with an index (ab.json), then compare them "
                     "with the runs as the unit (harness compare SESSION does it again). "
                     "--a and --b hold the options of each side, added to the common ones, "
@@ -53,7 +54,7 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
     run_args, run_argv = resumed(resume) if resume is not None else (args, argv)
     kwargs = judging_kwargs(args)
     opts = ab_options(run_args, run_argv)
-    print(f"{2 * opts.runs} runs, A B A B ..., about {opts.estimated_s() / 60:.0f} min of "
+    print(f"{2 * opts.runs} runs, A B, B A, ..., about {opts.estimated_s() / 60:.0f} min of "
           f"load", file=sys.stderr, flush=True)
     try:
         session = run_ab(opts, on_run=progress(2 * opts.runs), resume=resume)

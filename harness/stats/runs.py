@@ -178,7 +178,7 @@ def ratio_pooled(a: Sequence[float], b: Sequence[float], prior_sigma: float, pri
 def ratio_paired(a: Sequence[float], b: Sequence[float], prior_sigma: float | None = None,
                  prior_df: float = 0, confidence: float = 0.95) -> RatioEstimate:
     """B/A from K rounds of runs made back to back, ``a[i]`` beside ``b[i]`` (``harness ab``'s
-    A B A B order): the test is on the rounds' differences d_i = ln b_i - ln a_i, so what
+    A B, B A order): the test is on the rounds' differences d_i = ln b_i - ln a_i, so what
     drifts slowly (the machine's load over minutes) cancels within a round. A calibration
     of back-to-back A/A pairs measures exactly Var(d) = 2 sigma^2; pooled with the rounds'
     own spread (``prior_df`` weighting ``2 prior_sigma^2``):

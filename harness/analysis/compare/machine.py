@@ -17,10 +17,13 @@ import math
 from harness.rundir import RunDir
 from harness.stats import percentiles
 
-__all__ = ["LATENESS_FLOOR_US", "MACHINE_SHIFT_LIMIT", "disturbed", "lateness_p90_us",
-           "machine_shift"]
+__all__ = ["LATENESS_FLOOR_US", "MACHINE_SHIFT_LIMIT", "SPEED_SHIFT_LIMIT", "cpu_probe_us",
+           "disturbed", "lateness_p90_us", "machine_shift", "speed_shift"]
 
 MACHINE_SHIFT_LIMIT = 4.0
+#: the machine-speed probe (harness.run.collectors.cpuprobe) of two runs differing by more
+#: than this: the pair measures the machine's speed (set from the calibration: BENCHMARKS.md)
+SPEED_SHIFT_LIMIT = 0.10
 LATENESS_FLOOR_US = 500
 
 
@@ -42,7 +45,14 @@ def machine_shift(a: RunDir, b: RunDir) -> float | None:
 
 
 def disturbed(a: RunDir, b: RunDir) -> str | None:
-    """Why the pair measures the machine rather than A and B, or None."""
+    """Why the pair measures the machine rather than A and B, or None: the load generator's
+    lateness moved (the machine starved), or the machine's CPU speed moved (the probe)."""
+    speed = speed_shift(a, b)
+    if speed is not None and abs(math.log(speed)) > math.log(1.0 + SPEED_SHIFT_LIMIT):
+        return (f"the machine's speed changed between {a.path.name} and {b.path.name}: a "
+                f"fixed unit of work took {cpu_probe_us(a):.0f} µs and {cpu_probe_us(b):.0f} "
+                f"µs of CPU (mean of the run's probes; {100 * (speed - 1):+.0f} %, limit "
+                f"±{100 * SPEED_SHIFT_LIMIT:.0f} %): every CPU-bound stage moves with it")
     shift = machine_shift(a, b)
     if shift is None or abs(math.log(shift)) <= math.log(MACHINE_SHIFT_LIMIT):
         return None
@@ -51,3 +61,18 @@ def disturbed(a: RunDir, b: RunDir) -> str | None:
             f"generator started its requests late by {la / 1000:.1f} ms and "
             f"{lb / 1000:.1f} ms (p90), a {max(shift, 1 / shift):.0f}x change (limit "
             f"{MACHINE_SHIFT_LIMIT:g}x)")
+
+
+def cpu_probe_us(run: RunDir) -> float | None:
+    """The mean CPU time (µs) of the machine-speed probe's unit of work over the run's window
+    (summary.json resources.cpu_probe); None for runs made before the probe existed."""
+    doc = run.read_json("summary.json") or {}
+    probe = (doc.get("resources") or {}).get("cpu_probe") or {}
+    value = probe.get("mean_us") if isinstance(probe, dict) else None
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def speed_shift(a: RunDir, b: RunDir) -> float | None:
+    """B's probe over A's: above 1 the machine was slower in B; None when either has none."""
+    pa, pb = cpu_probe_us(a), cpu_probe_us(b)
+    return pb / pa if pa and pb else None

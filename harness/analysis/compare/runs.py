@@ -3,7 +3,7 @@
 Each run gives one value per series and percentile (``values``); per row the B/A ratio
 and its interval come from ``harness.stats.runs`` on the runs' log values:
 
-- runs made in rounds, A beside B (``harness ab``'s A B A B order, found from the runs'
+- runs made in rounds, A beside B (``harness ab``'s rounds: A B, B A, ..., found from the runs'
   start times): paired by round (``ratio_paired``), so the machine's slow drift cancels
   within a round; with a noise calibration of the row's metric (``noise``, measured on
   back-to-back A/A pairs: the same quantity) pooled with the rounds' spread;
@@ -196,8 +196,8 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
                          "apart usually differ more")
     pairs = rounds(a, b) if len(a) > 1 else None
     if len(a) > 1 and pairs is None:
-        notes.append("the runs were not made in rounds of one A and one B (A B A B): compared "
-                     "unpaired, so the machine's drift between them counts as noise")
+        notes.append("the runs were not made in rounds of one A and one B (A B, B A, ...): "
+                     "compared unpaired, so the machine's drift between them counts as noise")
     pairs = _undisturbed(a, b, pairs, problems, notes)
     rows = [row for series in common_series([*a, *b])
             for row in _rows(series, a, b, percentiles, noise, confidence, pairs)]

@@ -206,7 +206,7 @@ def growth(c: ChangeFacts) -> Finding | None:
     # a little (a slower machine between the runs does that), information like no stage.
     spread = top is not None and explained < CAUSE_SHARE and not new_slow and not queued \
         and behind is None
-    if spread:
+    if spread and top is not None:
         title = (f"p{client.percentile:g} grew {100 * rel:.0f} %, spread over the stages: "
                  f"none explains {100 * CAUSE_SHARE:.0f} % of it ('{_name(top)}' grew most, "
                  f"{100 * explained:.0f} %)")

@@ -17,7 +17,8 @@ from harness.rundir.records import (
     SystemResources,
 )
 
-__all__ = ["LOADGEN_ROLES", "SERVICE_ROLES", "profile_shares", "resources_block"]
+__all__ = ["LOADGEN_ROLES", "SERVICE_ROLES", "cpu_probe_block", "profile_shares",
+           "resources_block"]
 
 SERVICE_ROLES = ("service_master", "service_worker", "service_other")
 LOADGEN_ROLES = ("loadgen", "loadgen_worker")
@@ -93,7 +94,29 @@ def resources_block(rd: RunDir, start: float, end: float) -> Resources | None:
                                  round(max(sys_cpu), 2))
     share = {key: round(block.cpu_mean_pct / (100.0 * cpus), 4) if block is not None else None
              for key, block in (("service", service), ("loadgen", loadgen))}
-    return Resources(len(by_t), cpus, service, loadgen, system, share, target, host)
+    return Resources(len(by_t), cpus, service, loadgen, system, share, target, host,
+                     cpu_probe_block(rd, start, end))
+
+
+def cpu_probe_block(rd: RunDir, start: float, end: float) -> dict[str, float] | None:
+    """The machine's CPU speed probes (resources.json ``cpu_probe``) inside the window."""
+    doc = rd.read_json("resources.json") or {}
+    probe = doc.get("cpu_probe")
+    samples = probe.get("samples") if isinstance(probe, dict) else None
+    if not isinstance(samples, list):
+        return None
+    inside = [float(s[1]) for s in samples if isinstance(s, list | tuple) and len(s) == 2
+              and all(isinstance(x, int | float) for x in s) and start <= s[0] <= end]
+    if not inside:
+        return None
+    xs = sorted(inside)
+
+    def q(p: float) -> float:
+        return round(xs[min(len(xs) - 1, int(p * (len(xs) - 1) + 0.5))], 1)
+
+    return {"mean_us": round(sum(xs) / len(xs), 1),
+            "median_us": round(float(np.median(xs)), 1), "p10_us": q(0.10),
+            "p90_us": q(0.90), "samples": float(len(xs))}
 
 
 def profile_shares(rd: RunDir) -> dict[str, ProfileView] | None:

@@ -117,6 +117,11 @@ def _resource_lines(res: Resources | None) -> list[str]:
     if res.system is not None:
         parts.append(f"system {res.system.cpu_mean_pct:.1f} % of {res.cpu_count} cores")
     lines = ["", "resources: " + "; ".join(parts)] if parts else [""]
+    probe = res.cpu_probe
+    if probe:
+        lines.append(f"machine speed: a fixed unit of work took {probe['mean_us']:.0f} µs of "
+                     f"CPU (mean; p10 {probe['p10_us']:.0f}, p90 {probe['p90_us']:.0f} µs, "
+                     f"{probe['samples']:.0f} probes): compare runs by it (harness compare)")
     return lines + remote_lines(res)
 
 

@@ -1,4 +1,5 @@
-"""A/B sessions (``harness ab``, ``harness calibrate``): K runs per side in A B A B order.
+"""A/B sessions (``harness ab``, ``harness calibrate``): K runs per side, in rounds of one A
+and one B (A B, B A, A B, ...).
 
 ``run_ab(AbOptions)`` makes the runs with ``harness.run.run`` (as ``harness capacity``
 makes its steps) and keeps an index, ``ab.json``, in the session directory; the

@@ -1,7 +1,8 @@
 """Repeated, interleaved runs of two sides (``harness ab``): the options, one run's record,
 and the session's index file (``ab.json``).
 
-A session directory holds 2 K run directories, made in A B A B ... order, and ``ab.json``,
+A session directory holds 2 K run directories, made in rounds of one A and one B (A B, B A,
+A B, ...: ``AbOptions.order``), and ``ab.json``,
 rewritten atomically after every run, so a session that stops (Ctrl-C, a run that could
 not start, a machine that went down) can be resumed and its finished runs compared.
 """
@@ -36,9 +37,10 @@ class AbError(Exception):
 @dataclass(frozen=True)
 class AbOptions:
     """Two runs (``a`` and ``b``: everything ``harness run`` takes) made ``runs`` times each,
-    interleaved A B A B; ``labels`` say what each side is (shown by compare). Checked when
-    built: both sides must measure the same way (scenario, load model and timing), since
-    only what is meant to differ (target, service options, versions) may differ."""
+    interleaved in rounds (A B, B A, ...); ``labels`` say what each side is (shown by
+    compare). Checked when built: both sides must measure the same way (scenario, load
+    model and timing), since only what is meant to differ (target, service options,
+    versions) may differ."""
 
     a: RunOptions
     b: RunOptions
@@ -67,8 +69,12 @@ class AbOptions:
         return self.a if name == "A" else self.b
 
     def order(self) -> list[tuple[int, str]]:
-        """(round, side) in the order the runs are made: A B A B ... (round 1-based)."""
-        return [(r, s) for r in range(1, self.runs + 1) for s in SIDES]
+        """(round, side) in the order the runs are made (round 1-based): A B, B A, A B, ...
+        Counterbalanced: with A always first, a machine that drifts or changes speed with
+        the run's period (measured: a neighbour slow every other run) would be charged to
+        one side; alternating which side opens a round spreads it over both."""
+        return [(r, s) for r in range(1, self.runs + 1)
+                for s in (SIDES if r % 2 else SIDES[::-1])]
 
     def estimated_s(self) -> float:
         """Load time of the whole session (start-up and summaries not included)."""

@@ -1,4 +1,5 @@
-"""The runs of an A/B session: 2 K full runs in A B A B order, each in the session directory.
+"""The runs of an A/B session: 2 K full runs in rounds of one A and one B (A B, B A, A B,
+...), each in the session directory.
 
 Each run is ``harness.run.run`` of its side's options, as ``harness run`` would make it;
 with ``--serve reference`` every run starts its own service. That is deliberate: a run is
@@ -78,7 +79,7 @@ def _one_run(opts: AbOptions, session: AbSession, rnd: int, side: str) -> AbRun:
 
 def run_ab(opts: AbOptions, on_run: Callable[[AbRun, AbSession], None] | None = None,
            resume: Path | None = None) -> AbSession:
-    """Make the session's runs, A B A B ...; ``resume``: a session directory to finish (its
+    """Make the session's runs, A B, B A, A B, ...; ``resume``: a session directory to finish (its
     complete and degraded runs are kept, the others made). Writes ab.json after every run.
     Raises AbError when a run could not start (the index says which)."""
     session = read_session(resume) if resume is not None else _new_session(opts)

@@ -8,7 +8,9 @@ A thread in the harness process samples, at ``rate_hz`` (4 Hz by default):
 - the load generator's tree (``loadgen``, ``loadgen_worker``);
 - profiler processes handed over with :meth:`ResourcesCollector.watch` or the
   ``profiler_pids`` option (``profiler``);
-- the whole machine (``system``, pid 0).
+- the whole machine (``system``, pid 0);
+- the machine's CPU speed (``harness.run.collectors.cpuprobe``: the CPU time of a fixed unit
+  of work), kept in resources.json ``cpu_probe``.
 
 ``cpu_percent`` of a process is the share of one core it used since the
 previous sample (over 100 for a multi-threaded process on several cores).
@@ -37,6 +39,7 @@ from typing import IO, Any
 
 import psutil
 
+from harness.run.collectors import cpuprobe
 from harness.run.collectors.base import CollectorContext, CollectorSpec
 from harness.run.collectors.proctree import descendants
 from harness.rundir import clock
@@ -107,6 +110,7 @@ class ResourcesCollector:
         self._errors: list[str] = []
         self._result: dict[str, Any] | None = None
         self._service_gone_t: float | None = None
+        self._probes: list[tuple[float, float]] = []  # (t, µs): the machine's CPU speed
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> ResourcesCollector:
@@ -238,6 +242,7 @@ class ResourcesCollector:
             self._mark_gone(pid, t)
         system = self._sample_system(t)
         if emit:
+            self._probes.append((round(t, 3), cpuprobe.probe_us()))
             if system is not None:
                 rows.append(system)
             assert self._writer is not None and self._file is not None
@@ -328,7 +333,8 @@ class ResourcesCollector:
         if achieved is not None and achieved < 0.9 * self.rate_hz:
             status["warning"] = (f"sampler achieved {achieved:.2f} Hz of {self.rate_hz:g} Hz: "
                                  "the harness process was starved of CPU")
-        full = dict(status, processes=self._seen, columns=list(COLUMNS))
+        full = dict(status, processes=self._seen, columns=list(COLUMNS),
+                    cpu_probe={"method": cpuprobe.METHOD, "samples": self._probes})
         _write_json(self._ctx.run_dir / "resources.json", full)
         return status
 

@@ -106,6 +106,12 @@ class SystemResources:
         return cls(*(need(d, k, where) for k in ("cpu_mean_pct", "cpu_p95_pct", "cpu_max_pct")))
 
 
+def _probe(d: Any, where: str) -> dict[str, float]:
+    d = as_map(d, where)
+    return {k: float(need(d, k, where))
+            for k in ("mean_us", "median_us", "p10_us", "p90_us", "samples")}
+
+
 @dataclass(frozen=True)
 class Resources:
     """psutil samples inside the measured window; ``machine_share``: mean CPU of the
@@ -121,6 +127,9 @@ class Resources:
     #: node_exporter (harness.rundir.records.remote); psutil's ``service`` stays primary
     target_process: TargetProcessResources | None = None
     host: HostResources | None = None
+    #: the machine's CPU speed over the window (harness.run.collectors.cpuprobe): mean,
+    #: median, p10, p90 of the CPU time (µs) of a fixed unit of work, and the probes' count
+    cpu_probe: dict[str, float] | None = None
 
     def share(self, who: str) -> float:
         """The machine share of ``service`` or ``loadgen``, 0.0 when unknown."""
@@ -133,7 +142,8 @@ class Resources:
                           system=self.system.to_dict() if self.system else None,
                           target_process=self.target_process.to_dict()
                           if self.target_process else None,
-                          host=self.host.to_dict() if self.host else None),
+                          host=self.host.to_dict() if self.host else None,
+                          cpu_probe=dict(self.cpu_probe) if self.cpu_probe else None),
                 "machine_share": dict(self.machine_share or {})}
 
     @classmethod
@@ -145,7 +155,8 @@ class Resources:
                    opt(d, "system", where, SystemResources.from_dict),
                    dict(as_map(d.get("machine_share") or {}, f"{where}.machine_share")),
                    opt(d, "target_process", where, TargetProcessResources.from_dict),
-                   opt(d, "host", where, HostResources.from_dict))
+                   opt(d, "host", where, HostResources.from_dict),
+                   opt(d, "cpu_probe", where, _probe))
 
 
 @dataclass(frozen=True)
