@@ -172,6 +172,24 @@ def format_results(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def speed_lines(out: Path) -> list[str]:
+    """The machine-speed probe (summary resources.cpu_probe) of every pair of runs made in
+    one round: how far apart A and B's probes were, against the limit compare uses."""
+    from harness.analysis.compare.machine import SPEED_SHIFT_LIMIT, speed_shift
+
+    sessions = _sessions(out)
+    shifts = [(kind, speed_shift(a, b)) for kinds in sessions.values()
+              for kind, s in kinds.items() for a, b in _rounds(s)]
+    got = sorted(abs(x - 1.0) for _, x in shifts if x is not None)
+    if not got:
+        return ["\nmachine-speed probe: none of these runs has one (made before it existed)"]
+    over = sum(x > SPEED_SHIFT_LIMIT for x in got)
+    return [f"\nmachine-speed probe, |B/A - 1| over the {len(got)} pairs made in one round: "
+            f"median {100 * statistics.median(got):.1f} %, p90 "
+            f"{100 * got[int(0.9 * (len(got) - 1))]:.1f} %, max {100 * got[-1]:.1f} %; "
+            f"{over} pairs over the limit ({100 * SPEED_SHIFT_LIMIT:.0f} %) left out"]
+
+
 def judge_benchmark(out: Path, json_out: Path | None = None, noise_pairs: int = 10,
                     min_effect: float | None = None) -> list[str]:
     results = judge_all(out, noise_pairs, min_effect)
@@ -183,4 +201,4 @@ def judge_benchmark(out: Path, json_out: Path | None = None, noise_pairs: int = 
             f"{state['infer_cpu']['median_ms']:.2f} ms); load average at the sessions' ends "
             f"{min(loads):.1f}-{max(loads):.1f}; judged now with load average "
             f"{os.getloadavg()[0]:.1f}" if loads else "")
-    return format_results(results) + [tail]
+    return format_results(results) + speed_lines(out) + [tail]
