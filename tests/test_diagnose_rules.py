@@ -565,3 +565,36 @@ def test_a_short_stages_on_cpu_ratio_is_unknown_not_waiting():
     # a computing stage's tail on a contended machine is the machine's; a waiting one's not
     assert _tail_finding(short).severity == "info"
     assert _tail_finding(long).severity == "warning"
+
+
+def test_against_a_baseline_a_warning_about_what_did_not_change_is_information():
+    from types import SimpleNamespace
+
+    from harness.analysis.diagnosis.deltas import Delta
+    from harness.analysis.diagnosis.engine import standing
+
+    grown = Delta("stage:fetch", 99.0, 4000, 9000, 2000, 8000)     # CI above 0: slower
+    same = Delta("stage:infer", 99.0, 4000, 4500, -900, 1500)      # CI across 0
+    client_same = Delta("client", 95.0, 24351, 23695, -18671, 12847)
+    change = SimpleNamespace(tail={"stage:fetch": grown, "stage:infer": same},
+                             client=client_same)
+    fetch = Finding("warning", "upstream", "fetch tail", data={"rule": "stage_tail",
+                                                               "stage": "fetch"})
+    infer = Finding("warning", "model", "infer tail", data={"rule": "stage_tail",
+                                                           "stage": "infer"})
+    # the FastAPI matrix's A/A false alarm: p99 7.2x p50 in one run, 4.9x in the other
+    tail_ = Finding("warning", "infrastructure", "the client's tail: p99 7.2x its p50",
+                    data={"rule": "client_tail"})
+    crit = Finding("critical", "infrastructure", "saturated", data={"rule": "saturation"})
+    out = standing([fetch, infer, tail_, crit], [], change, "base")  # type: ignore[arg-type]
+    assert [f.severity for f in out] == ["warning", "info", "info", "critical"]
+    assert out[1].data["standing"] and "'infer' p99 did not grow significantly" \
+        in out[1].evidence[-1]
+    assert "the client's p95 did not grow significantly against the baseline (base): no " \
+           "significant difference, not what changed" == out[2].evidence[-1]
+    # the client's tail grew: the warning stands
+    change.client = Delta("client", 95.0, 9000, 16000, 2000, 9000)
+    assert standing([tail_], [], change, "base")[0].severity == "warning"  # type: ignore[arg-type]
+    # the baseline has the same finding: standing whatever the numbers
+    out = standing([fetch], [fetch], change, "base")  # type: ignore[arg-type]
+    assert out[0].severity == "info" and "has this finding too" in out[0].evidence[-1]

@@ -107,7 +107,8 @@ def standing(run: list[Finding], baseline: list[Finding], change: ChangeFacts,
     condition that did not change is information here, saying why: the baseline has the
     same finding (the same rule about the same stage, class or request name), or the
     finding is about a stage whose tail did not grow significantly against the baseline
-    (a threshold one run crossed and the other did not, by noise). Criticals stay."""
+    (a threshold one run crossed and the other did not, by noise), or about the client's
+    tail when the client's tail did not grow significantly. Criticals stay."""
     before = {_subject(f) for f in baseline if f.severity != "info"}
     out = []
     for f in run:
@@ -121,6 +122,10 @@ def standing(run: list[Finding], baseline: list[Finding], change: ChangeFacts,
         elif tail is not None and not tail.slower:
             why = (f"'{stage}' p{tail.percentile:g} did not grow significantly against the "
                    f"baseline ({baseline_id}): {tail.verdict}")
+        elif (f.data or {}).get("rule") == "client_tail" and change.client is not None \
+                and not change.client.slower:
+            why = (f"the client's p{change.client.percentile:g} did not grow significantly "
+                   f"against the baseline ({baseline_id}): {change.client.verdict}")
         if why is not None:
             f = Finding("info", f.layer, f.title, f.evidence + [why + ", not what changed"],
                         f.next_steps, f.score, {**f.data, "standing": True})
