@@ -154,6 +154,17 @@ def test_rank_is_severity_then_score():
     assert [x.title for x in rank([a, b, c])] == ["c", "b", "a"]
 
 
+def test_a_finding_that_names_no_cause_ranks_after_one_that_does():
+    # the FastAPI matrix: "the client's tail: p99 5.7x its p50; nothing in this run's
+    # evidence coincides with it" ranked above "feature … arrived null in 58.8 % of rows"
+    unexplained = Finding("warning", "infrastructure", "tail", score=0.0,
+                          data={"cause": "unknown", "unexplained": True})
+    nulled = Finding("warning", "input data", "null feature", score=0.0)
+    assert [x.title for x in rank([unexplained, nulled])] == ["null feature", "tail"]
+    assert [x.title for x in rank([unexplained, nulled], change_first=True)] == \
+        ["null feature", "tail"]
+
+
 def test_percentile_delta_detects_a_shift_and_not_an_equal_run():
     base = _hist([1000 + i for i in range(2000)])
     same = _hist([1000 + i for i in range(2000)])

@@ -67,11 +67,13 @@ class Diagnosis:
 
 
 def rank(findings: list[Finding], change_first: bool = False) -> list[Finding]:
-    """Severity, then (with a baseline) change findings, then score; stable otherwise."""
+    """Severity, then (with a baseline) change findings, then the findings that name a
+    cause before those that say nothing coincides with what they saw (``data.unexplained``:
+    a client tail with no cause in the run), then score; stable otherwise."""
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda f: (
         order[f.severity], 0 if change_first and f.layer in ("change", "model") else 1,
-        -f.score))
+        1 if (f.data or {}).get("unexplained") else 0, -f.score))
 
 
 def _headline(f: Facts) -> dict[str, Any]:

@@ -147,5 +147,8 @@ def client_tail(f: Facts) -> Finding | None:
     return Finding(
         "info" if kind == "machine" else "warning", layer, title, evidence,
         ["read the findings it coincides with above; the interval plots in report.html show "
-         "when the tail happened"], min(1.0, (c.p99_us - c.p50_us) / c.p99_us) * 0.5,
-        {"cause": kind, "ratio": ratio})
+         "when the tail happened"],
+        # a tail nothing coincides with explains nothing: a finding that names a cause (a
+        # nulled feature, a slow stage) ranks above it
+        0.0 if cause is None else min(1.0, (c.p99_us - c.p50_us) / c.p99_us) * 0.5,
+        {"cause": kind, "ratio": ratio, "unexplained": cause is None})
