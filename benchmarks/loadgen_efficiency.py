@@ -18,7 +18,10 @@ the same rounds, are what to read, not the absolute numbers.
     .venv/bin/python benchmarks/loadgen_efficiency.py --fit-durations 3,12 --rounds 2
 
 Requests are counted by each tool itself: Locust's ``--json`` stats, the harness's
-load.json (measured requests + failures), wrk's summary line.
+load.json (measured requests + failures) plus its warm-up's requests (intervals.jsonl rows
+marked ``warmup``: the load generator sent them and paid their CPU), wrk's summary line;
+requests/s over each tool's whole load time (the harness's includes its default 2 s
+warm-up).
 """
 
 from __future__ import annotations
@@ -76,10 +79,17 @@ def run_harness(url: str, locustfile: Path, users: int, duration: int, workdir: 
         raise RuntimeError(f"harness run failed ({res.returncode}): {res.stderr[-2000:]}")
     run_dir = sorted(out.iterdir(), key=lambda p: p.stat().st_mtime)[-1]
     load = json.loads((run_dir / "load.json").read_text())
-    count = load["measured"]["requests"] + load["measured"]["failures"]
+    measured = load["measured"]["requests"] + load["measured"]["failures"]
+    # the warm-up's requests (the default 2 s) were sent too: the load generator paid their
+    # CPU, so they count (before 2026-12-06 they did not: ~2 s x the rate went uncounted)
+    warm = sum(row.get("requests", 0) + row.get("failures", 0)
+               for row in map(json.loads, (run_dir / "intervals.jsonl").read_text().splitlines())
+               if row.get("warmup"))
     status = run_dir / "profile" / "status.json"
     profiler = json.loads(status.read_text()).get("cpu_s") if status.exists() else None
-    return {"requests": count, "wall_s": wall, "cpu_s": cpu, "profiler_cpu_s": profiler}
+    return {"requests": measured + warm, "measured": measured, "warmup_requests": warm,
+            "load_s": duration + float(load.get("warmup_s") or 0.0), "wall_s": wall,
+            "cpu_s": cpu, "profiler_cpu_s": profiler}
 
 
 # the same bytes as benchmarks/locustfiles/predict_fasthttp.py sends
@@ -186,7 +196,7 @@ def main() -> int:
                     work = tmpdir / f"{rnd}-{len(results[name])}-{abs(hash(name))}"
                     work.mkdir()
                     r = fn(work)
-                    r["rps"] = r["requests"] / args.duration
+                    r["rps"] = r["requests"] / r.get("load_s", args.duration)
                     r["per_cpu_s"] = r["requests"] / r["cpu_s"] if r["cpu_s"] > 0 else 0.0
                     results[name].append(r)
                     print(f"round {rnd + 1} {name}: {r['rps']:.0f} req/s, "
