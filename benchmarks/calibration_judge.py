@@ -184,10 +184,52 @@ def speed_lines(out: Path) -> list[str]:
     if not got:
         return ["\nmachine-speed probe: none of these runs has one (made before it existed)"]
     over = sum(x > SPEED_SHIFT_LIMIT for x in got)
-    return [f"\nmachine-speed probe, |B/A - 1| over the {len(got)} pairs made in one round: "
-            f"median {100 * statistics.median(got):.1f} %, p90 "
-            f"{100 * got[int(0.9 * (len(got) - 1))]:.1f} %, max {100 * got[-1]:.1f} %; "
-            f"{over} pairs over the limit ({100 * SPEED_SHIFT_LIMIT:.0f} %) left out"]
+    lines = [f"\nmachine-speed probe, |B/A - 1| over the {len(got)} pairs made in one round: "
+             f"median {100 * statistics.median(got):.1f} %, p90 "
+             f"{100 * got[int(0.9 * (len(got) - 1))]:.1f} %, max {100 * got[-1]:.1f} %; "
+             f"{over} pairs over the limit ({100 * SPEED_SHIFT_LIMIT:.0f} %) left out"]
+    return lines + _speed_explains(sessions)
+
+
+def _infer_p50(run: RunDir, names: tuple[str, ...]) -> float | None:
+    from harness.stats import percentiles
+
+    logs = []
+    for name in names:
+        h = run.histogram("stage", name, stage="infer")
+        if h.get_total_count() < 20:
+            return None
+        logs.append(math.log(percentiles(h, [50])[50]))
+    return statistics.fmean(logs)
+
+
+def _speed_explains(sessions: dict[int, dict[str, AbSession]]) -> list[str]:
+    """How much of the infer p50's spread the probe explains: across all runs (the machine's
+    slow drift) and within the A/A pairs of a round (what a paired comparison faces)."""
+    from harness.analysis.compare.machine import cpu_probe_us
+
+    names = ("POST predict churn", "POST predict ranking")  # the models no fault touches
+    runs = [(cpu_probe_us(r), _infer_p50(r, names)) for kinds in sessions.values()
+            for s in kinds.values() for pair in _rounds(s) for r in pair]
+    got = [(math.log(p), v) for p, v in runs if p and v is not None]
+    pairs = []
+    for kinds in sessions.values():
+        for kind in ("aa1", "aa3"):
+            for a, b in _rounds(kinds[kind]) if kind in kinds else []:
+                pa, pb, va, vb = (cpu_probe_us(a), cpu_probe_us(b), _infer_p50(a, names),
+                                  _infer_p50(b, names))
+                if pa and pb and va is not None and vb is not None:
+                    pairs.append((vb - va, math.log(pb / pa)))
+    if len(got) < 3 or len(pairs) < 3:
+        return []
+    corr = statistics.correlation([p for p, _ in got], [v for _, v in got])
+    beta = sum(d * x for d, x in pairs) / (sum(x * x for _, x in pairs) or 1.0)
+    raw = statistics.pstdev([d for d, _ in pairs])
+    adj = statistics.pstdev([d - beta * x for d, x in pairs])
+    return [f"churn and ranking infer p50 against the probe: correlation {corr:.2f} over "
+            f"{len(got)} runs (log values); within the {len(pairs)} A/A pairs of a round the "
+            f"pair's log difference has sd {100 * raw:.1f} %, {100 * adj:.1f} % after "
+            f"taking out the probe's (slope {beta:.2f})"]
 
 
 def judge_benchmark(out: Path, json_out: Path | None = None, noise_pairs: int = 10,
