@@ -603,9 +603,16 @@ def test_against_a_baseline_a_warning_about_what_did_not_change_is_information()
         in out[1].evidence[-1]
     assert "the client's p95 did not grow significantly against the baseline (base): no " \
            "significant difference, not what changed" == out[2].evidence[-1]
-    # the client's tail grew: the warning stands
+    # the client's tail grew: a tail with a cause in the run stands
     change.client = Delta("client", 95.0, 9000, 16000, 2000, 9000)
     assert standing([tail_], [], change, "base")[0].severity == "warning"  # type: ignore[arg-type]
+    # ... one that nothing in the run explains is information (the third set's A/A pair:
+    # p95 5.7 -> 9.9 ms, p99 5.2x p50, no stage grew): most often the machine between runs
+    lone = Finding("warning", "infrastructure", "the client's tail: p99 5.2x its p50; "
+                   "nothing in this run's evidence coincides with it",
+                   data={"rule": "client_tail", "unexplained": True})
+    out = standing([lone], [], change, "base")  # type: ignore[arg-type]
+    assert out[0].severity == "info" and "most often the machine" in out[0].evidence[-1]
     # the baseline has the same finding: standing whatever the numbers
     out = standing([fetch], [fetch], change, "base")  # type: ignore[arg-type]
     assert out[0].severity == "info" and "has this finding too" in out[0].evidence[-1]

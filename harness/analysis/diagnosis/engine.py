@@ -110,7 +110,8 @@ def standing(run: list[Finding], baseline: list[Finding], change: ChangeFacts,
     same finding (the same rule about the same stage, class or request name), or the
     finding is about a stage whose tail did not grow significantly against the baseline
     (a threshold one run crossed and the other did not, by noise), or about the client's
-    tail when the client's tail did not grow significantly. Criticals stay."""
+    tail when the client's tail did not grow significantly or nothing in the run explains
+    it (as the change finding without a stage to blame: information). Criticals stay."""
     before = {_subject(f) for f in baseline if f.severity != "info"}
     out = []
     for f in run:
@@ -128,6 +129,11 @@ def standing(run: list[Finding], baseline: list[Finding], change: ChangeFacts,
                 and not change.client.slower:
             why = (f"the client's p{change.client.percentile:g} did not grow significantly "
                    f"against the baseline ({baseline_id}): {change.client.verdict}")
+        elif (f.data or {}).get("rule") == "client_tail" and (f.data or {}).get("unexplained"):
+            why = (f"nothing in this run explains the tail, and against the baseline "
+                   f"({baseline_id}) a tail that grew with no stage or cause to show for it is "
+                   "most often the machine between the runs (the change finding says by how "
+                   "much)")
         if why is not None:
             f = Finding("info", f.layer, f.title, f.evidence + [why + ", not what changed"],
                         f.next_steps, f.score, {**f.data, "standing": True})
