@@ -58,7 +58,7 @@ def test_ab_session_resume_and_calibrate(tmp_path: Path) -> None:
     assert again.returncode in (0, 1, 2), again.stderr
     resumed = read_session(session_dir)
     assert resumed.state == "done" and len(resumed.runs) == 4
-    assert resumed.runs[-1].side == "B" and resumed.runs[-1].dir != dropped["dir"]
+    assert resumed.runs[-1].side == "A" and resumed.runs[-1].dir != dropped["dir"]  # B A: A last
     # compare SESSION is the same judgement again; calibrate --from needs A/A sessions
     judged = _cli("compare", str(session_dir), "--no-noise", "--json")
     assert json.loads(judged.stdout)["labels"] == ["clean", "fraud +20 ms"]
