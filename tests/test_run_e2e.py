@@ -41,8 +41,16 @@ def run_dir_from(stdout: str) -> Path:
 
 
 def descendants_named(name: str) -> list[psutil.Process]:
-    me = psutil.Process()
-    return [p for p in me.children(recursive=True) if name in " ".join(p.cmdline())]
+    """Live descendants of this process whose command line holds ``name``; a zombie left by
+    another test (no command line to read) or a process gone meanwhile is not one."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if name in " ".join(p.cmdline()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def test_counts_match_the_services_own_metrics(reference_service, tmp_path: Path) -> None:
