@@ -47,10 +47,11 @@ def machine_shift(a: RunDir, b: RunDir) -> float | None:
 def disturbed(a: RunDir, b: RunDir) -> str | None:
     """Why the pair measures the machine rather than A and B, or None: the load generator's
     lateness moved (the machine starved), or the machine's CPU speed moved (the probe)."""
-    speed = speed_shift(a, b)
+    pa, pb = cpu_probe_us(a), cpu_probe_us(b)
+    speed = pb / pa if pa and pb else None
     if speed is not None and abs(math.log(speed)) > math.log(1.0 + SPEED_SHIFT_LIMIT):
         return (f"the machine's speed changed between {a.path.name} and {b.path.name}: a "
-                f"fixed unit of work took {cpu_probe_us(a):.0f} µs and {cpu_probe_us(b):.0f} "
+                f"fixed unit of work took {pa:.0f} µs and {pb:.0f} "
                 f"µs of CPU (mean of the run's probes; {100 * (speed - 1):+.0f} %, limit "
                 f"±{100 * SPEED_SHIFT_LIMIT:.0f} %): every CPU-bound stage moves with it")
     shift = machine_shift(a, b)
