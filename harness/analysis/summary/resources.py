@@ -109,14 +109,9 @@ def cpu_probe_block(rd: RunDir, start: float, end: float) -> dict[str, float] | 
               and all(isinstance(x, int | float) for x in s) and start <= s[0] <= end]
     if not inside:
         return None
-    xs = sorted(inside)
-
-    def q(p: float) -> float:
-        return round(xs[min(len(xs) - 1, int(p * (len(xs) - 1) + 0.5))], 1)
-
-    return {"mean_us": round(sum(xs) / len(xs), 1),
-            "median_us": round(float(np.median(xs)), 1), "p10_us": q(0.10),
-            "p90_us": q(0.90), "samples": float(len(xs))}
+    return {"mean_us": round(sum(inside) / len(inside), 1), "median_us": _pct(inside, 50),
+            "p10_us": _pct(inside, 10), "p90_us": _pct(inside, 90),
+            "samples": float(len(inside))}
 
 
 def profile_shares(rd: RunDir) -> dict[str, ProfileView] | None:
