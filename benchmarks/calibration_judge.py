@@ -239,8 +239,10 @@ def judge_benchmark(out: Path, json_out: Path | None = None, noise_pairs: int = 
         json_out.write_text(json.dumps(results, indent=1))
     state = json.loads((out / "calibration.json").read_text())
     loads = [s.get("loadavg") for s in state["sessions"].values() if s.get("loadavg")]
-    tail = (f"\nruns in {out}; fault {state['fault_ms']} ms CPU per fraud request (15 % of "
-            f"{state['infer_cpu']['median_ms']:.2f} ms); load average at the sessions' ends "
+    share = 100 * state["fault_ms"] / state["infer_cpu"]["median_ms"]
+    tail = (f"\nruns in {out}; fault {state['fault_ms']} ms CPU per fraud request ({share:.0f} % "
+            f"of its {state['infer_cpu']['median_ms']:.2f} ms inference CPU); load average at "
+            "the sessions' ends "
             f"{min(loads):.1f}-{max(loads):.1f}; judged now with load average "
             f"{os.getloadavg()[0]:.1f}" if loads else "")
     return format_results(results) + speed_lines(out) + [tail]

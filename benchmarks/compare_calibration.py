@@ -9,8 +9,9 @@ Real 20 s production runs against the reference service, as a user makes them
 sessions (harness.run.ab.run_ab), one after the other:
 
 - ``aa1``: one A/A pair, back to back (K = 1);
-- ``ab3``: A B A B A B with a CPU fault on one model in B: ``inference_cpu`` of 15 % of
-  fraud v1's inference CPU time per request (measured in-process at the start, stored);
+- ``ab3``: A B A B A B with a CPU fault on one model in B: ``inference_cpu`` sized to slow
+  fraud's ``infer`` stage by 15 % (``SLOWDOWN / EFFECT_PER_CPU`` of fraud v1's inference CPU
+  time per request, measured in-process at the start; both stored);
 - ``aa3``: A B A B A B with nothing changed (K = 3 A/A).
 
 Judged (see ``calibration_judge.py``): false alarms on A/A and detection on A/B, for one
@@ -36,7 +37,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 SCENARIO = ROOT / "scenarios" / "production.py"
+#: the bar's slowdown of fraud's ``infer`` stage (issue 17: "+15 % inference slowdown")
 SLOWDOWN = 0.15
+#: the infer p50's measured change per unit of fault, as a fraction of fraud's bare
+#: inference CPU: a fault of 15 % of that CPU moved the stage's p50 by +10.7 % (calibQ) and
+#: +8.7 % (calibP), 0.71 and 0.58 of it (the stage's wall time holds more than the model's
+#: CPU: the worker's share of a busy core, the profiler's samples). The fault is sized with
+#: their mean so that its effect is the bar's +15 %; the judge prints the measured effect.
+EFFECT_PER_CPU = 0.65
 FAULT_MODEL = "fraud"
 SESSIONS = ("aa1", "ab3", "aa3")
 
@@ -87,7 +95,7 @@ def run_session(args: argparse.Namespace, state: dict, rnd: int, kind: str, out:
     rdir = out / f"round-{rnd:02d}"
     opts = AbOptions(a=_options(args, None, rdir), b=_options(args, fault, rdir),
                      runs=1 if kind == "aa1" else 3, out=rdir,
-                     labels=("clean", "fraud +15 % infer" if fault else "clean"))
+                     labels=("clean", "fraud infer +15 %" if fault else "clean"))
     t0 = time.time()
     resume = Path(done["path"]) if done and done.get("path") else None
     if resume is None:
@@ -127,9 +135,10 @@ def collect(args: argparse.Namespace) -> Path:
         state = json.loads(path.read_text())
     else:
         cpu = infer_cpu_ms()
-        ms = round(SLOWDOWN * cpu["median_ms"], 3)
+        ms = round(SLOWDOWN / EFFECT_PER_CPU * cpu["median_ms"], 3)
         state = {"rate": args.rate, "duration_s": args.duration, "warmup_s": args.warmup,
-                 "rounds": args.rounds, "slowdown": SLOWDOWN, "fault_model": FAULT_MODEL,
+                 "rounds": args.rounds, "slowdown": SLOWDOWN, "effect_per_cpu": EFFECT_PER_CPU,
+                 "fault_model": FAULT_MODEL,
                  "infer_cpu": cpu, "fault_ms": ms, "started": time.time(), "sessions": {}}
         (out / "fault.yaml").write_text(
             f"inference_cpu: {{ms: {ms}, models: [{FAULT_MODEL}]}}\n")
