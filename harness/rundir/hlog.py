@@ -23,14 +23,15 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from harness.rundir.atomic import write_text_atomic
 from harness.rundir.files import bad_line
-from harness.stats import counts_array
+
+if TYPE_CHECKING:  # numpy is the reader's (``_sparse``): the load driver writes, never reads
+    import numpy as np
 
 __all__ = ["HIGHEST_US", "LOWEST_US", "SIGNIFICANT_FIGURES", "HlogFiles", "HlogInterval",
            "SeriesKey", "new_histogram", "parse_hlog", "series_file_name"]
@@ -188,6 +189,10 @@ class HlogFiles:
 # Reading: the same format back, into sparse intervals of the run's histogram layout.
 
 def _sparse(decoded: HdrHistogram, ref: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
+    from harness.stats import counts_array
+
     counts = counts_array(decoded)
     if decoded.get_total_count() == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
