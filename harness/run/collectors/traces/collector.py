@@ -20,16 +20,19 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.run.collectors.base import CollectorContext, CollectorSpec
 from harness.run.collectors.traces.join import JoinCounts, Joined, RequestRecord, join_request
-from harness.run.collectors.traces.receiver import OtlpReceiver, parse_listen
+from harness.run.collectors.traces.listen import parse_listen
 from harness.run.collectors.traces.series import write_trace_series
 from harness.run.collectors.traces.spanmap import SpanMap, load_span_map
 from harness.run.collectors.traces.spans import SpanStore
 from harness.rundir import clock, write_json_atomic
 from harness.units import parse_duration
+
+if TYPE_CHECKING:  # the receiver (gRPC, protobuf) is imported when a run has --traces
+    from harness.run.collectors.traces.receiver import OtlpReceiver
 
 __all__ = ["SPEC", "TracesCollector", "TracesOptions"]
 
@@ -75,6 +78,8 @@ class TracesCollector:
     def __init__(self, options: TracesOptions) -> None:
         self.options = options
         self.span_map: SpanMap = load_span_map(options.span_map)
+        from harness.run.collectors.traces.receiver import OtlpReceiver
+
         host, port = parse_listen(options.listen) if options.listen else ("127.0.0.1", 0)
         self.receiver = OtlpReceiver(host, port, store=SpanStore(options.max_spans),
                                      forward_url=options.forward)

@@ -30,6 +30,7 @@ import grpc
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from harness.run.collectors.traces.listen import parse_listen
 from harness.run.collectors.traces.spans import SpanStore, decode_request
 from harness.rundir import clock
 
@@ -41,15 +42,6 @@ _FORWARD_QUEUE = 256
 
 class ReceiverError(ValueError):
     """The receiver cannot listen where it was asked (the message names the address)."""
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (gRPC on PORT, HTTP on PORT+1); ValueError naming the value."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65534:
-        raise ValueError(f"--traces-listen must be HOST:PORT with PORT in 1..65534, HTTP "
-                         f"listening on PORT+1 (got {text!r})")
-    return host.strip("[]"), int(port)
 
 
 def _free_pair(host: str) -> int:
