@@ -73,7 +73,13 @@ class WatchedRun:
                 for child in root.children(recursive=True):
                     if child.pid not in self.seen:
                         self.seen[child.pid] = child
-                        self.commands[child.pid] = cmdline(child)
+                        self.commands[child.pid] = "?"
+                    # Read again at every look, not once: a child seen between fork and
+                    # exec still shows its parent's command line (the load driver once
+                    # looked like a second `harness run`, and find() missed it).
+                    now = cmdline(self.seen[child.pid])
+                    if now and now != "?":
+                        self.commands[child.pid] = now
             except psutil.NoSuchProcess:
                 return
             self._stop.wait(0.1)
