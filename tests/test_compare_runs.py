@@ -265,3 +265,25 @@ def test_a_round_in_which_the_machine_speed_changed_is_left_out(tmp_path: Path) 
     # a run made before the probe existed: no speed, judged as before
     old = _make(tmp_path / "old", rng, t0=T0 + 10 * RUN_S)
     assert cpu_probe_us(old) is None and speed_shift(a[0], old) is None
+
+
+@pytest.mark.parametrize(("method", "says"), [
+    ("paired-log", "3 rounds of A and B made back to back, paired"),
+    ("moderated-paired-log", "3 rounds of A and B made back to back, paired"),
+    ("moderated-welch-log", "Welch's t on the runs' log values"),
+    ("calibrated", "one run per side"),
+])
+def test_the_method_line_names_the_test_the_rows_had(method: str, says: str) -> None:
+    """The moderated t keeps its test's name behind a prefix: the header still says which
+    (it once said "one run per side" for three paired rounds)."""
+    from harness.analysis.compare.judged import Judged, JudgedRow
+    from harness.analysis.compare.values import SeriesId
+    from harness.analysis.compare.report import method_lines
+
+    k = 1 if method == "calibrated" else 3
+    row = JudgedRow(SeriesId("POST predict fraud", "stage", "infer"), 50.0, (1000,) * k,
+                    (1100,) * k, 300, 300, 1.1, 1.05, 1.15, 0.01, 20.0, method)
+    judged = Judged("runs", ("A", "B"), ["a"] * k, ["b"] * k, 0.95, 0.05, [row])
+    line = method_lines(judged)[0]
+    assert says in line, line
+    assert ("moderated" in line) == method.startswith("moderated-"), line

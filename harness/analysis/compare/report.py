@@ -35,7 +35,9 @@ def _interval(r: JudgedRow) -> str:
 
 def method_lines(j: Judged) -> list[str]:
     ka, kb = len(j.a_runs), len(j.b_runs)
-    methods = {r.method for r in j.rows if r.p_value is not None}
+    tested = {r.method for r in j.rows if r.p_value is not None}
+    # "moderated-paired-log": the same test, each row's spread moderated by its percentile's
+    methods = {m.removeprefix("moderated-") for m in tested}
     if j.mode == "names":
         how = ("two request names of one run, requests interleaved: distribution-free "
                "intervals of the samples")
@@ -50,6 +52,8 @@ def method_lines(j: Judged) -> list[str]:
         how = "one run per side: t on the log values"
     else:
         how = "one run per side"
+    if any(m.startswith("moderated-") for m in tested):
+        how += " (moderated: each percentile's rows share their spread)"
     if j.noise and j.mode == "runs":
         how += f", with {j.noise}"
     lines = [f"B/A, {how}; {j.confidence:.0%} intervals; Holm over {j.family} "
