@@ -277,8 +277,8 @@ def test_the_method_line_names_the_test_the_rows_had(method: str, says: str) -> 
     """The moderated t keeps its test's name behind a prefix: the header still says which
     (it once said "one run per side" for three paired rounds)."""
     from harness.analysis.compare.judged import Judged, JudgedRow
-    from harness.analysis.compare.values import SeriesId
     from harness.analysis.compare.report import method_lines
+    from harness.analysis.compare.values import SeriesId
 
     k = 1 if method == "calibrated" else 3
     row = JudgedRow(SeriesId("POST predict fraud", "stage", "infer"), 50.0, (1000,) * k,
