@@ -149,6 +149,12 @@ class StageMap:
     wait: tuple[Rule, ...]
     source: str | None = None
     detect: tuple[Rule, ...] = ()
+    #: per frame (function, file, is a process frame): its first rule, first fallback rule,
+    #: whether a wait rule and a detect rule match. A run's stacks repeat the same few
+    #: thousand frames; matching every rule of every map against every frame of every
+    #: stack cost the orchestrator ~0.25 s of CPU per run (5 bundled maps' coverage).
+    _frames: dict[tuple[str, str | None, bool], tuple[Rule | None, Rule | None, bool, bool]] = \
+        field(default_factory=dict, init=False, compare=False, hash=False, repr=False)
 
     @classmethod
     def from_dict(cls, data: object, source: str | None = None) -> StageMap:
@@ -182,22 +188,36 @@ class StageMap:
         stage, waiting, _by_service = self.classify_rule(stack)
         return stage, waiting
 
+    def _frame(self, frame: Frame) -> tuple[Rule | None, Rule | None, bool, bool]:
+        """(first rule, first fallback rule, a wait rule matches, a detect rule matches)."""
+        key = (frame.function, frame.file, frame.is_process)
+        got = self._frames.get(key)
+        if got is None:
+            got = self._frames[key] = (
+                next((r for r in self.rules if not r.fallback and r.matches(frame)), None),
+                next((r for r in self.rules if r.fallback and r.matches(frame)), None),
+                any(rule.matches(frame) for rule in self.wait),
+                any(rule.matches(frame) for rule in self.detect))
+        return got
+
     def classify_rule(self, stack: Stack) -> tuple[str, bool, bool]:
-        """Return (stage, waiting, decided by a service rule) for one stack."""
+        """Return (stage, waiting, decided by a service rule) for one stack: the innermost
+        frame a rule matches (rules in order), else the innermost a fallback rule does."""
         frames = [f for f in stack.frames if not f.is_process]
         if not frames:
             return OTHER, False, False
-        waiting = any(rule.matches(frames[-1]) for rule in self.wait)
+        waiting = self._frame(frames[-1])[2]
         for want_fallback in (False, True):
             for frame in reversed(frames):
-                for rule in self.rules:
-                    if rule.fallback == want_fallback and rule.matches(frame):
-                        return rule.stage, waiting, not want_fallback
+                first, fallback, _, _ = self._frame(frame)
+                rule = fallback if want_fallback else first
+                if rule is not None:
+                    return rule.stage, waiting, not want_fallback
         return OTHER, waiting, False
 
     def detects(self, stack: Stack) -> bool:
         """True when a frame of the stack is one of the map's service's own (``detect``)."""
-        return any(rule.matches(f) for f in stack.frames for rule in self.detect)
+        return bool(self.detect) and any(self._frame(f)[3] for f in stack.frames)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "source": self.source,
