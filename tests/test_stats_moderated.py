@@ -119,4 +119,6 @@ def test_an_outlier_row_keeps_its_own_variance() -> None:
     assert moderate(0.003, 2.0, s0, d0)[1] == 52.0  # an ordinary row: moderated
     big = 0.0025 * 20  # 20x the prior: beyond the 99.9 % quantile of F(2, 50) (~7.96)
     assert moderate(big, 2.0, s0, d0) == (big, 2.0)
-    assert moderate(0.003, 1.0, s0, d0) == (0.003, 1.0)  # one degree of freedom: its own
+    # one degree of freedom: its own, never below the prior's (two rounds agreeing by luck)
+    assert moderate(0.003, 1.0, s0, d0) == (0.003, 1.0)
+    assert moderate(0.0001, 1.0, s0, d0) == (s0, 1.0)

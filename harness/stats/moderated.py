@@ -34,12 +34,15 @@ __all__ = ["MAX_PRIOR_DF", "MIN_ROWS", "MIN_ROW_DF", "OUTLIER_LEVEL", "moderate"
 MIN_ROWS = 8
 #: a prior this sure is as good as known: capped (t on ~1000 degrees of freedom is z)
 MAX_PRIOR_DF = 1000.0
-#: rows with fewer degrees of freedom are not moderated. On 1 degree of freedom (two paired
-#: rounds: K = 3 with one round left out by the machine-speed gate) a log variance scatters
-#: so widely (trigamma(1/2) = 4.9) that rows whose true spreads differ 10x look alike, the
-#: prior becomes "one common spread, known" and the noisy rows get the quiet rows' spread:
-#: simulated tables of 60 such rows gave a family-wise false-alarm rate of 16 % after Holm
-#: (target 5 %), and real A/A sessions of calibR 4 false alarms in 10 (BENCHMARKS.md).
+#: rows with fewer degrees of freedom are not moderated: they keep their own degrees of
+#: freedom and the larger of their own variance and the prior's. On 1 degree of freedom
+#: (two paired rounds: K = 3 with one round left out by the machine-speed gate) a log
+#: variance scatters so widely (trigamma(1/2) = 4.9) that rows whose true spreads differ 10x
+#: look alike, the prior becomes "one common spread, known" and the noisy rows get the
+#: quiet rows' spread: simulated tables of 60 such rows gave a family-wise false-alarm rate
+#: of 16 % after Holm (target 5 %), real A/A sessions of calibR 4 false alarms in 10
+#: (BENCHMARKS.md). Their own variance alone is no better: two rounds that agree by luck
+#: (-7.5 % and -7.6 %) have a variance near 0 and any t.
 MIN_ROW_DF = 2.0
 #: a row whose own variance is beyond this quantile of what the prior allows (F on its
 #: degrees of freedom and ``d0``) is an outlier (one run far off: a p99 of 92 ms beside
@@ -89,10 +92,12 @@ def prior(variances: Sequence[float], dfs: Sequence[float]) -> tuple[float, floa
 
 
 def moderate(s2: float, df: float, s0: float, d0: float) -> tuple[float, float]:
-    """(moderated variance, its degrees of freedom) of one row; its own (``s2``, ``df``)
-    when it has fewer than MIN_ROW_DF degrees of freedom or is an outlier of the prior
-    (OUTLIER_LEVEL)."""
-    if df < MIN_ROW_DF or (s0 > 0 and s2 > s0 * outlier_ratio(df, d0)):
+    """(moderated variance, its degrees of freedom) of one row; on fewer than MIN_ROW_DF
+    degrees of freedom the larger of its own variance and ``s0`` on its own ``df``; an
+    outlier of the prior (OUTLIER_LEVEL) keeps its own (``s2``, ``df``)."""
+    if df < MIN_ROW_DF:
+        return max(s2, s0), df
+    if s0 > 0 and s2 > s0 * outlier_ratio(df, d0):
         return s2, df
     return (d0 * s0 + df * s2) / (d0 + df), d0 + df
 

@@ -29,7 +29,7 @@ from harness.analysis.compare.values import SeriesId, common_series, hist_values
 from harness.analysis.slo import Slo, check
 from harness.rundir import RunDir
 from harness.stats.compare import quantile_diff
-from harness.stats.moderated import MIN_ROW_DF, moderate, prior
+from harness.stats.moderated import moderate, prior
 from harness.stats.runs import (
     RatioEstimate,
     ratio_one_run,
@@ -249,7 +249,7 @@ def moderated(rows: Sequence[JudgedRow], pairs: list[tuple[int, int]] | None,
             continue
         xa, xb = _usable(r.a_runs, r.b_runs, pairs)
         got = _spread(xa, xb, pairs is not None)
-        if got is not None and got[2] >= MIN_ROW_DF:  # too few rounds: the row's own t
+        if got is not None:
             spreads[i] = got
             strata.setdefault((r.percentile, r.series.metric == "stage"), []).append(i)
     out = list(rows)
