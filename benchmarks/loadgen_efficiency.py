@@ -16,6 +16,11 @@ the same rounds, are what to read, not the absolute numbers.
     .venv/bin/python benchmarks/loadgen_efficiency.py --duration 10 --rounds 3
     .venv/bin/python benchmarks/loadgen_efficiency.py --duration 10 --rounds 3 --endpoint predict
     .venv/bin/python benchmarks/loadgen_efficiency.py --fit-durations 3,12 --rounds 2
+    .venv/bin/python benchmarks/loadgen_efficiency.py --duration 20 --rounds 4 --pair
+
+Before each run the benchmark waits (up to 75 s) for the previous run's connections to
+leave TIME_WAIT (``drain_timewait``): the service closes every connection, and a full port
+table made each run's result depend on what ran before it.
 
 Requests are counted by each tool itself: Locust's ``--json`` stats, the harness's
 load.json (measured requests + failures) plus its warm-up's requests (intervals.jsonl rows
@@ -45,6 +50,38 @@ from harness.run.target import ServeOptions, serve_reference  # noqa: E402
 
 LOCUSTFILE = ROOT / "benchmarks" / "locustfiles" / "health_fasthttp.py"
 PREDICT = ROOT / "benchmarks" / "locustfiles" / "predict_fasthttp.py"
+
+
+def _timewait() -> int:
+    """Sockets in TIME_WAIT on this host (/proc/net/tcp and tcp6, state 06)."""
+    n = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as fh:
+                next(fh, None)
+                n += sum(1 for line in fh if line.split()[3:4] == ["06"])
+        except OSError:
+            pass
+    return n
+
+
+#: a run starts once fewer sockets than this wait in TIME_WAIT (at most DRAIN_MAX_S)
+DRAIN_BELOW = 1000
+DRAIN_MAX_S = 75.0
+
+
+def drain_timewait() -> tuple[int, float]:
+    """Wait for the previous run's closed connections to leave TIME_WAIT. The reference
+    service's gunicorn sync workers close every connection, so a 20 s run at ~2500 req/s
+    leaves ~50 000 sockets in TIME_WAIT for 60 s, more than the 28 000 local ports: the next
+    run's connects then search a full port table (kernel CPU of the load generator), and
+    the contenders' order decided their results (2026-12-07: every contender's rate fell
+    round after round, 2847 -> 2361 req/s for bare Locust). Returns (sockets at the start,
+    seconds waited)."""
+    t0 = time.monotonic()
+    while (n := _timewait()) >= DRAIN_BELOW and time.monotonic() - t0 < DRAIN_MAX_S:
+        time.sleep(1.0)
+    return n, time.monotonic() - t0
 
 
 def _children_cpu() -> float:
@@ -133,6 +170,7 @@ def fixed_cost_table(target_url: str, locustfile: Path, users: int, durations: l
             for name, fn in tools.items():
                 work = tmpdir / f"fit-{rnd}-{d}-{abs(hash(name))}"
                 work.mkdir()
+                drain_timewait()
                 r = fn(work, d)
                 points[name].append((r["requests"], r["cpu_s"]))
     lines = ["| load generator | fixed CPU per run | marginal CPU per request | "
@@ -150,6 +188,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--users", type=int, default=8, help="concurrent users/connections")
     ap.add_argument("--endpoint", choices=["health", "predict"], default="health")
+    ap.add_argument("--pair", action="store_true",
+                    help="only bare Locust and the default harness (the paired figure)")
     ap.add_argument("--fit-durations", default=None,
                     help="e.g. 3,12: instead of the table, fit fixed + per-request CPU of bare "
                          "Locust and the harness over runs of these durations")
@@ -190,17 +230,24 @@ def main() -> int:
                     target.url, locustfile, args.users, args.duration, w, extra)
             contenders["wrk (1 thread)"] = lambda w: run_wrk(
                 target.url, path, args.users, args.duration, script)
+            if args.pair:
+                contenders = {k: v for k, v in contenders.items()
+                              if k in ("bare Locust (FastHttpUser)",
+                                       "harness, all collectors (default)")}
             results: dict[str, list[dict]] = {name: [] for name in contenders}
             for rnd in range(args.rounds):
                 for name, fn in contenders.items():
                     work = tmpdir / f"{rnd}-{len(results[name])}-{abs(hash(name))}"
                     work.mkdir()
+                    waiting, waited = drain_timewait()
                     r = fn(work)
+                    r["timewait_at_start"], r["drained_s"] = waiting, round(waited, 1)
                     r["rps"] = r["requests"] / r.get("load_s", args.duration)
                     r["per_cpu_s"] = r["requests"] / r["cpu_s"] if r["cpu_s"] > 0 else 0.0
                     results[name].append(r)
                     print(f"round {rnd + 1} {name}: {r['rps']:.0f} req/s, "
-                          f"{r['per_cpu_s']:.0f} req per loadgen CPU-s", file=sys.stderr)
+                          f"{r['per_cpu_s']:.0f} req per loadgen CPU-s (TIME_WAIT at the "
+                          f"start {waiting}, waited {waited:.0f} s)", file=sys.stderr)
         finally:
             target.stop()
 
