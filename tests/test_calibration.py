@@ -64,7 +64,7 @@ def test_the_residual_split_against_a_server_of_known_handling_time(tmp_path: Pa
     assert split["loadgen_us"] == pytest.approx(min(overhead["mean_us"], residual["mean_us"]),
                                                 abs=0.01)
     # independently: everything outside the server's own measured window is at least the
-    # client path's own time (the server logs parsed-request -> flushed-response)
+    # client path's own time (the server logs parsed request -> the response's flush)
     service = statistics.median(int(r["service_us"]) for r in csv.DictReader(truth.open()))
     client = json.loads((run / "summary.json").read_text())["requests"][-1]["latency"]
     outside = client["client_uncorrected"]["p50_us"] - service
