@@ -47,8 +47,8 @@ def machine_shift(a: RunDir, b: RunDir) -> float | None:
 def disturbed(a: RunDir, b: RunDir) -> str | None:
     """Why the pair measures the machine rather than A and B, or None: the load generator's
     lateness moved (the machine starved), or the machine's CPU speed moved (the probe)."""
-    pa, pb = cpu_probe_us(a), cpu_probe_us(b)
-    speed = pb / pa if pa and pb else None
+    pa, pb = cpu_probe_us(a), cpu_probe_us(b)  # each run's summary.json read once
+    speed = _speed_ratio(pa, pb)
     if speed is not None and abs(math.log(speed)) > math.log(1.0 + SPEED_SHIFT_LIMIT):
         return (f"the machine's speed changed between {a.path.name} and {b.path.name}: a "
                 f"fixed unit of work took {pa:.0f} µs and {pb:.0f} "
@@ -75,5 +75,8 @@ def cpu_probe_us(run: RunDir) -> float | None:
 
 def speed_shift(a: RunDir, b: RunDir) -> float | None:
     """B's probe over A's: above 1 the machine was slower in B; None when either has none."""
-    pa, pb = cpu_probe_us(a), cpu_probe_us(b)
+    return _speed_ratio(cpu_probe_us(a), cpu_probe_us(b))
+
+
+def _speed_ratio(pa: float | None, pb: float | None) -> float | None:
     return pb / pa if pa and pb else None
