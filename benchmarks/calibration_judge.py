@@ -65,8 +65,9 @@ def _noise(sessions: dict[int, dict[str, AbSession]], rnd: int, n: int
 
 
 def _judge(a: list[RunDir], b: list[RunDir], noise: NoiseCalibration | None,
-           min_effect: float) -> dict[str, Any]:
-    j = compare_runs(a, b, noise=noise, percentiles=PERCENTILES, min_effect=min_effect)
+           min_effect: float, control: str | None = None) -> dict[str, Any]:
+    j = compare_runs(a, b, noise=noise, percentiles=PERCENTILES, min_effect=min_effect,
+                     control=control)
     names = {n.name: n.verdict for n in j.names}
     if not j.comparable:  # the machine changed within the pair: what compare exits 2 for
         names = {n: "inconclusive" for n in names}
@@ -95,8 +96,10 @@ def _cases(sessions: dict[int, dict[str, AbSession]]) -> list[tuple[str, int, in
     return cases
 
 
-def judge_all(out: Path, noise_pairs: int = 10, min_effect: float | None = None
-              ) -> list[dict[str, Any]]:
+def judge_all(out: Path, noise_pairs: int = 10, min_effect: float | None = None,
+              control: str | None = None) -> list[dict[str, Any]]:
+    """Every case judged with and without the host's noise calibration; with ``control``
+    also the K = 3 cases divided by that request name (``--control``; it needs rounds)."""
     from harness.analysis.compare import DEFAULT_MIN_EFFECT
 
     margin = DEFAULT_MIN_EFFECT if min_effect is None else min_effect
@@ -112,6 +115,11 @@ def judge_all(out: Path, noise_pairs: int = 10, min_effect: float | None = None
             res.update(kind=kind, k=k, round=rnd, calibrated=calibrated,
                        noise_pairs=noise.pairs if noise else 0)
             results.append(res)
+        if control is not None and k >= 2:
+            res = _judge(a, b, None, margin, control)
+            res.update(kind=kind, k=k, round=rnd, calibrated=False, noise_pairs=0,
+                       control=control)
+            results.append(res)
     return results
 
 
@@ -120,7 +128,8 @@ def _truth(results: list[dict[str, Any]]) -> dict[tuple[str, str, float], float]
     estimates): the best estimate of what the fault did, used as the truth for coverage."""
     logs: dict[tuple[str, str, float], list[float]] = {}
     for res in results:
-        if res["kind"] == "A/B" and res["k"] == 3 and not res["calibrated"]:
+        if res["kind"] == "A/B" and res["k"] == 3 and not res["calibrated"] \
+                and not res.get("control"):
             for r in res["rows"]:
                 if r["ratio"]:
                     logs.setdefault((r["name"], r["series"], r["p"]), []).append(
@@ -144,6 +153,8 @@ def _line(group: list[dict[str, Any]], truth: dict[tuple[str, str, float], float
              for res in group for r in res["rows"] if r["low"] is not None
              and r["name"] == FAULT_NAME and r["series"] == "infer" and r["p"] == 50.0]
     cal = f"yes ({first['noise_pairs']} pairs)" if first["calibrated"] else "no"
+    if first.get("control"):
+        cal = f"no; control {first['control'].removeprefix('POST ')}"
     detect = "-" if aa else f"{fraud['slower']}/{n}"
     cov = f"{sum(cover)}/{len(cover)}" if cover else "-"
     cov_infer = "-" if aa or not infer else f"{sum(infer)}/{len(infer)}"
@@ -161,8 +172,10 @@ def format_results(results: list[dict[str, Any]]) -> list[str]:
              "p50 CI covers |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     groups: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
     for res in results:
-        groups.setdefault((res["kind"], res["k"], res["calibrated"]), []).append(res)
-    for key in sorted(groups, key=lambda k: (k[0].startswith("A/B"), k[1], "(" in k[0], k[2])):
+        groups.setdefault((res["kind"], res["k"], res["calibrated"], res.get("control") or ""),
+                          []).append(res)
+    for key in sorted(groups, key=lambda k: (k[0].startswith("A/B"), k[1], "(" in k[0], k[2],
+                                             k[3])):
         lines.append(_line(groups[key], truth))
     fi = truth.get((FAULT_NAME, "infer", 50.0))
     fc = truth.get((FAULT_NAME, "client", 50.0))
@@ -233,8 +246,8 @@ def _speed_explains(sessions: dict[int, dict[str, AbSession]]) -> list[str]:
 
 
 def judge_benchmark(out: Path, json_out: Path | None = None, noise_pairs: int = 10,
-                    min_effect: float | None = None) -> list[str]:
-    results = judge_all(out, noise_pairs, min_effect)
+                    min_effect: float | None = None, control: str | None = None) -> list[str]:
+    results = judge_all(out, noise_pairs, min_effect, control)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=1))
     state = json.loads((out / "calibration.json").read_text())

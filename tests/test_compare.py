@@ -218,8 +218,17 @@ def test_interleaved_versions_and_separate_runs_detect_known_slowdowns(
                            str(burned.path), "--slo", str(slo), "--percentiles", "50",
                            "--no-noise"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "overall: inconclusive" in proc.stdout, proc.stdout
-    assert "slower" not in proc.stdout.split("overall:")[1]
+    # ... or, when the machine's speed probe moved between the two runs by more than the
+    # gate's 10 %, "not comparable" (also exit 2) naming that cause. Measured on this VM,
+    # the probe moves with the host's neighbours, not with the runs' own load (a busy loop
+    # on either core left it unchanged; BENCHMARKS.md), so a quiet-looking machine can
+    # still shift under the test: both outcomes are right, "slower" never is.
+    overall = proc.stdout.split("overall:")[1]
+    if "not comparable" in overall:
+        assert "the machine's speed changed" in proc.stdout, proc.stdout
+    else:
+        assert overall.lstrip().startswith("inconclusive"), proc.stdout
+    assert "slower" not in overall
     assert "SLO side A: 1/1 pass" in proc.stdout and "SLO side B: 1/1 pass" in proc.stdout
 
 

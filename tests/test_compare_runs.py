@@ -287,3 +287,170 @@ def test_the_method_line_names_the_test_the_rows_had(method: str, says: str) -> 
     line = method_lines(judged)[0]
     assert says in line, line
     assert ("moderated" in line) == method.startswith("moderated-"), line
+
+
+# -- a control request name (--control) ------------------------------------------------
+
+MODELS = (("predict fraud", 5000.0), ("predict ranking", 3000.0), ("predict churn", 4000.0))
+
+
+def _two_models(path: Path, rng: np.random.Generator, *, t0: float, machine: float,
+                fraud: float = 1.0, n: int = 1500) -> RunDir:
+    """One run serving three models on one machine, with the reference service's stages
+    (app = fetch + infer + serialize): every name's infer, serialize (lognormal, sigma
+    0.2) and residual scale with ``machine``, fetch does not; fraud's infer x ``fraud``."""
+    series = {}
+    for name, infer_us in MODELS:
+        fetch = np.exp(rng.normal(math.log(800), 0.2, n))
+        inf = np.exp(rng.normal(math.log(infer_us * machine * (fraud if "fraud" in name
+                                                                 else 1.0)), 0.2, n))
+        ser = np.exp(rng.normal(math.log(150 * machine), 0.2, n))
+        res = np.exp(rng.normal(math.log(1500 * machine), 0.2, n))
+        series[("client", name, None)] = np.rint(fetch + inf + ser + res)
+        series[("stage", name, "app")] = np.rint(fetch + inf + ser)
+        series[("stage", name, "fetch")] = np.rint(fetch)
+        series[("stage", name, "infer")] = np.rint(inf)
+        series[("stage", name, "serialize")] = np.rint(ser)
+        series[("residual", name, None)] = np.rint(res)
+    return make_run(path, series, t0=t0)
+
+
+def _noisy_machine_session(tmp: Path, rng: np.random.Generator, fraud_b: float,
+                           sd: float = 0.15) -> tuple[list[RunDir], list[RunDir]]:
+    """Three rounds A B on a machine whose speed moves by ``sd`` from one run to the next
+    (this VM's A/A pairs: 10-14 %), not shared within a round."""
+    a, b = [], []
+    for i in range(3):
+        t = T0 + 2 * i * RUN_S
+        a.append(_two_models(tmp / f"a{i}", rng, t0=t, machine=math.exp(rng.normal(0, sd))))
+        b.append(_two_models(tmp / f"b{i}", rng, t0=t + RUN_S,
+                             machine=math.exp(rng.normal(0, sd)), fraud=fraud_b))
+    return a, b
+
+
+def _row(j, name: str, label: str, p: float = 50.0):  # noqa: ANN001, ANN202
+    return next(r for r in j.rows if r.series.name == name and r.series.label == label
+                and r.percentile == p)
+
+
+def test_a_control_name_cancels_the_machines_speed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(43)
+    a, b = _noisy_machine_session(tmp_path, rng, fraud_b=1.15)
+    plain = compare_runs(a, b)
+    j = compare_runs(a, b, control="predict churn")
+    infer = _row(j, "predict fraud", "infer")
+    assert infer.control == "predict churn" and infer.verdict == "slower"
+    # the machine's 15 % per run moves the ratio by 1.15 +- 0.15 / sqrt(3) without the
+    # control; with it, by the samples' error only (1500 per name and run: ~0.6 % each)
+    assert infer.ratio == pytest.approx(1.15, rel=0.05)
+    raw = _row(plain, "predict fraud", "infer")
+    assert math.log(raw.high / raw.low) > 2 * math.log(infer.high / infer.low)
+    # fetch does not scale with the machine here, so dividing it adds the control's
+    # machine moves instead: it must still not be called slower or faster
+    assert _row(j, "predict fraud", "fetch").verdict == "no significant difference"
+    assert [(n.name, n.verdict) for n in j.names] == [("predict fraud", "slower"),
+                                                      ("predict ranking",
+                                                       "no significant difference")]
+    assert all(r.verdict == "control" and r.p_value is None for r in j.rows
+               if r.series.name == "predict churn")
+    assert not any(r.series.name == "*" for r in j.rows)
+    # tails are judged as they are (CONTROL_MAX_PERCENTILE)
+    assert _row(j, "predict fraud", "infer", 99.0).control is None
+    assert _row(j, "predict fraud", "infer", 90.0).control == "predict churn"
+    text = "\n".join(format_judged(j))
+    assert "divided by the same row of the control 'predict churn'" in text and "p50÷" in text
+    assert j.exit_code() == 1
+
+
+def test_a_control_keeps_a_v_a_quiet_on_a_noisy_machine(tmp_path: Path) -> None:
+    rng = np.random.default_rng(47)
+    a, b = _noisy_machine_session(tmp_path, rng, fraud_b=1.0)
+    for run in (*a, *b):  # round 2's B ran 30 % slower by the probe
+        slow = 1.3 if run is b[1] else 1.0
+        probe = {"mean_us": 115.0 * slow, "samples": 80.0}
+        (run.path / "summary.json").write_text(json.dumps({"resources": {"cpu_probe": probe}}))
+    j = compare_runs(a, b, control="POST predict churn".removeprefix("POST "))
+    assert j.verdict == "no significant difference" and j.exit_code() == 0
+    # the control divides the speed out: the round is kept, not left out
+    assert not any(n.startswith("round left out") for n in j.notes)
+    assert all(len([x for x in r.a_runs if x]) == 3 for r in j.rows if r.ratio is not None)
+
+
+def test_a_control_that_cannot_be_one_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(53)
+    a, b = _noisy_machine_session(tmp_path, rng, fraud_b=1.0)
+    with pytest.raises(ValueError, match="at least 2 runs per side"):
+        compare_runs(a[:1], b[:1], control="predict churn")
+    with pytest.raises(ValueError, match=r"no such request name .* predict churn"):
+        compare_runs(a, b, control="predict nothing")
+    with pytest.raises(ValueError, match="one request name, not"):
+        compare_runs(a, b, control="*")
+    one = [_make(tmp_path / f"one{i}", rng, t0=T0 + 10 * RUN_S * (i + 1)) for i in range(4)]
+    with pytest.raises(ValueError, match="only request name"):
+        compare_runs(one[:2], one[2:], control="predict")
+
+
+def test_the_compare_command_with_a_control(tmp_path: Path) -> None:
+    rng = np.random.default_rng(59)
+    a, b = _noisy_machine_session(tmp_path, rng, fraud_b=1.3)
+    sides = ["--a", *(str(r.path) for r in a), "--b", *(str(r.path) for r in b)]
+    got = _cli("compare", *sides, "--no-noise", "--control", "predict churn")
+    assert got.returncode == 1, got.stdout + got.stderr
+    assert 'verdict "predict fraud": slower' in got.stdout and "p50÷" in got.stdout
+    assert 'verdict "predict churn"' not in got.stdout
+    bad = _cli("compare", *sides, "--no-noise", "--control", "predict nothing")
+    assert bad.returncode == 2 and "no such request name" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    names = _cli("compare", str(a[0].path), "--name-a", "predict fraud", "--name-b",
+                 "predict churn", "--control", "predict churn")
+    assert names.returncode == 2 and "--control divides runs" in names.stderr
+
+
+# -- the floor under a row's spread: the runs' own sampling error ----------------------
+
+def test_a_runs_percentile_carries_its_sampling_error() -> None:
+    """The order-statistic band of one run against the spread of the percentile over 3000
+    simulated runs (lognormal, sigma 0.3, 600 samples). Tolerance 35 %: the band is read
+    from one run's samples, so it is itself an estimate (its spread over seeds is ~20 %)."""
+    from hdrh.histogram import HdrHistogram
+
+    from harness.analysis.compare.values import hist_values
+
+    rng = np.random.default_rng(61)
+    sims = np.exp(rng.normal(8.5, 0.3, (3000, 600)))
+    for p in (50.0, 90.0):
+        truth = float(np.std(np.log(np.percentile(sims, p, axis=1))))
+        got = []
+        for run in sims[:20]:
+            h = HdrHistogram(1, 3_600_000_000, 3)
+            for v in run:
+                h.record_value(int(v))
+            got.append(hist_values(h, [p])[p].se)
+        assert float(np.median(got)) == pytest.approx(truth, rel=0.35), (p, truth, got)
+
+
+def test_rounds_that_agree_by_chance_are_not_surer_than_their_samples() -> None:
+    """Eight rows of three rounds whose B/A agree to 0.1 % (a tiny spread on 2 degrees of
+    freedom), each run's percentile known to +-3 % only: without the floor the moderated t
+    calls 3 % significant; with it, it is not."""
+    from harness.analysis.compare.judged import JudgedRow
+    from harness.analysis.compare.runs import moderated
+    from harness.analysis.compare.values import SeriesId
+
+    pairs = [(0, 0), (1, 1), (2, 2)]
+
+    def rows(floor: float | None) -> list[JudgedRow]:
+        out = []
+        for k in range(8):
+            a = (5000 + 10 * k, 5100 + 10 * k, 4900 + 10 * k)
+            b = tuple(round(x * 1.03 * (1 + 0.001 * ((i + k) % 3 - 1))) for i, x in
+                      enumerate(a))
+            out.append(JudgedRow(SeriesId(f"n{k}", "stage", "infer"), 50.0, a, b, 600, 600,
+                                 1.03, 1.0, 1.06, 0.5, 2.0, "paired-log",
+                                 sampling_var=floor))
+        return out
+
+    sure = moderated(rows(None), pairs, 0.95)
+    assert all(r.p_value is not None and r.p_value < 0.001 for r in sure)
+    floored = moderated(rows(2 * 0.03 ** 2), pairs, 0.95)
+    assert all(r.p_value is not None and r.p_value > 0.05 for r in floored)

@@ -20,7 +20,7 @@ __all__ = ["add_judging_flags", "judging_kwargs", "load_noise", "parse_percentil
 
 
 def add_judging_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, *,
-                      noise: bool = True) -> None:
+                      noise: bool = True, control: bool = False) -> None:
     p.add_argument("--min-effect", type=float, default=None, metavar="PCT",
                    help="practical margin: a difference under PCT %% of A is never "
                         "'slower' or 'faster' (default 5)")
@@ -36,6 +36,12 @@ def add_judging_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, *,
                             "was measured with the same settings")
         p.add_argument("--no-noise", action="store_true",
                        help="use no noise calibration, not even the host's default")
+    if control:
+        p.add_argument("--control", metavar="NAME",
+                       help="a request name that is the same in A and B (a model the release "
+                            "did not touch): every other name's p50 and p90 are judged "
+                            "divided by its, which cancels the machine's speed shared by "
+                            "both; needs >= 2 runs per side")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
@@ -58,9 +64,12 @@ def judging_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     pct = args.min_effect
     if pct is not None and not 0 <= pct < 1000:
         raise ValueError(f"--min-effect must be >= 0 and < 1000 %% (got {pct!r})")
-    return {"percentiles": parse_percentiles(args.percentiles), "confidence": args.confidence,
-            "min_effect": DEFAULT_MIN_EFFECT if pct is None else pct / 100.0,
-            "slo": load_slo(args.slo) if args.slo is not None else None}
+    out = {"percentiles": parse_percentiles(args.percentiles), "confidence": args.confidence,
+           "min_effect": DEFAULT_MIN_EFFECT if pct is None else pct / 100.0,
+           "slo": load_slo(args.slo) if args.slo is not None else None}
+    if getattr(args, "control", None) is not None:
+        out["control"] = args.control
+    return out
 
 
 def load_noise(args: argparse.Namespace, run: RunDir) -> NoiseCalibration | None:

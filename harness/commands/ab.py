@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
     add_side_flags(ab)
     ab.add_argument("--resume", type=Path, metavar="SESSION",
                     help="finish a session that stopped, with its own options")
-    add_judging_flags(p.add_argument_group("comparison"))
+    add_judging_flags(p.add_argument_group("comparison"), control=True)
     p.add_argument("--force", action="store_true",
                    help="judge sides that are not comparable (exit by the verdict)")
 
@@ -54,6 +54,10 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
     run_args, run_argv = resumed(resume) if resume is not None else (args, argv)
     kwargs = judging_kwargs(args)
     opts = ab_options(run_args, run_argv)
+    if kwargs.get("control") is not None and opts.runs < 2:
+        raise CommandError(f"--control needs at least 2 runs per side (got --runs "
+                           f"{opts.runs}): the rounds measure what is left after dividing "
+                           "by the control")
     print(f"{2 * opts.runs} runs, A B, B A, ..., about {opts.estimated_s() / 60:.0f} min of "
           f"load", file=sys.stderr, flush=True)
     try:
@@ -69,7 +73,14 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
     if not a or not b:
         raise CommandError(f"session {session.path} has no usable run on one side "
                            f"({session.reason or session.state})")
-    result = compare_runs(a, b, noise=load_noise(args, a[0]), labels=session.labels, **kwargs)
+    try:
+        result = compare_runs(a, b, noise=load_noise(args, a[0]), labels=session.labels,
+                              **kwargs)
+    except ValueError as exc:  # e.g. --control names no request of the runs: they are kept
+        print(f"harness ab: {exc}", file=sys.stderr)
+        print(f"session: {session.path} (compare again: harness compare {session.path} ...)",
+              file=sys.stderr)
+        return EXIT_USAGE
     print_judged(result, args.json)
     print(f"session: {session.path}  ({session.state}; compare again: harness compare "
           f"{session.path})", file=sys.stderr)

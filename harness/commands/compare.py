@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
                    help="the runs of side B")
     p.add_argument("--name-a", help="request name on the A side (e.g. 'predict fraud v1')")
     p.add_argument("--name-b", help="request name on the B side")
-    add_judging_flags(p)
+    add_judging_flags(p, control=True)
     p.add_argument("--force", action="store_true",
                    help="judge runs that are not comparable (exit by the verdict)")
 
@@ -76,6 +76,10 @@ def handle(args: argparse.Namespace, argv: list[str]) -> int:
         if len(args.runs) != 1 or args.name_a is None or args.name_b is None \
                 or args.passthrough or args.a_runs or args.b_runs:
             raise CommandError("two request names need one run, --name-a and --name-b")
+        if kwargs.pop("control", None) is not None:
+            raise CommandError("--control divides runs by a name of the same runs; two "
+                               "request names of one run (--name-a/--name-b) are already "
+                               "interleaved on the same machine")
         result = compare_names(RunDir(args.runs[0]), args.name_a, args.name_b, **kwargs)
     else:
         a_paths, b_paths, labels = _sides(args)

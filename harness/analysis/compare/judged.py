@@ -59,6 +59,12 @@ class JudgedRow:
     sample_high_us: int | None = None
     p_adjusted: float | None = None
     verdict: str = "insufficient data"
+    #: the request name this row's runs were divided by (a control), or None; a control's
+    #: own rows have method "control" and verdict "control" (not judged)
+    control: str | None = None
+    #: the variance (log scale) the runs' own samples alone put into the row's spread (the
+    #: floor under the moderated t's variance), None when unknown
+    sampling_var: float | None = None
 
     @property
     def a_us(self) -> float | None:
@@ -83,7 +89,8 @@ class JudgedRow:
                 "low": _round(self.low, 5), "high": _round(self.high, 5),
                 "p_value": self.p_value, "p_adjusted": self.p_adjusted, "df": self.df,
                 "method": self.method, "sample_low_us": self.sample_low_us,
-                "sample_high_us": self.sample_high_us, "verdict": self.verdict}
+                "sample_high_us": self.sample_high_us, "verdict": self.verdict,
+                "control": self.control}
 
 
 def _geomean(values: Sequence[int | None]) -> float | None:
@@ -174,6 +181,8 @@ class Judged:
 def row_verdict(row: JudgedRow, p_adjusted: float | None, alpha: float,
                 min_effect: float) -> str:
     """The verdict of one row (see the module's docstring)."""
+    if row.method == "control":
+        return "control"
     if row.ratio is None:
         return "insufficient data"
     inside = 1.0 / (1.0 + min_effect) <= row.ratio <= 1.0 + min_effect
@@ -223,6 +232,7 @@ def finish(rows: Sequence[JudgedRow], confidence: float, min_effect: float
               for r, adj in zip(rows, adjusted, strict=True)]
     by_name: dict[str, list[JudgedRow]] = {}
     for r in judged:
-        by_name.setdefault(r.series.name, []).append(r)
+        if r.verdict != "control":  # a control's rows: the machine's drift, no verdict
+            by_name.setdefault(r.series.name, []).append(r)
     order = sorted(by_name, key=lambda n: (n == "*", list(by_name).index(n)))
     return judged, [_name_verdict(n, by_name[n]) for n in order]

@@ -44,12 +44,14 @@ def machine_shift(a: RunDir, b: RunDir) -> float | None:
     return (lb + LATENESS_FLOOR_US) / (la + LATENESS_FLOOR_US)
 
 
-def disturbed(a: RunDir, b: RunDir) -> str | None:
+def disturbed(a: RunDir, b: RunDir, speed_gate: bool = True) -> str | None:
     """Why the pair measures the machine rather than A and B, or None: the load generator's
-    lateness moved (the machine starved), or the machine's CPU speed moved (the probe)."""
+    lateness moved (the machine starved), or the machine's CPU speed moved (the probe;
+    ``speed_gate=False`` when a control request name cancels the speed already)."""
     pa, pb = cpu_probe_us(a), cpu_probe_us(b)  # each run's summary.json read once
     speed = _speed_ratio(pa, pb)
-    if speed is not None and abs(math.log(speed)) > math.log(1.0 + SPEED_SHIFT_LIMIT):
+    if speed_gate and speed is not None \
+            and abs(math.log(speed)) > math.log(1.0 + SPEED_SHIFT_LIMIT):
         return (f"the machine's speed changed between {a.path.name} and {b.path.name}: a "
                 f"fixed unit of work took {pa:.0f} µs and {pb:.0f} "
                 f"µs of CPU (mean of the run's probes; {100 * (speed - 1):+.0f} %, limit "

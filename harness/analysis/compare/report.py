@@ -56,6 +56,10 @@ def method_lines(j: Judged) -> list[str]:
         how += " (moderated: each percentile's rows share their spread)"
     if j.noise and j.mode == "runs":
         how += f", with {j.noise}"
+    control = next((r.control for r in j.rows if r.control), None)
+    if control:
+        how += (f"; rows marked ÷ divided by the same row of the control {control!r} "
+                "in the run (the change beyond the machine's)")
     lines = [f"B/A, {how}; {j.confidence:.0%} intervals; Holm over {j.family} "
              f"comparisons (p adj); min effect {j.min_effect * 100:g} %"]
     if j.mode == "runs" and ka == kb == 1 and j.noise is None:
@@ -67,8 +71,9 @@ def _row_line(r: JudgedRow, width: int) -> str:
     p = "-" if r.p_adjusted is None else f"{r.p_adjusted:.3f}" if r.p_adjusted >= 0.001 \
         else f"{r.p_adjusted:.0e}"
     name = f"{r.series.name[:width]:<{width}} " if width else ""
+    pct = f"p{r.percentile:g}" + ("÷" if r.control else "")  # ÷: divided by the control
     return (f"{name}{r.series.label[:12]:<12} "
-            f"{f'p{r.percentile:g}':>6} {fmt_ms(r.a_us):>9} {fmt_ms(r.b_us):>9} "
+            f"{pct:>6} {fmt_ms(r.a_us):>9} {fmt_ms(r.b_us):>9} "
             f"{_pct(r.ratio):>9} {_interval(r):>22} {p:>7}  {r.verdict}")
 
 

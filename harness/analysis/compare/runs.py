@@ -12,6 +12,19 @@ and its interval come from ``harness.stats.runs`` on the runs' log values:
 - one run per side and no calibration: no test. The within-run distribution-free interval
   (``harness.stats.compare``) still says whether the two runs' samples differ; the verdict
   says what that is worth (``judged``).
+
+A **control** (``control=NAME``, ``--control``): a request name the user knows is the same in
+A and B (a model no release touched, served by the same service). Its requests were
+interleaved with the others', so it felt the same machine: every other series' p50 and p90
+in a run is divided by the control's same series in that run, and the rounds judge what is
+left, the change beyond the machine's. Measured on the 2-core VM (BENCHMARKS.md,
+"Comparison across runs"): between back-to-back A/A runs the untouched models' ``infer``
+p50 moves by sd 10-14 % together; divided by another model's, by 4-6 %. Tails are not
+divided (``CONTROL_MAX_PERCENTILE``): a p99 is a few rare events per run that do not
+repeat in the control, and dividing added the control's tail noise (sd 17-18 -> 67-80 %). The
+control's own rows show the machine's drift and are not judged; a change that slows every
+name alike, the control's included, is cancelled with the machine's, so a change to shared
+code needs a comparison without a control.
 """
 
 from __future__ import annotations
@@ -25,8 +38,8 @@ from harness.analysis.compare.judged import DEFAULT_MIN_EFFECT, Judged, JudgedRo
 from harness.analysis.compare.machine import disturbed
 from harness.analysis.compare.noise import NoiseCalibration
 from harness.analysis.compare.pairwise import comparability
-from harness.analysis.compare.values import SeriesId, common_series, hist_values
-from harness.analysis.slo import Slo, check
+from harness.analysis.compare.values import RunValue, SeriesId, common_series, hist_values
+from harness.analysis.slo import Slo, check, request_names, resolve_name
 from harness.rundir import RunDir
 from harness.stats.compare import quantile_diff
 from harness.stats.moderated import moderate, prior
@@ -38,9 +51,11 @@ from harness.stats.runs import (
     ratio_runs,
 )
 
-__all__ = ["RUNS_PERCENTILES", "compare_runs", "estimate", "rounds"]
+__all__ = ["CONTROL_MAX_PERCENTILE", "RUNS_PERCENTILES", "compare_runs", "estimate", "rounds"]
 
 RUNS_PERCENTILES: tuple[float, ...] = (50, 90, 99)
+#: percentiles above this are judged as they are, not divided by the control's (see above)
+CONTROL_MAX_PERCENTILE = 90.0
 BACK_TO_BACK_S = 600.0  # runs starting further apart than this were not made back to back
 
 
@@ -115,9 +130,40 @@ def _usable(a_runs: tuple[int | None, ...], b_runs: tuple[int | None, ...],
     return [float(x) for x in a_runs if x], [float(x) for x in b_runs if x]
 
 
+_Values = list[dict[float, RunValue]]
+
+
+def _values(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
+            percentiles: Sequence[float]) -> tuple[_Values, _Values]:
+    return tuple(  # type: ignore[return-value]
+        [hist_values(r.histogram(series.metric, series.name, stage=series.stage), percentiles)
+         for r in runs] for runs in (a, b))
+
+
+def _divided(a_runs: tuple[int | None, ...], b_runs: tuple[int | None, ...],
+             ca: tuple[int | None, ...], cb: tuple[int | None, ...]
+             ) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
+    """Each run's value divided by the control's in that run, times the control's geometric
+    mean over all the runs (so the values stay in µs, at the control's mean speed); None
+    where either is missing."""
+    logs = [math.log(c) for c in (*ca, *cb) if c]
+    if not logs:
+        return tuple(None for _ in a_runs), tuple(None for _ in b_runs)
+    g = math.exp(sum(logs) / len(logs))
+
+    def one(xs: tuple[int | None, ...], cs: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return tuple(max(1, round(x / c * g)) if x and c else None
+                     for x, c in zip(xs, cs, strict=True))
+
+    return one(a_runs, ca), one(b_runs, cb)
+
+
 def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
           percentiles: Sequence[float], noise: NoiseCalibration | None,
-          confidence: float, pairs: list[tuple[int, int]] | None) -> list[JudgedRow]:
+          confidence: float, pairs: list[tuple[int, int]] | None,
+          control: tuple[str, tuple[_Values, _Values]] | None = None) -> list[JudgedRow]:
+    """The rows of one series; ``control``: (its name, the control's values of the same
+    series) to divide by at percentiles up to ``CONTROL_MAX_PERCENTILE``."""
     ha = [r.histogram(series.metric, series.name, stage=series.stage) for r in a]
     hb = [r.histogram(series.metric, series.name, stage=series.stage) for r in b]
     va, vb = [hist_values(h, percentiles) for h in ha], [hist_values(h, percentiles) for h in hb]
@@ -125,12 +171,23 @@ def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
     for p in map(float, percentiles):
         a_runs, b_runs = tuple(v[p].us for v in va), tuple(v[p].us for v in vb)
         a_n, b_n = sum(v[p].n for v in va), sum(v[p].n for v in vb)
+        a_se, b_se = [v[p].se for v in va], [v[p].se for v in vb]
+        divided_by = None
+        if control is not None and p <= CONTROL_MAX_PERCENTILE:
+            divided_by, (ca, cb) = control[0], control[1]
+            a_runs, b_runs = _divided(a_runs, b_runs, tuple(v[p].us for v in ca),
+                                      tuple(v[p].us for v in cb))
+            a_se = [_sum_se(x, v[p].se) for x, v in zip(a_se, ca, strict=True)]
+            b_se = [_sum_se(x, v[p].se) for x, v in zip(b_se, cb, strict=True)]
+        floor = _sampling_var(a_se, b_se, pairs)
         xa, xb = _usable(a_runs, b_runs, pairs)
         if not xa or not xb:
             rows.append(JudgedRow(series, p, a_runs, b_runs, a_n, b_n, None, None, None,
-                                  None, None, "insufficient"))
+                                  None, None, "insufficient", control=divided_by))
             continue
-        sigma = noise.sigma(series.key(p)) if noise is not None else None
+        # a calibration measured the series as they are, not divided by a control
+        sigma = noise.sigma(series.key(p)) if noise is not None and divided_by is None \
+            else None
         est = estimate(xa, xb, sigma, noise.pairs if noise else 0, confidence,
                        paired=pairs is not None)
         low = high = None
@@ -140,17 +197,37 @@ def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
         known = est.p_value is not None
         rows.append(JudgedRow(series, p, a_runs, b_runs, a_n, b_n, est.ratio,
                               est.low if known else None, est.high if known else None,
-                              est.p_value, est.df, est.method, low, high))
+                              est.p_value, est.df, est.method, low, high,
+                              control=divided_by, sampling_var=floor))
     return rows
+
+
+def _sum_se(x: float | None, y: float | None) -> float | None:
+    """The standard error of a log ratio of two runs' values with errors x and y."""
+    return math.hypot(x, y) if x is not None and y is not None else None
+
+
+def _sampling_var(a_se: Sequence[float | None], b_se: Sequence[float | None],
+                  pairs: list[tuple[int, int]] | None) -> float | None:
+    """What the runs' own samples alone put into the spread ``_spread`` measures (log
+    scale): per round, the variance of B - A's log (paired), else of one run's log value;
+    None when a run lacks it."""
+    if pairs is not None:
+        per_round = [(a_se[i], b_se[j]) for i, j in pairs]
+        got = [x * x + y * y for x, y in per_round if x is not None and y is not None]
+        return sum(got) / len(got) if got and len(got) == len(per_round) else None
+    every = [x * x for x in (*a_se, *b_se) if x is not None]
+    return sum(every) / len(every) if every and len(every) == len(a_se) + len(b_se) else None
 
 
 def _undisturbed(a: Sequence[RunDir], b: Sequence[RunDir],
                  pairs: list[tuple[int, int]] | None, problems: list[str],
-                 notes: list[str]) -> list[tuple[int, int]] | None:
+                 notes: list[str], speed_gate: bool = True) -> list[tuple[int, int]] | None:
     """The rounds in which the machine did not change (``machine.disturbed``): the others are
-    left out (a note); with none left, or one run per side disturbed, a problem."""
+    left out (a note); with none left, or one run per side disturbed, a problem.
+    ``speed_gate=False``: a control divides the machine's speed out, rounds are kept."""
     if len(a) == len(b) == 1:
-        why = disturbed(a[0], b[0])
+        why = disturbed(a[0], b[0], speed_gate)
         if why:
             problems.append(why)
         return pairs
@@ -158,7 +235,7 @@ def _undisturbed(a: Sequence[RunDir], b: Sequence[RunDir],
         return None
     kept = []
     for i, j in pairs:
-        why = disturbed(a[i], b[j])
+        why = disturbed(a[i], b[j], speed_gate)
         if why:
             notes.append(f"round left out: {why}")
         else:
@@ -170,17 +247,42 @@ def _undisturbed(a: Sequence[RunDir], b: Sequence[RunDir],
     return kept
 
 
+def _control_name(given: str, runs: Sequence[RunDir]) -> str:
+    """The control's request name as the runs record it (``predict churn`` finds ``POST
+    predict churn``); a ValueError naming the rule when it cannot be a control."""
+    if given == "*":
+        raise ValueError("--control must be one request name, not '*' (all names merged)")
+    if len(runs) < 4:
+        raise ValueError(f"--control needs at least 2 runs per side (got {len(runs)} runs in "
+                         "all): the rounds measure what is left after dividing by the control; "
+                         "harness ab --runs 3")
+    name = resolve_name(runs[0], given)
+    for run in runs:
+        names = request_names(run)
+        if name not in names:
+            raise ValueError(f"--control {given!r}: no such request name in run "
+                             f"{run.path.name} (names: {', '.join(names) or 'none'})")
+    if len(request_names(runs[0])) < 2:
+        raise ValueError(f"--control {given!r} is the runs' only request name: there is "
+                         "nothing to compare against it")
+    return name
+
+
 def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
                  noise: NoiseCalibration | None = None,
                  percentiles: Sequence[float] = RUNS_PERCENTILES, confidence: float = 0.95,
                  min_effect: float = DEFAULT_MIN_EFFECT, slo: Slo | None = None,
-                 labels: tuple[str, str] = ("A", "B")) -> Judged:
-    """Compare the B runs against the A runs (B/A per request name, series, percentile)."""
+                 labels: tuple[str, str] = ("A", "B"), control: str | None = None) -> Judged:
+    """Compare the B runs against the A runs (B/A per request name, series, percentile);
+    ``control``: a request name unchanged between A and B to divide the others by (see the
+    module's docstring)."""
     if not a or not b:
         raise ValueError(f"each side needs at least one run (got {len(a)} and {len(b)})")
     paths = [Path(r.path).resolve() for r in (*a, *b)]
     if len(set(paths)) != len(paths):
         raise ValueError("a run may appear only once across both sides")
+    if control is not None:
+        control = _control_name(control, [*a, *b])
     problems, notes = _checks(a, b)
     described = None
     if noise is not None:
@@ -198,11 +300,35 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
     if len(a) > 1 and pairs is None:
         notes.append("the runs were not made in rounds of one A and one B (A B, B A, ...): "
                      "compared unpaired, so the machine's drift between them counts as noise")
-    pairs = _undisturbed(a, b, pairs, problems, notes)
-    rows = [row for series in common_series([*a, *b])
-            for row in _rows(series, a, b, percentiles, noise, confidence, pairs)]
-    if noise is None:
-        rows = moderated(rows, pairs, confidence)
+    pairs = _undisturbed(a, b, pairs, problems, notes, speed_gate=control is None)
+    every = common_series([*a, *b])
+    if control is not None:  # '*' merges the control's requests with the others'
+        every = [x for x in every if x.name != "*"]
+    rows = []
+    for series in every:
+        ctl = None
+        if control is not None and series.name != control:
+            counterpart = SeriesId(control, series.metric, series.stage)
+            if counterpart in every:
+                ctl = (control, _values(counterpart, a, b, percentiles))
+        got = _rows(series, a, b, percentiles, noise, confidence, pairs, ctl)
+        if series.name == control:  # the machine's drift: shown, not judged
+            got = [replace(r, p_value=None, method="control") for r in got]
+        rows += got
+    if control is not None:
+        notes.append(f"control {control!r}: every other name's p50..p"
+                     f"{CONTROL_MAX_PERCENTILE:g} is divided by the control's in the same run "
+                     "(the change beyond the machine's); its own rows show the machine's "
+                     "drift; '*' (all names merged, the control's included) is left out; "
+                     "a change that slows every name alike is cancelled with it; "
+                     "rounds whose machine-speed probe moved are kept (the control divides "
+                     "the speed out)")
+        if noise is not None:
+            notes.append("the noise calibration is used for the rows not divided by the "
+                         "control only (it measured the series as they are)")
+    if noise is None or control is not None:
+        rows = moderated(rows, pairs, confidence,
+                         divided_only=noise is not None)
     judged, names = finish(rows, confidence, min_effect)
     result = Judged("runs", labels, [_run_id(r) for r in a], [_run_id(r) for r in b],
                     confidence, min_effect, judged, names, problems, notes, described)
@@ -236,35 +362,41 @@ def _spread(xa: list[float], xb: list[float], paired: bool
 
 
 def moderated(rows: Sequence[JudgedRow], pairs: list[tuple[int, int]] | None,
-              confidence: float) -> list[JudgedRow]:
+              confidence: float, divided_only: bool = False) -> list[JudgedRow]:
     """The tested rows again with a moderated t (harness.stats.moderated): each
-    percentile's rows lend each other their spread. Rows of too small a table keep their
-    own test."""
+    percentile's rows lend each other their spread (rows divided by a control apart from
+    the others: their spread is another). Rows of too small a table keep their own test.
+    ``divided_only``: only the rows divided by a control (the others are calibrated)."""
     from scipy import stats as sps
 
     spreads: dict[int, tuple[float, float, float, float]] = {}
-    strata: dict[tuple[float, bool], list[int]] = {}
+    strata: dict[tuple[float, bool, bool], list[int]] = {}
     for i, r in enumerate(rows):
-        if r.method not in _TESTED:
+        if r.method not in _TESTED or (divided_only and r.control is None):
             continue
         xa, xb = _usable(r.a_runs, r.b_runs, pairs)
         got = _spread(xa, xb, pairs is not None)
         if got is not None:
             spreads[i] = got
-            strata.setdefault((r.percentile, r.series.metric == "stage"), []).append(i)
+            strata.setdefault((r.percentile, r.series.metric == "stage", r.control is not None),
+                              []).append(i)
     out = list(rows)
     for members in strata.values():
         fitted = prior([spreads[i][1] for i in members], [spreads[i][2] for i in members])
-        if fitted is None:
-            continue
-        s0, d0 = fitted
         for i in members:
             d, s2, df, scale = spreads[i]
-            var, mdf = moderate(s2, df, s0, d0)
+            floor = rows[i].sampling_var or 0.0
+            if fitted is None and s2 >= floor:  # too small a table: the row's own test
+                continue
+            var, mdf = moderate(s2, df, *fitted) if fitted is not None else (s2, df)
+            # never below what the runs' own samples put into the spread: three rounds
+            # that agree by chance must not make a row surer than its samples allow
+            var = max(var, floor)
             se = math.sqrt(var * scale)
             t = float(sps.t.ppf(0.5 + confidence / 2, mdf))
             p = float(2 * sps.t.sf(abs(d) / se, mdf)) if se > 0 else (1.0 if d == 0 else 0.0)
             out[i] = replace(rows[i], ratio=math.exp(d), low=math.exp(d - t * se),
                              high=math.exp(d + t * se), p_value=p, df=mdf,
-                             method="moderated-" + rows[i].method)
+                             method=("moderated-" if fitted is not None else "")
+                             + rows[i].method)
     return out

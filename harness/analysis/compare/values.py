@@ -42,11 +42,13 @@ class SeriesId:
 
 @dataclass(frozen=True)
 class RunValue:
-    """A series' percentile in one run (µs; None when the run has too few samples for it)
-    and the run's number of samples of that series."""
+    """A series' percentile in one run (µs; None when the run has too few samples for it),
+    the run's number of samples of that series, and ``se``: the standard error of the
+    percentile's log from the run's own samples (``sampling_se``), None without a value."""
 
     us: int | None
     n: int
+    se: float | None = None
 
 
 def min_samples(percentile: float) -> int:
@@ -86,11 +88,30 @@ def run_values(run: RunDir, series: SeriesId, percentiles: Sequence[float]
                        percentiles)
 
 
+def _rank_band(p: float, n: int) -> tuple[float, float]:
+    """The percentiles one standard deviation of the order statistic below and above the
+    p-th of n samples: ranks n*p/100 -+ sqrt(n * p/100 * (1 - p/100))."""
+    q = p / 100.0
+    sd = math.sqrt(n * q * (1.0 - q))
+    lo, hi = max(1.0, n * q - sd), min(float(n), n * q + sd)
+    return 100.0 * lo / n, 100.0 * hi / n
+
+
 def hist_values(hist: HdrHistogram, percentiles: Sequence[float]) -> dict[float, RunValue]:
-    """Each percentile of one histogram as a run's value (None below ``min_samples``)."""
+    """Each percentile of one histogram as a run's value (None below ``min_samples``), with
+    its sampling error: half the log distance between the values one order-statistic
+    standard deviation below and above it (distribution-free, the same ranks the samples'
+    intervals use), one pass over the counts for all of them."""
     n = int(hist.get_total_count())
     if n == 0:
         return {float(p): RunValue(None, 0) for p in percentiles}
-    got = percentiles_of(hist, list(percentiles))
-    return {float(p): RunValue(int(got[p]) if n >= min_samples(p) and got[p] > 0 else None, n)
-            for p in percentiles}
+    bands = {float(p): _rank_band(float(p), n) for p in percentiles}
+    wanted = sorted({float(p) for p in percentiles} | {x for b in bands.values() for x in b})
+    got = percentiles_of(hist, wanted)
+    out = {}
+    for p in map(float, percentiles):
+        value = int(got[p]) if n >= min_samples(p) and got[p] > 0 else None
+        lo, hi = (got[x] for x in bands[p])
+        se = (math.log(hi) - math.log(lo)) / 2.0 if value and lo > 0 and hi > 0 else None
+        out[p] = RunValue(value, n, se)
+    return out

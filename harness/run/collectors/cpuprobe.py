@@ -5,8 +5,10 @@ host) the same code runs at different speeds from one minute to the next. Measur
 2-core VM (BENCHMARKS.md, "Comparison across runs"): in 3 of 10 rounds of back-to-back
 runs every request name's inference p50 moved by 20-60 % between runs made a minute apart,
 together, while nothing in the service changed; and a pure-Python unit of work took
-115 µs or 175 µs of CPU depending on whether the other core was busy. A comparison of two
-runs needs to know whether the machine ran at the same speed in both.
+~100-115 µs or ~150-185 µs of CPU depending on the host: whatever ran in the VM (busy loops
+on either core or both: ``benchmarks/probe_own_load.py``) left it unchanged, so a run's own
+load does not move it. A comparison of two runs needs to know whether the machine ran at the
+same speed in both.
 
 How: the resources sampler calls :func:`probe_us` at every tick (4 Hz). One probe runs
 ``REPEATS`` times a fixed pure-Python loop (integer arithmetic, ~100 µs) and keeps the
