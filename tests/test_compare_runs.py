@@ -454,3 +454,10 @@ def test_rounds_that_agree_by_chance_are_not_surer_than_their_samples() -> None:
     assert all(r.p_value is not None and r.p_value < 0.001 for r in sure)
     floored = moderated(rows(2 * 0.03 ** 2), pairs, 0.95)
     assert all(r.p_value is not None and r.p_value > 0.05 for r in floored)
+
+
+def test_ab_refuses_a_control_with_one_run_per_side_before_running() -> None:
+    got = _cli("ab", "scenarios/production.py", "--serve", "reference", "--rate", "30",
+               "--duration", "5s", "--runs", "1", "--control", "predict churn")
+    assert got.returncode == 2 and "--control needs at least 2 runs per side" in got.stderr
+    assert "Traceback" not in got.stderr
