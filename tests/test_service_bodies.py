@@ -48,33 +48,32 @@ def test_a_chunked_body_over_the_limit_is_413_not_truncated(reference_service: A
     assert b'"too_large"' in answer
 
 
-def _refsvc_dirs() -> set[str]:
-    import tempfile
-
-    return {p.name for p in Path(tempfile.gettempdir()).glob("refsvc-run-*")}
+def _refsvc_dirs(tmp: Path) -> set[str]:
+    return {p.name for p in tmp.glob("refsvc-run-*")}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_serve_removes_its_temporary_directory_on_every_stop(artifacts_dir: Path,
-                                                             sig: int) -> None:
-    before = _refsvc_dirs()
+                                                             sig: int, tmp_path: Path) -> None:
+    # The service's own TMPDIR: under `make test` another worker's services make and
+    # remove refsvc-run-* directories in the shared /tmp at the same time.
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "reference_service.serve", "--port",
                              str(port), "--workers", "1", "--artifacts", str(artifacts_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         from reference_service.launch import wait_ready
 
         wait_ready(f"http://127.0.0.1:{port}", 60)
-        assert _refsvc_dirs() - before, "the service made no run directory to clean"
+        assert _refsvc_dirs(tmp_path), "the service made no run directory to clean"
         proc.send_signal(sig)
         code = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert code == 128 + sig
-    assert not _refsvc_dirs() - before
+    assert not _refsvc_dirs(tmp_path)
     # no gunicorn process of this port may remain
     out = subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True, text=True)
     assert out.stdout.strip() == "", out.stdout

@@ -7,6 +7,8 @@
   spread between runs and this host's noise calibration (``harness compare``, ``harness ab``).
 - ``names``: ``compare_names(run, name_a, name_b)``: the interleaved comparison in one run
   (``harness versions``).
+- ``control``: dividing each run by an unchanged request name (``--control``), which cancels
+  the machine's speed shared by both.
 - ``noise``: the stored A/A calibration of run-to-run noise (``harness calibrate``).
 - ``judged``: Holm over every row, the verdicts with a practical margin, per-name verdicts
   and the exit code; ``report``: the table and the verdict lines.

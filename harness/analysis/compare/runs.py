@@ -13,18 +13,7 @@ and its interval come from ``harness.stats.runs`` on the runs' log values:
   (``harness.stats.compare``) still says whether the two runs' samples differ; the verdict
   says what that is worth (``judged``).
 
-A **control** (``control=NAME``, ``--control``): a request name the user knows is the same in
-A and B (a model no release touched, served by the same service). Its requests were
-interleaved with the others', so it felt the same machine: every other series' p50 and p90
-in a run is divided by the control's same series in that run, and the rounds judge what is
-left, the change beyond the machine's. Measured on the 2-core VM (BENCHMARKS.md,
-"Comparison across runs"): between back-to-back A/A runs the untouched models' ``infer``
-p50 moves by sd 10-14 % together; divided by another model's, by 4-6 %. Tails are not
-divided (``CONTROL_MAX_PERCENTILE``): a p99 is a few rare events per run that do not
-repeat in the control, and dividing added the control's tail noise (sd 17-18 -> 67-80 %). The
-control's own rows show the machine's drift and are not judged; a change that slows every
-name alike, the control's included, is cancelled with the machine's, so a change to shared
-code needs a comparison without a control.
+A **control** (``control=NAME``, ``--control``): see ``harness.analysis.compare.control``.
 """
 
 from __future__ import annotations
@@ -34,12 +23,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from harness.analysis.compare.control import (
+    CONTROL_MAX_PERCENTILE,
+    Values,
+    control_name,
+    control_notes,
+    divided,
+    sum_se,
+    values_of,
+)
 from harness.analysis.compare.judged import DEFAULT_MIN_EFFECT, Judged, JudgedRow, finish
 from harness.analysis.compare.machine import disturbed
 from harness.analysis.compare.noise import NoiseCalibration
 from harness.analysis.compare.pairwise import comparability
-from harness.analysis.compare.values import RunValue, SeriesId, common_series, hist_values
-from harness.analysis.slo import Slo, check, request_names, resolve_name
+from harness.analysis.compare.values import SeriesId, common_series, hist_values
+from harness.analysis.slo import Slo, check
 from harness.rundir import RunDir
 from harness.stats.compare import quantile_diff
 from harness.stats.moderated import moderate, prior
@@ -51,11 +49,9 @@ from harness.stats.runs import (
     ratio_runs,
 )
 
-__all__ = ["CONTROL_MAX_PERCENTILE", "RUNS_PERCENTILES", "compare_runs", "estimate", "rounds"]
+__all__ = ["RUNS_PERCENTILES", "compare_runs", "estimate", "rounds"]
 
 RUNS_PERCENTILES: tuple[float, ...] = (50, 90, 99)
-#: percentiles above this are judged as they are, not divided by the control's (see above)
-CONTROL_MAX_PERCENTILE = 90.0
 BACK_TO_BACK_S = 600.0  # runs starting further apart than this were not made back to back
 
 
@@ -130,38 +126,10 @@ def _usable(a_runs: tuple[int | None, ...], b_runs: tuple[int | None, ...],
     return [float(x) for x in a_runs if x], [float(x) for x in b_runs if x]
 
 
-_Values = list[dict[float, RunValue]]
-
-
-def _values(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
-            percentiles: Sequence[float]) -> tuple[_Values, _Values]:
-    return tuple(  # type: ignore[return-value]
-        [hist_values(r.histogram(series.metric, series.name, stage=series.stage), percentiles)
-         for r in runs] for runs in (a, b))
-
-
-def _divided(a_runs: tuple[int | None, ...], b_runs: tuple[int | None, ...],
-             ca: tuple[int | None, ...], cb: tuple[int | None, ...]
-             ) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
-    """Each run's value divided by the control's in that run, times the control's geometric
-    mean over all the runs (so the values stay in µs, at the control's mean speed); None
-    where either is missing."""
-    logs = [math.log(c) for c in (*ca, *cb) if c]
-    if not logs:
-        return tuple(None for _ in a_runs), tuple(None for _ in b_runs)
-    g = math.exp(sum(logs) / len(logs))
-
-    def one(xs: tuple[int | None, ...], cs: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        return tuple(max(1, round(x / c * g)) if x and c else None
-                     for x, c in zip(xs, cs, strict=True))
-
-    return one(a_runs, ca), one(b_runs, cb)
-
-
 def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
           percentiles: Sequence[float], noise: NoiseCalibration | None,
           confidence: float, pairs: list[tuple[int, int]] | None,
-          control: tuple[str, tuple[_Values, _Values]] | None = None) -> list[JudgedRow]:
+          control: tuple[str, tuple[Values, Values]] | None = None) -> list[JudgedRow]:
     """The rows of one series; ``control``: (its name, the control's values of the same
     series) to divide by at percentiles up to ``CONTROL_MAX_PERCENTILE``."""
     ha = [r.histogram(series.metric, series.name, stage=series.stage) for r in a]
@@ -175,10 +143,10 @@ def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
         divided_by = None
         if control is not None and p <= CONTROL_MAX_PERCENTILE:
             divided_by, (ca, cb) = control[0], control[1]
-            a_runs, b_runs = _divided(a_runs, b_runs, tuple(v[p].us for v in ca),
+            a_runs, b_runs = divided(a_runs, b_runs, tuple(v[p].us for v in ca),
                                       tuple(v[p].us for v in cb))
-            a_se = [_sum_se(x, v[p].se) for x, v in zip(a_se, ca, strict=True)]
-            b_se = [_sum_se(x, v[p].se) for x, v in zip(b_se, cb, strict=True)]
+            a_se = [sum_se(x, v[p].se) for x, v in zip(a_se, ca, strict=True)]
+            b_se = [sum_se(x, v[p].se) for x, v in zip(b_se, cb, strict=True)]
         floor = _sampling_var(a_se, b_se, pairs)
         xa, xb = _usable(a_runs, b_runs, pairs)
         if not xa or not xb:
@@ -202,9 +170,27 @@ def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
     return rows
 
 
-def _sum_se(x: float | None, y: float | None) -> float | None:
-    """The standard error of a log ratio of two runs' values with errors x and y."""
-    return math.hypot(x, y) if x is not None and y is not None else None
+def _all_rows(a: Sequence[RunDir], b: Sequence[RunDir], percentiles: Sequence[float],
+              noise: NoiseCalibration | None, confidence: float,
+              pairs: list[tuple[int, int]] | None, control: str | None) -> list[JudgedRow]:
+    """The rows of every series the runs share; with a control, the others divided by it,
+    its own marked "control" (the machine's drift: shown, not judged), and no '*' (it merges
+    the control's requests with the others')."""
+    every = common_series([*a, *b])
+    if control is not None:
+        every = [x for x in every if x.name != "*"]
+    rows = []
+    for series in every:
+        ctl = None
+        if control is not None and series.name != control:
+            counterpart = SeriesId(control, series.metric, series.stage)
+            if counterpart in every:
+                ctl = (control, values_of(counterpart, a, b, percentiles))
+        got = _rows(series, a, b, percentiles, noise, confidence, pairs, ctl)
+        if series.name == control:
+            got = [replace(r, p_value=None, method="control") for r in got]
+        rows += got
+    return rows
 
 
 def _sampling_var(a_se: Sequence[float | None], b_se: Sequence[float | None],
@@ -247,27 +233,6 @@ def _undisturbed(a: Sequence[RunDir], b: Sequence[RunDir],
     return kept
 
 
-def _control_name(given: str, runs: Sequence[RunDir]) -> str:
-    """The control's request name as the runs record it (``predict churn`` finds ``POST
-    predict churn``); a ValueError naming the rule when it cannot be a control."""
-    if given == "*":
-        raise ValueError("--control must be one request name, not '*' (all names merged)")
-    if len(runs) < 4:
-        raise ValueError(f"--control needs at least 2 runs per side (got {len(runs)} runs in "
-                         "all): the rounds measure what is left after dividing by the control; "
-                         "harness ab --runs 3")
-    name = resolve_name(runs[0], given)
-    for run in runs:
-        names = request_names(run)
-        if name not in names:
-            raise ValueError(f"--control {given!r}: no such request name in run "
-                             f"{run.path.name} (names: {', '.join(names) or 'none'})")
-    if len(request_names(runs[0])) < 2:
-        raise ValueError(f"--control {given!r} is the runs' only request name: there is "
-                         "nothing to compare against it")
-    return name
-
-
 def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
                  noise: NoiseCalibration | None = None,
                  percentiles: Sequence[float] = RUNS_PERCENTILES, confidence: float = 0.95,
@@ -282,7 +247,7 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
     if len(set(paths)) != len(paths):
         raise ValueError("a run may appear only once across both sides")
     if control is not None:
-        control = _control_name(control, [*a, *b])
+        control = control_name(control, [*a, *b])
     problems, notes = _checks(a, b)
     described = None
     if noise is not None:
@@ -301,31 +266,9 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
         notes.append("the runs were not made in rounds of one A and one B (A B, B A, ...): "
                      "compared unpaired, so the machine's drift between them counts as noise")
     pairs = _undisturbed(a, b, pairs, problems, notes, speed_gate=control is None)
-    every = common_series([*a, *b])
-    if control is not None:  # '*' merges the control's requests with the others'
-        every = [x for x in every if x.name != "*"]
-    rows = []
-    for series in every:
-        ctl = None
-        if control is not None and series.name != control:
-            counterpart = SeriesId(control, series.metric, series.stage)
-            if counterpart in every:
-                ctl = (control, _values(counterpart, a, b, percentiles))
-        got = _rows(series, a, b, percentiles, noise, confidence, pairs, ctl)
-        if series.name == control:  # the machine's drift: shown, not judged
-            got = [replace(r, p_value=None, method="control") for r in got]
-        rows += got
+    rows = _all_rows(a, b, percentiles, noise, confidence, pairs, control)
     if control is not None:
-        notes.append(f"control {control!r}: every other name's p50..p"
-                     f"{CONTROL_MAX_PERCENTILE:g} is divided by the control's in the same run "
-                     "(the change beyond the machine's); its own rows show the machine's "
-                     "drift; '*' (all names merged, the control's included) is left out; "
-                     "a change that slows every name alike is cancelled with it; "
-                     "rounds whose machine-speed probe moved are kept (the control divides "
-                     "the speed out)")
-        if noise is not None:
-            notes.append("the noise calibration is used for the rows not divided by the "
-                         "control only (it measured the series as they are)")
+        notes += control_notes(control, noise is not None)
     if noise is None or control is not None:
         rows = moderated(rows, pairs, confidence,
                          divided_only=noise is not None)

@@ -1,0 +1,98 @@
+"""A control request name: dividing each run by a model the release did not touch.
+
+``control=NAME`` (``harness compare/ab --control``) names a request name the user knows
+is the same in A and B (a model no release touched, served by the same service). Its requests were
+interleaved with the others', so it felt the same machine: every other series' p50 and p90
+in a run is divided by the control's same series in that run, and the rounds judge what is
+left, the change beyond the machine's. Measured on the 2-core VM (BENCHMARKS.md,
+"Comparison across runs"): between back-to-back A/A runs the untouched models' ``infer``
+p50 moves by sd 10-14 % together; divided by another model's, by 4-6 %. Tails are not
+divided (``CONTROL_MAX_PERCENTILE``): a p99 is a few rare events per run that do not
+repeat in the control, and dividing added the control's tail noise (sd 17-18 -> 67-80 %). The
+control's own rows show the machine's drift and are not judged; a change that slows every
+name alike, the control's included, is cancelled with the machine's, so a change to shared
+code needs a comparison without a control.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from harness.analysis.compare.values import RunValue, SeriesId, hist_values
+from harness.analysis.slo import request_names, resolve_name
+from harness.rundir import RunDir
+
+__all__ = ["CONTROL_MAX_PERCENTILE", "Values", "control_name", "control_notes", "divided",
+           "sum_se", "values_of"]
+
+#: percentiles above this are judged as they are, not divided by the control's (see above)
+CONTROL_MAX_PERCENTILE = 90.0
+
+Values = list[dict[float, RunValue]]
+
+
+def values_of(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
+              percentiles: Sequence[float]) -> tuple[Values, Values]:
+    """The runs' values (``hist_values``) of one series, A's and B's."""
+    return tuple(  # type: ignore[return-value]
+        [hist_values(r.histogram(series.metric, series.name, stage=series.stage), percentiles)
+         for r in runs] for runs in (a, b))
+
+
+def divided(a_runs: tuple[int | None, ...], b_runs: tuple[int | None, ...],
+             ca: tuple[int | None, ...], cb: tuple[int | None, ...]
+             ) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
+    """Each run's value divided by the control's in that run, times the control's geometric
+    mean over all the runs (so the values stay in µs, at the control's mean speed); None
+    where either is missing."""
+    logs = [math.log(c) for c in (*ca, *cb) if c]
+    if not logs:
+        return tuple(None for _ in a_runs), tuple(None for _ in b_runs)
+    g = math.exp(sum(logs) / len(logs))
+
+    def one(xs: tuple[int | None, ...], cs: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return tuple(max(1, round(x / c * g)) if x and c else None
+                     for x, c in zip(xs, cs, strict=True))
+
+    return one(a_runs, ca), one(b_runs, cb)
+
+
+def sum_se(x: float | None, y: float | None) -> float | None:
+    """The standard error of a log ratio of two runs' values with errors x and y."""
+    return math.hypot(x, y) if x is not None and y is not None else None
+
+
+def control_name(given: str, runs: Sequence[RunDir]) -> str:
+    """The control's request name as the runs record it (``predict churn`` finds ``POST
+    predict churn``); a ValueError naming the rule when it cannot be a control."""
+    if given == "*":
+        raise ValueError("--control must be one request name, not '*' (all names merged)")
+    if len(runs) < 4:
+        raise ValueError(f"--control needs at least 2 runs per side (got {len(runs)} runs in "
+                         "all): the rounds measure what is left after dividing by the control; "
+                         "harness ab --runs 3")
+    name = resolve_name(runs[0], given)
+    for run in runs:
+        names = request_names(run)
+        if name not in names:
+            raise ValueError(f"--control {given!r}: no such request name in run "
+                             f"{run.path.name} (names: {', '.join(names) or 'none'})")
+    if len(request_names(runs[0])) < 2:
+        raise ValueError(f"--control {given!r} is the runs' only request name: there is "
+                         "nothing to compare against it")
+    return name
+
+
+def control_notes(control: str, calibrated: bool) -> list[str]:
+    """What a comparison with a control says about how it was judged."""
+    notes = [f"control {control!r}: every other name's p50..p{CONTROL_MAX_PERCENTILE:g} is "
+             "divided by the control's in the same run (the change beyond the machine's); "
+             "its own rows show the machine's drift; '*' (all names merged, the control's "
+             "included) is left out; a change that slows every name alike is cancelled with "
+             "it; rounds whose machine-speed probe moved are kept (the control divides the "
+             "speed out)"]
+    if calibrated:
+        notes.append("the noise calibration is used for the rows not divided by the control "
+                     "only (it measured the series as they are)")
+    return notes
