@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from harness.analysis.compare.values import RunValue, SeriesId, hist_values
+from harness.analysis.compare.values import RunValue, SeriesId, run_values
 from harness.analysis.slo import request_names, resolve_name
 from harness.rundir import RunDir
 
@@ -35,9 +35,8 @@ Values = list[dict[float, RunValue]]
 def values_of(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
               percentiles: Sequence[float]) -> tuple[Values, Values]:
     """The runs' values (``hist_values``) of one series, A's and B's."""
-    return tuple(  # type: ignore[return-value]
-        [hist_values(r.histogram(series.metric, series.name, stage=series.stage), percentiles)
-         for r in runs] for runs in (a, b))
+    return ([run_values(r, series, percentiles) for r in a],
+            [run_values(r, series, percentiles) for r in b])
 
 
 def divided(a_runs: tuple[int | None, ...], b_runs: tuple[int | None, ...],
