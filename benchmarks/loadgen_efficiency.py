@@ -17,6 +17,7 @@ the same rounds, are what to read, not the absolute numbers.
     .venv/bin/python benchmarks/loadgen_efficiency.py --duration 10 --rounds 3 --endpoint predict
     .venv/bin/python benchmarks/loadgen_efficiency.py --fit-durations 3,12 --rounds 2
     .venv/bin/python benchmarks/loadgen_efficiency.py --duration 20 --rounds 4 --pair
+    .venv/bin/python benchmarks/loadgen_efficiency.py --duration 20 --rounds 4 --trio
 
 Before each run the benchmark waits (up to 75 s) for the previous run's connections to
 leave TIME_WAIT (``drain_timewait``): the service closes every connection, and a full port
@@ -82,6 +83,13 @@ def drain_timewait() -> tuple[int, float]:
     while (n := _timewait()) >= DRAIN_BELOW and time.monotonic() - t0 < DRAIN_MAX_S:
         time.sleep(1.0)
     return n, time.monotonic() - t0
+
+
+def _active_opens() -> int:
+    """TCP connections this machine opened so far (/proc/net/snmp ``Tcp: ActiveOpens``)."""
+    rows = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+            if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("ActiveOpens")])
 
 
 def _children_cpu() -> float:
@@ -190,6 +198,9 @@ def main() -> int:
     ap.add_argument("--endpoint", choices=["health", "predict"], default="health")
     ap.add_argument("--pair", action="store_true",
                     help="only bare Locust and the default harness (the paired figure)")
+    ap.add_argument("--trio", action="store_true",
+                    help="bare Locust, the harness without py-spy and the default harness "
+                         "(py-spy's share)")
     ap.add_argument("--fit-durations", default=None,
                     help="e.g. 3,12: instead of the table, fit fixed + per-request CPU of bare "
                          "Locust and the harness over runs of these durations")
@@ -230,24 +241,35 @@ def main() -> int:
                     target.url, locustfile, args.users, args.duration, w, extra)
             contenders["wrk (1 thread)"] = lambda w: run_wrk(
                 target.url, path, args.users, args.duration, script)
-            if args.pair:
-                contenders = {k: v for k, v in contenders.items()
-                              if k in ("bare Locust (FastHttpUser)",
-                                       "harness, all collectors (default)")}
+            if args.pair or args.trio:
+                keep = ["bare Locust (FastHttpUser)", "harness, all collectors (default)"]
+                keep += ["harness, psutil 4 Hz, no py-spy"] if args.trio else []
+                contenders = {k: v for k, v in contenders.items() if k in keep}
             results: dict[str, list[dict]] = {name: [] for name in contenders}
+            names = list(contenders)
             for rnd in range(args.rounds):
-                for name, fn in contenders.items():
+                # the order rotates each round: no contender always runs first (or right
+                # after the same one)
+                for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+                    fn = contenders[name]
                     work = tmpdir / f"{rnd}-{len(results[name])}-{abs(hash(name))}"
                     work.mkdir()
                     waiting, waited = drain_timewait()
+                    opened = _active_opens()
                     r = fn(work)
+                    # the kernel's count of connections the load generator opened: the
+                    # service closes each one, so one per request (plus the harness's few
+                    # probes): a check on each tool's own count
+                    r["tcp_opens"] = _active_opens() - opened
                     r["timewait_at_start"], r["drained_s"] = waiting, round(waited, 1)
                     r["rps"] = r["requests"] / r.get("load_s", args.duration)
                     r["per_cpu_s"] = r["requests"] / r["cpu_s"] if r["cpu_s"] > 0 else 0.0
                     results[name].append(r)
                     print(f"round {rnd + 1} {name}: {r['rps']:.0f} req/s, "
-                          f"{r['per_cpu_s']:.0f} req per loadgen CPU-s (TIME_WAIT at the "
-                          f"start {waiting}, waited {waited:.0f} s)", file=sys.stderr)
+                          f"{r['per_cpu_s']:.0f} req per loadgen CPU-s ({r['requests']} "
+                          f"requests counted, {r['tcp_opens']} TCP connections opened; "
+                          f"TIME_WAIT at the start {waiting}, waited {waited:.0f} s)",
+                          file=sys.stderr)
         finally:
             target.stop()
 
