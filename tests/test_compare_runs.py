@@ -461,3 +461,45 @@ def test_ab_refuses_a_control_with_one_run_per_side_before_running() -> None:
                "--duration", "5s", "--runs", "1", "--control", "predict churn")
     assert got.returncode == 2 and "--control needs at least 2 runs per side" in got.stderr
     assert "Traceback" not in got.stderr
+
+
+def test_divided_rows_share_one_prior_in_units_of_their_sampling_error() -> None:
+    """Eight rows divided by a control, four fetch-like (sampling sd 2 % per round) and four
+    infer-like (sd 6 %), each varying between its rounds as much as its samples explain.
+    Over their sampling variances they are alike: the prior is sure (large d0), each row's
+    interval follows its own kind (fetch's a third of infer's), and a +15 % infer row is
+    found. Fitted to the spreads as they are, the prior pools the two kinds toward one
+    spread: fetch's interval over 1.5 times what its samples warrant."""
+    from harness.analysis.compare.judged import JudgedRow
+    from harness.analysis.compare.runs import moderated
+    from harness.analysis.compare.values import SeriesId
+
+    pairs = [(0, 0), (1, 1), (2, 2)]
+    wobble = (0.7, 1.0, 1.3, 0.9)  # each row's spread over its sampling sd, about 1
+
+    def rows(control: str | None) -> list[JudgedRow]:
+        out = []
+        for k in range(8):
+            sd = 0.02 if k < 4 else 0.06
+            shift = 0.14 if k == 7 else 0.0  # B/A = exp(0.14) = +15 %
+            e = sd * wobble[k % 4]
+            a = (50_000, 50_000, 50_000)
+            b = tuple(round(50_000 * math.exp(shift + x)) for x in (-e, 0.0, e))
+            out.append(JudgedRow(SeriesId(f"n{k}", "stage", "fetch" if k < 4 else "infer"),
+                                 50.0, a, b, 600, 600, 1.0, 0.9, 1.1, 0.5, 2.0, "paired-log",
+                                 control=control, sampling_var=sd * sd))
+        return out
+
+    def width(r: JudgedRow) -> float:
+        assert r.low is not None and r.high is not None
+        return math.log(r.high / r.low)
+
+    scaled = moderated(rows("control"), pairs, 0.95)
+    assert all(r.df is not None and r.df > 100 for r in scaled), [r.df for r in scaled]
+    assert width(scaled[0]) / width(scaled[4]) == pytest.approx(1 / 3, rel=0.02)
+    # significant after Holm over the eight rows (p x 8 <= 0.05)
+    assert scaled[7].p_value is not None and scaled[7].p_value * 8 <= 0.05
+    assert all(r.p_value is not None and r.p_value > 0.05 for r in scaled[:7])
+    raw = moderated(rows(None), pairs, 0.95)
+    assert width(raw[0]) / width(raw[4]) > 0.6  # not its own kind's third
+    assert width(raw[0]) > 1.5 * width(scaled[0])

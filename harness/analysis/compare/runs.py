@@ -308,8 +308,9 @@ def moderated(rows: Sequence[JudgedRow], pairs: list[tuple[int, int]] | None,
               confidence: float, divided_only: bool = False) -> list[JudgedRow]:
     """The tested rows again with a moderated t (harness.stats.moderated): each
     percentile's rows lend each other their spread (rows divided by a control apart from
-    the others: their spread is another). Rows of too small a table keep their own test.
-    ``divided_only``: only the rows divided by a control (the others are calibrated)."""
+    the others, in units of each row's sampling variance). Rows of too small a table keep
+    their own test. ``divided_only``: only the rows divided by a control (the others are
+    calibrated)."""
     from scipy import stats as sps
 
     spreads: dict[int, tuple[float, float, float, float]] = {}
@@ -324,17 +325,25 @@ def moderated(rows: Sequence[JudgedRow], pairs: list[tuple[int, int]] | None,
             strata.setdefault((r.percentile, r.series.metric == "stage", r.control is not None),
                               []).append(i)
     out = list(rows)
-    for members in strata.values():
-        fitted = prior([spreads[i][1] for i in members], [spreads[i][2] for i in members])
-        for i in members:
+    for (_, _, by_control), members in strata.items():
+        floors = [rows[i].sampling_var or 0.0 for i in members]
+        # rows divided by a control: their spread is mostly the samples' own, so the prior is
+        # fitted to each row's spread over its sampling variance (rows of unlike kinds, fetch
+        # and infer, then alike); the others': the machine's, fitted as they are
+        unit = floors if by_control and all(f > 0 for f in floors) else [1.0] * len(members)
+        fitted = prior([spreads[i][1] / u for i, u in zip(members, unit, strict=True)],
+                       [spreads[i][2] for i in members])
+        for i, u, floor in zip(members, unit, floors, strict=True):
             d, s2, df, scale = spreads[i]
-            floor = rows[i].sampling_var or 0.0
             if fitted is None and s2 >= floor:  # too small a table: the row's own test
                 continue
-            var, mdf = moderate(s2, df, *fitted) if fitted is not None else (s2, df)
-            # never below what the runs' own samples put into the spread: three rounds
-            # that agree by chance must not make a row surer than its samples allow
-            var = max(var, floor)
+            var, mdf = moderate(s2 / u, df, *fitted) if fitted is not None else (s2 / u, df)
+            var *= u
+            if u == 1.0:
+                # never below what the runs' own samples put into the spread: three rounds
+                # that agree by chance must not make a row surer than its samples allow
+                # (a scaled row's prior already sits on that scale)
+                var = max(var, floor)
             se = math.sqrt(var * scale)
             t = float(sps.t.ppf(0.5 + confidence / 2, mdf))
             p = float(2 * sps.t.sf(abs(d) / se, mdf)) if se > 0 else (1.0 if d == 0 else 0.0)
