@@ -11,7 +11,9 @@ divided (``CONTROL_MAX_PERCENTILE``): a p99 is a few rare events per run that do
 repeat in the control, and dividing added the control's tail noise (sd 17-18 -> 67-80 %). The
 control's own rows show the machine's drift and are not judged; a change that slows every
 name alike, the control's included, is cancelled with the machine's, so a change to shared
-code needs a comparison without a control.
+code needs a comparison without a control. Divided, what varies between runs is mostly the
+samples' own error, so the moderated t of these rows is fitted in units of each row's
+sampling variance (``runs.moderated``).
 """
 
 from __future__ import annotations

@@ -180,12 +180,15 @@ def _all_rows(a: Sequence[RunDir], b: Sequence[RunDir], percentiles: Sequence[fl
     if control is not None:
         every = [x for x in every if x.name != "*"]
     rows = []
+    controls: dict[SeriesId, tuple[Values, Values]] = {}  # read once, used by every name
     for series in every:
         ctl = None
         if control is not None and series.name != control:
             counterpart = SeriesId(control, series.metric, series.stage)
             if counterpart in every:
-                ctl = (control, values_of(counterpart, a, b, percentiles))
+                if counterpart not in controls:
+                    controls[counterpart] = values_of(counterpart, a, b, percentiles)
+                ctl = (control, controls[counterpart])
         got = _rows(series, a, b, percentiles, noise, confidence, pairs, ctl)
         if series.name == control:
             got = [replace(r, p_value=None, method="control") for r in got]
