@@ -62,8 +62,9 @@ class JudgedRow:
     #: the request name this row's runs were divided by (a control), or None; a control's
     #: own rows have method "control" and verdict "control" (not judged)
     control: str | None = None
-    #: the variance (log scale) the runs' own samples alone put into the row's spread (the
-    #: floor under the moderated t's variance), None when unknown
+    #: the variance (log scale) the runs' own samples alone put into the row's spread: the
+    #: floor under the moderated t's variance, or for rows divided by a control the unit
+    #: their prior is fitted in (``runs.moderated``); None when unknown
     sampling_var: float | None = None
 
     @property

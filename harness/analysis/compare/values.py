@@ -44,7 +44,7 @@ class SeriesId:
 class RunValue:
     """A series' percentile in one run (µs; None when the run has too few samples for it),
     the run's number of samples of that series, and ``se``: the standard error of the
-    percentile's log from the run's own samples (``sampling_se``), None without a value."""
+    percentile's log from the run's own samples (``hist_values``), None without a value."""
 
     us: int | None
     n: int
