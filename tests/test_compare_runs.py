@@ -381,6 +381,9 @@ def test_a_control_that_cannot_be_one_is_refused(tmp_path: Path) -> None:
     a, b = _noisy_machine_session(tmp_path, rng, fraud_b=1.0)
     with pytest.raises(ValueError, match="at least 2 runs per side"):
         compare_runs(a[:1], b[:1], control="predict churn")
+    # four runs in all, but one on side A: still one run per side there
+    with pytest.raises(ValueError, match=r"at least 2 runs per side \(got 1 and 3\)"):
+        compare_runs(a[:1], b, control="predict churn")
     with pytest.raises(ValueError, match=r"no such request name .* predict churn"):
         compare_runs(a, b, control="predict nothing")
     with pytest.raises(ValueError, match="one request name, not"):

@@ -64,15 +64,16 @@ def sum_se(x: float | None, y: float | None) -> float | None:
     return math.hypot(x, y) if x is not None and y is not None else None
 
 
-def control_name(given: str, runs: Sequence[RunDir]) -> str:
+def control_name(given: str, a: Sequence[RunDir], b: Sequence[RunDir]) -> str:
     """The control's request name as the runs record it (``predict churn`` finds ``POST
     predict churn``); a ValueError naming the rule when it cannot be a control."""
     if given == "*":
         raise ValueError("--control must be one request name, not '*' (all names merged)")
-    if len(runs) < 4:
-        raise ValueError(f"--control needs at least 2 runs per side (got {len(runs)} runs in "
-                         "all): the rounds measure what is left after dividing by the control; "
-                         "harness ab --runs 3")
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"--control needs at least 2 runs per side (got {len(a)} and "
+                         f"{len(b)}): the runs' spread measures what is left after dividing "
+                         "by the control; harness ab --runs 3")
+    runs = [*a, *b]
     name = resolve_name(runs[0], given)
     for run in runs:
         names = request_names(run)

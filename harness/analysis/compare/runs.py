@@ -250,7 +250,7 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
     if len(set(paths)) != len(paths):
         raise ValueError("a run may appear only once across both sides")
     if control is not None:
-        control = control_name(control, [*a, *b])
+        control = control_name(control, a, b)
     problems, notes = _checks(a, b)
     described = None
     if noise is not None:
