@@ -15,6 +15,7 @@ import math
 import os
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def _noise(sessions: dict[int, dict[str, AbSession]], rnd: int, n: int
 
 
 def _judge(a: list[RunDir], b: list[RunDir], noise: NoiseCalibration | None,
-           min_effect: float, control: str | None = None) -> dict[str, Any]:
+           min_effect: float, control: list[str] | None = None) -> dict[str, Any]:
     j = compare_runs(a, b, noise=noise, percentiles=PERCENTILES, min_effect=min_effect,
                      control=control)
     names = {n.name: n.verdict for n in j.names}
@@ -97,9 +98,10 @@ def _cases(sessions: dict[int, dict[str, AbSession]]) -> list[tuple[str, int, in
 
 
 def judge_all(out: Path, noise_pairs: int = 10, min_effect: float | None = None,
-              control: str | None = None) -> list[dict[str, Any]]:
-    """Every case judged with and without the host's noise calibration; with ``control``
-    also the K = 3 cases divided by that request name (``--control``; it needs rounds)."""
+              controls: Sequence[Sequence[str]] = ()) -> list[dict[str, Any]]:
+    """Every case judged with and without the host's noise calibration; with ``controls``
+    also the K = 3 cases divided by each of these sets of request names (``--control``
+    once per name of a set; it needs rounds)."""
     from harness.analysis.compare import DEFAULT_MIN_EFFECT
 
     margin = DEFAULT_MIN_EFFECT if min_effect is None else min_effect
@@ -115,10 +117,10 @@ def judge_all(out: Path, noise_pairs: int = 10, min_effect: float | None = None,
             res.update(kind=kind, k=k, round=rnd, calibrated=calibrated,
                        noise_pairs=noise.pairs if noise else 0)
             results.append(res)
-        if control is not None and k >= 2:
-            res = _judge(a, b, None, margin, control)
+        for control in controls if k >= 2 else ():
+            res = _judge(a, b, None, margin, list(control))
             res.update(kind=kind, k=k, round=rnd, calibrated=False, noise_pairs=0,
-                       control=control)
+                       control=" + ".join(c.removeprefix("POST ") for c in control))
             results.append(res)
     return results
 
@@ -154,7 +156,7 @@ def _line(group: list[dict[str, Any]], truth: dict[tuple[str, str, float], float
              and r["name"] == FAULT_NAME and r["series"] == "infer" and r["p"] == 50.0]
     cal = f"yes ({first['noise_pairs']} pairs)" if first["calibrated"] else "no"
     if first.get("control"):
-        cal = f"no; control {first['control'].removeprefix('POST ')}"
+        cal = f"no; control {first['control']}"
     detect = "-" if aa else f"{fraud['slower']}/{n}"
     cov = f"{sum(cover)}/{len(cover)}" if cover else "-"
     cov_infer = "-" if aa or not infer else f"{sum(infer)}/{len(infer)}"
@@ -246,8 +248,9 @@ def _speed_explains(sessions: dict[int, dict[str, AbSession]]) -> list[str]:
 
 
 def judge_benchmark(out: Path, json_out: Path | None = None, noise_pairs: int = 10,
-                    min_effect: float | None = None, control: str | None = None) -> list[str]:
-    results = judge_all(out, noise_pairs, min_effect, control)
+                    min_effect: float | None = None, controls: Sequence[Sequence[str]] = ()
+                    ) -> list[str]:
+    results = judge_all(out, noise_pairs, min_effect, controls)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=1))
     state = json.loads((out / "calibration.json").read_text())

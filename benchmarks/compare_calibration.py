@@ -46,9 +46,10 @@ SLOWDOWN = 0.15
 #: their mean so that its effect is the bar's +15 %; the judge prints the measured effect.
 EFFECT_PER_CPU = 0.65
 FAULT_MODEL = "fraud"
-#: a model the fault does not touch: the K = 3 sessions are also judged with it as the
-#: control (``harness compare --control``)
-CONTROL = "POST predict churn"
+#: models the fault does not touch: the K = 3 sessions are also judged with each set as the
+#: controls (``harness compare --control NAME [--control NAME]``): churn alone (the model
+#: with the fewest requests per run, the noisiest divisor) and churn with ranking
+CONTROLS = ("POST predict churn", "POST predict churn,POST predict ranking")
 SESSIONS = ("aa1", "ab3", "aa3")
 
 _CPU_PROBE = """
@@ -168,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rejudge", type=Path, help="judge the runs in DIR again; run nothing")
     ap.add_argument("--collect-only", action="store_true", help="make the runs, judge nothing")
     ap.add_argument("--json", type=Path, help="write the judged rows here")
-    ap.add_argument("--control", default=CONTROL,
-                    help=f"also judge the K = 3 sessions divided by this request name, one "
-                         f"the fault does not touch (default {CONTROL!r}; '' for none)")
+    ap.add_argument("--control", action="append", metavar="NAME[,NAME]",
+                    help="also judge the K = 3 sessions divided by these request names, ones "
+                         "the fault does not touch; repeat for several sets (default "
+                         f"{' and '.join(map(repr, CONTROLS))}; '' for none)")
     args = ap.parse_args(argv)
     if args.rejudge is None and args.out is None:
         ap.error("give --out DIR (new or to resume) or --rejudge DIR")
@@ -181,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from calibration_judge import judge_benchmark
 
-    for line in judge_benchmark(out, json_out=args.json, control=args.control or None):
+    given = CONTROLS if args.control is None else args.control
+    controls = [[n.strip() for n in c.split(",")] for c in given if c.strip()]
+    for line in judge_benchmark(out, json_out=args.json, controls=controls):
         print(line)
     return 0
 

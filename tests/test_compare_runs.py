@@ -21,7 +21,9 @@ from harness.analysis.compare import (
     read_noise,
     write_noise,
 )
+from harness.analysis.compare.control import combined
 from harness.analysis.compare.runs import rounds
+from harness.analysis.compare.values import RunValue
 from harness.rundir import RunDir
 
 RUN_S = 60.0  # a run's span: the next one starts after it
@@ -386,11 +388,43 @@ def test_a_control_that_cannot_be_one_is_refused(tmp_path: Path) -> None:
         compare_runs(a[:1], b, control="predict churn")
     with pytest.raises(ValueError, match=r"no such request name .* predict churn"):
         compare_runs(a, b, control="predict nothing")
-    with pytest.raises(ValueError, match="one request name, not"):
+    with pytest.raises(ValueError, match="a request name, not '\\*'"):
         compare_runs(a, b, control="*")
+    with pytest.raises(ValueError, match="'predict churn' is given twice"):
+        compare_runs(a, b, control=["predict churn", "predict churn"])
+    with pytest.raises(ValueError, match="every request name of the runs is a control"):
+        compare_runs(a, b, control=["predict churn", "predict ranking", "predict fraud"])
     one = [_make(tmp_path / f"one{i}", rng, t0=T0 + 10 * RUN_S * (i + 1)) for i in range(4)]
-    with pytest.raises(ValueError, match="only request name"):
+    with pytest.raises(ValueError, match="every request name of the runs is a control"):
         compare_runs(one[:2], one[2:], control="predict")
+
+
+def test_several_controls_divide_by_their_geometric_mean(tmp_path: Path) -> None:
+    rng = np.random.default_rng(61)
+    a, b = _noisy_machine_session(tmp_path, rng, fraud_b=1.15)
+    j = compare_runs(a, b, control=["predict churn", "predict ranking"])
+    label = "geomean(predict churn, predict ranking)"
+    infer = _row(j, "predict fraud", "infer")
+    assert infer.control == label and infer.verdict == "slower"
+    assert infer.ratio == pytest.approx(1.15, rel=0.05)
+    # the one name left is still judged with a prior: its divided rows form one table
+    # across percentiles and series (12 rows), in units of their sampling variance
+    assert infer.method.startswith("moderated-")
+    assert [(n.name, n.verdict) for n in j.names] == [("predict fraud", "slower")]
+    assert all(r.verdict == "control" for r in j.rows if "fraud" not in r.series.name)
+    assert f"control {label!r}" in " ".join(j.notes) and j.exit_code() == 1
+    quiet = compare_runs(*_noisy_machine_session(tmp_path / "aa", rng, fraud_b=1.0),
+                         control=["predict churn", "predict ranking"])
+    assert quiet.verdict == "no significant difference"
+
+
+def test_combined_controls_are_a_geometric_mean_with_its_error() -> None:
+    one = ([{50.0: RunValue(400, 100, 0.04)}], [{50.0: RunValue(900, 100, 0.03)}])
+    two = ([{50.0: RunValue(100, 50, 0.03)}], [{50.0: RunValue(None, 1, None)}])
+    a, b = combined([one, two])
+    assert a[0][50.0] == RunValue(200, 150, pytest.approx(0.025))  # sqrt(.04² + .03²) / 2
+    assert b[0][50.0].us is None  # a run one control lacks has no combined value
+    assert combined([one]) is one
 
 
 def test_the_compare_command_with_a_control(tmp_path: Path) -> None:
@@ -407,6 +441,12 @@ def test_the_compare_command_with_a_control(tmp_path: Path) -> None:
     names = _cli("compare", str(a[0].path), "--name-a", "predict fraud", "--name-b",
                  "predict churn", "--control", "predict churn")
     assert names.returncode == 2 and "--control divides runs" in names.stderr
+    two = _cli("compare", *sides, "--no-noise", "--json", "--control", "predict churn",
+               "--control", "predict ranking")
+    assert two.returncode == 1, two.stdout + two.stderr
+    rows = json.loads(two.stdout)["rows"]
+    assert {r["control"] for r in rows if r["name"] == "predict fraud" and r["percentile"] < 99} \
+        == {"geomean(predict churn, predict ranking)"}
 
 
 # -- the floor under a row's spread: the runs' own sampling error ----------------------

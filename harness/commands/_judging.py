@@ -37,11 +37,12 @@ def add_judging_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, *,
         p.add_argument("--no-noise", action="store_true",
                        help="use no noise calibration, not even the host's default")
     if control:
-        p.add_argument("--control", metavar="NAME",
+        p.add_argument("--control", metavar="NAME", action="append",
                        help="a request name that is the same in A and B (a model the release "
                             "did not touch): every other name's p50 and p90 are judged "
                             "divided by its, which cancels the machine's speed shared by "
-                            "both; needs >= 2 runs per side")
+                            "both; repeat for several (divided by their geometric mean, "
+                            "less noisy); needs >= 2 runs per side")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 

@@ -26,7 +26,9 @@ from pathlib import Path
 from harness.analysis.compare.control import (
     CONTROL_MAX_PERCENTILE,
     Values,
-    control_name,
+    combined,
+    control_label,
+    control_names,
     control_notes,
     divided,
     sum_se,
@@ -172,25 +174,27 @@ def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
 
 def _all_rows(a: Sequence[RunDir], b: Sequence[RunDir], percentiles: Sequence[float],
               noise: NoiseCalibration | None, confidence: float,
-              pairs: list[tuple[int, int]] | None, control: str | None) -> list[JudgedRow]:
-    """The rows of every series the runs share; with a control, the others divided by it,
-    its own marked "control" (the machine's drift: shown, not judged), and no '*' (it merges
-    the control's requests with the others')."""
+              pairs: list[tuple[int, int]] | None, control: Sequence[str]) -> list[JudgedRow]:
+    """The rows of every series the runs share; with controls, the others divided by them
+    (their geometric mean), their own marked "control" (the machine's drift: shown, not
+    judged), and no '*' (it merges the controls' requests with the others')."""
     every = common_series([*a, *b])
-    if control is not None:
+    if control:
         every = [x for x in every if x.name != "*"]
+    label = control_label(control) if control else ""
     rows = []
-    controls: dict[SeriesId, tuple[Values, Values]] = {}  # read once, used by every name
+    controls: dict[tuple[str, str | None], tuple[Values, Values]] = {}  # read once
     for series in every:
         ctl = None
-        if control is not None and series.name != control:
-            counterpart = SeriesId(control, series.metric, series.stage)
-            if counterpart in every:
-                if counterpart not in controls:
-                    controls[counterpart] = values_of(counterpart, a, b, percentiles)
-                ctl = (control, controls[counterpart])
+        counterparts = [SeriesId(c, series.metric, series.stage) for c in control]
+        if control and series.name not in control and all(c in every for c in counterparts):
+            key = (series.metric, series.stage)
+            if key not in controls:
+                controls[key] = combined([values_of(c, a, b, percentiles)
+                                          for c in counterparts])
+            ctl = (label, controls[key])
         got = _rows(series, a, b, percentiles, noise, confidence, pairs, ctl)
-        if series.name == control:
+        if series.name in control:
             got = [replace(r, p_value=None, method="control") for r in got]
         rows += got
     return rows
@@ -240,17 +244,17 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
                  noise: NoiseCalibration | None = None,
                  percentiles: Sequence[float] = RUNS_PERCENTILES, confidence: float = 0.95,
                  min_effect: float = DEFAULT_MIN_EFFECT, slo: Slo | None = None,
-                 labels: tuple[str, str] = ("A", "B"), control: str | None = None) -> Judged:
+                 labels: tuple[str, str] = ("A", "B"),
+                 control: str | Sequence[str] | None = None) -> Judged:
     """Compare the B runs against the A runs (B/A per request name, series, percentile);
-    ``control``: a request name unchanged between A and B to divide the others by (see the
-    module's docstring)."""
+    ``control``: one or more request names unchanged between A and B to divide the others by
+    (see ``harness.analysis.compare.control``)."""
     if not a or not b:
         raise ValueError(f"each side needs at least one run (got {len(a)} and {len(b)})")
     paths = [Path(r.path).resolve() for r in (*a, *b)]
     if len(set(paths)) != len(paths):
         raise ValueError("a run may appear only once across both sides")
-    if control is not None:
-        control = control_name(control, a, b)
+    controls = control_names(control, a, b) if control is not None else []
     problems, notes = _checks(a, b)
     described = None
     if noise is not None:
@@ -268,11 +272,11 @@ def compare_runs(a: Sequence[RunDir], b: Sequence[RunDir], *,
     if len(a) > 1 and pairs is None:
         notes.append("the runs were not made in rounds of one A and one B (A B, B A, ...): "
                      "compared unpaired, so the machine's drift between them counts as noise")
-    pairs = _undisturbed(a, b, pairs, problems, notes, speed_gate=control is None)
-    rows = _all_rows(a, b, percentiles, noise, confidence, pairs, control)
-    if control is not None:
-        notes += control_notes(control, noise is not None)
-    if noise is None or control is not None:
+    pairs = _undisturbed(a, b, pairs, problems, notes, speed_gate=not controls)
+    rows = _all_rows(a, b, percentiles, noise, confidence, pairs, controls)
+    if controls:
+        notes += control_notes(control_label(controls), noise is not None)
+    if noise is None or controls:
         rows = moderated(rows, pairs, confidence,
                          divided_only=noise is not None)
     judged, names = finish(rows, confidence, min_effect)
@@ -325,10 +329,14 @@ def moderated(rows: Sequence[JudgedRow], pairs: list[tuple[int, int]] | None,
         got = _spread(xa, xb, pairs is not None)
         if got is not None:
             spreads[i] = got
-            strata.setdefault((r.percentile, r.series.metric == "stage", r.control is not None),
-                              []).append(i)
+            # divided rows, in units of their sampling variance, are alike across
+            # percentiles and kinds (spread / sampling variance 0.3-1.5 by series on the A/A
+            # sessions): one stratum, so one model judged against controls has a prior
+            key = (0.0, False, True) if r.control is not None \
+                else (r.percentile, r.series.metric == "stage", False)
+            strata.setdefault(key, []).append(i)
     out = list(rows)
-    for (_, _, by_control), members in strata.items():
+    for (*_, by_control), members in strata.items():
         floors = [rows[i].sampling_var or 0.0 for i in members]
         # rows divided by a control: their spread is mostly the samples' own, so the prior is
         # fitted to each row's spread over its sampling variance (rows of unlike kinds, fetch
