@@ -114,6 +114,28 @@ def test_a_difference_inside_the_noise_is_within_run_to_run_noise(tmp_path: Path
     assert row.samples_differ and row.verdict == "within run-to-run noise"
 
 
+def test_a_calibrated_tail_is_judged_on_at_most_three_degrees_of_freedom(
+        tmp_path: Path) -> None:
+    """A p90/p99 moves between identical runs by rare events (heavy-tailed, TAIL_DF): one
+    run per side, calibrated on 10 pairs, its t has 3 degrees of freedom, a p50's 10."""
+    from harness.analysis.compare import NoiseCalibration
+    from harness.analysis.compare.noise import TAIL_DF
+    from harness.stats.runs import RunNoise
+
+    rng = np.random.default_rng(19)
+    a, b = _session(tmp_path, rng, 1, 1.0, T0)
+    keys = {f"predict|stage:infer|p{p:g}": 0.1 for p in (50, 90, 99)}
+    cal = NoiseCalibration(RunNoise(keys, 10, "h"), {})
+    assert (cal.df(50.0), cal.df(90.0), cal.df(99.0)) == (10, TAIL_DF, TAIL_DF) == (10, 3, 3)
+    assert cal.key_df("predict|stage:infer|p99") == 3 and cal.key_df("no percentile") == 10
+    rows = {r.percentile: r for r in compare_runs(a, b, noise=cal).rows
+            if r.series.label == "infer"}
+    assert (rows[50.0].df, rows[90.0].df, rows[99.0].df) == (10, 3, 3)
+    # the same difference against the same sigma: the tail's interval is wider
+    wide = [math.log(r.high / r.low) / 2 / 0.1 / math.sqrt(2) for r in (rows[50.0], rows[99.0])]
+    assert wide == pytest.approx([2.228, 3.182], rel=1e-3)  # t 0.975 on 10 and on 3 df
+
+
 def test_runs_not_in_rounds_are_compared_unpaired_and_said_so(tmp_path: Path) -> None:
     rng = np.random.default_rng(13)
     a = [_make(tmp_path / f"a{i}", rng, t0=T0 + i * RUN_S) for i in range(2)]

@@ -89,7 +89,8 @@ def detectable(sigma: float, pairs: int, k: int, family: int, alpha: float = 0.0
                power: float = 0.9) -> float:
     """The smallest B/A - 1 that K rounds find ``power`` of the time after Holm over
     ``family`` comparisons (the first step's alpha / family, two-sided): (t_crit + t_power)
-    * sigma * sqrt(2 / K) on the log scale, t on pairs + K - 1 degrees of freedom."""
+    * sigma * sqrt(2 / K) on the log scale, t on pairs + K - 1 degrees of freedom (``pairs``:
+    the calibration's degrees of freedom for the metric, ``NoiseCalibration.df``)."""
     from scipy import stats as sps
 
     df = pairs + k - 1
@@ -110,7 +111,7 @@ def format_noise(cal: NoiseCalibration, path: Path) -> list[str]:
              f"{'metric':<48} {'sigma':>7} {'K=1':>9} {'K=3':>9} {'K=10':>9}"]
     for key in sorted(cal.noise.sigma):
         s = cal.sigma(key) or 0.0
-        found = [detectable(s, cal.pairs, k, m) * 100 for k in (1, 3, 10)]
+        found = [detectable(s, cal.key_df(key), k, m) * 100 for k in (1, 3, 10)]
         lines.append(f"{key[:48]:<48} {s * 100:6.1f}%"
                      + "".join(f" {f:+8.0f}%" if f < 1000 else f" {'>1000':>8}%"
                                for f in found))

@@ -26,8 +26,8 @@ from harness.analysis.compare.values import common_series, run_values
 from harness.rundir import RunDir, write_json_atomic
 from harness.stats.runs import RunNoise, noise_sigma
 
-__all__ = ["NOISE_KIND", "NoiseCalibration", "default_noise_path", "measure_noise",
-           "read_noise", "write_noise"]
+__all__ = ["NOISE_KIND", "TAIL_DF", "TAIL_PERCENTILE", "NoiseCalibration", "default_noise_path",
+           "measure_noise", "read_noise", "write_noise"]
 
 NOISE_KIND = "run-noise"
 SCHEMA_VERSION = 1
@@ -38,6 +38,16 @@ MAX_BYTES = 5_000_000
 # which the calibration's t could not expect (3 false alarms in 29 A/A pairs; none with it).
 # Ten pairs cannot see a calm metric's rare moves; 5 % is also the default margin.
 SIGMA_FLOOR = 0.05
+# A tail percentile's calibrated t has at most 3 degrees of freedom, however many pairs
+# measured it. The run-to-run differences of tails are heavy-tailed: a p90/p99 of a 20 s run
+# is a few rare events (a stall, a GC pause, a page-cache miss) that one run has and the next
+# not. Measured (BENCHMARKS.md, "one run per side, calibrated"): over 110 undisturbed A/A pairs
+# of the three stored calibrations, |ln(b/a)| / (sqrt(2) sigma) was beyond 6 in 17 of 2200
+# p99 rows and 4 of 2200 p90 rows, where a t on the calibration's 10 pairs expects 0.3 (a t on
+# 3 df: 20); p50 rows follow the t on 10 (0 beyond 6). With the 10 pairs, 13 of 120 A/A pairs
+# judged one run per side ended "slower" or "faster"; with this cap, 2.
+TAIL_PERCENTILE = 90.0
+TAIL_DF = 3
 _LOAD_KEYS = ("model", "rate", "rate_shape", "users", "arrival", "workers", "duration_s",
               "warmup_s")
 
@@ -88,6 +98,19 @@ class NoiseCalibration:
     @property
     def pairs(self) -> int:
         return self.noise.pairs
+
+    def df(self, percentile: float) -> int:
+        """The degrees of freedom of the t a metric at this percentile is judged with: the
+        pairs, at most ``TAIL_DF`` from ``TAIL_PERCENTILE`` up (heavy-tailed, see above)."""
+        return min(self.pairs, TAIL_DF) if percentile >= TAIL_PERCENTILE else self.pairs
+
+    def key_df(self, key: str) -> int:
+        """``df`` of a stored metric key (``name|series|p99``); the pairs when the key names
+        no percentile."""
+        try:
+            return self.df(float(key.rsplit("|p", 1)[1]))
+        except (IndexError, ValueError):
+            return self.pairs
 
     def mismatches(self, run: RunDir) -> list[str]:
         """What differs between the calibration's runs and ``run`` (empty: it applies)."""

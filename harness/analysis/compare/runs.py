@@ -158,7 +158,7 @@ def _rows(series: SeriesId, a: Sequence[RunDir], b: Sequence[RunDir],
         # a calibration measured the series as they are, not divided by a control
         sigma = noise.sigma(series.key(p)) if noise is not None and divided_by is None \
             else None
-        est = estimate(xa, xb, sigma, noise.pairs if noise else 0, confidence,
+        est = estimate(xa, xb, sigma, noise.df(p) if noise else 0, confidence,
                        paired=pairs is not None)
         low = high = None
         if len(ha) == len(hb) == 1:
