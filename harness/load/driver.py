@@ -26,7 +26,7 @@ import gevent
 from locust import User
 from locust.env import Environment
 
-from harness.load import distributed, worker
+from harness.load import distributed, resolver, worker
 from harness.load.calibrate import calibrate
 from harness.load.config import ConfigError, DriverConfig, load_config
 from harness.load.locustfile import (
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     # how its one-line errors begin ("harness worker" when `harness worker` started it)
     parser.add_argument("--name", default="driver", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    resolver.install()  # IP literals without gevent's threadpool (harness.load.resolver)
     if args.clock_anchor is not None:
         # started by a process of this machine: stamp instants as it does (harness.rundir.clock)
         clock.adopt(args.clock_anchor)
