@@ -261,4 +261,37 @@ def judge_benchmark(out: Path, json_out: Path | None = None, noise_pairs: int = 
             "the sessions' ends "
             f"{min(loads):.1f}-{max(loads):.1f}; judged now with load average "
             f"{os.getloadavg()[0]:.1f}" if loads else "")
-    return format_results(results) + speed_lines(out) + [tail]
+    return format_results(results) + speed_lines(out) + tail_lines(out) + [tail]
+
+
+def tail_lines(out: Path, noise_pairs: int = 10) -> list[str]:
+    """How heavy-tailed one run per side's differences are: each undisturbed K = 1 A/A
+    pair's ln(b/a) / (sqrt(2) sigma) per row (sigma from the other rounds' pairs, as
+    judged), counted beyond 3, 4, 6 and 10 against a t on the calibration's pairs and on 3
+    degrees of freedom (why a tail's t has at most ``noise.TAIL_DF``)."""
+    from scipy import stats as sps
+
+    from harness.analysis.compare.values import common_series, run_values
+
+    sessions = _sessions(out)
+    z: dict[float, list[float]] = {p: [] for p in PERCENTILES}
+    for kind, k, rnd, a, b in _cases(sessions):
+        noise = _noise(sessions, rnd, noise_pairs)
+        if k != 1 or not kind.startswith("A/A") or noise is None \
+                or compare_runs(a, b, noise=noise, percentiles=PERCENTILES).problems:
+            continue
+        for sid in common_series([a[0], b[0]]):
+            va, vb = run_values(a[0], sid, PERCENTILES), run_values(b[0], sid, PERCENTILES)
+            for p in PERCENTILES:
+                sigma, x, y = noise.sigma(sid.key(p)), va[p].us, vb[p].us
+                if sigma and x and y:
+                    z[p].append(abs(math.log(y / x)) / (math.sqrt(2) * sigma))
+    lines = [f"one run per side, calibrated on {noise_pairs} pairs: rows' |ln(b/a)| / (sqrt 2 "
+             "sigma) beyond 3, 4, 6, 10 (seen / a t on the pairs expects / a t on 3 df)"]
+    for p, got in z.items():
+        if got:
+            cells = [f"{sum(v > c for v in got)} / "
+                     f"{len(got) * 2 * sps.t.sf(c, noise_pairs):.1f} / "
+                     f"{len(got) * 2 * sps.t.sf(c, 3):.1f}" for c in (3, 4, 6, 10)]
+            lines.append(f"  p{p:g} ({len(got)} rows): " + "; ".join(cells))
+    return lines
