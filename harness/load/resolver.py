@@ -4,10 +4,11 @@ Locust's FastHttpUser (geventhttpclient) calls ``getaddrinfo`` for every connect
 opens, and gevent's default resolver sends each call to a thread of its threadpool, IP
 literals included. A service that closes every connection (gunicorn's sync workers, the
 reference service) makes that once per request. Measured on the 2-core VM
-(BENCHMARKS.md, "the load generator's resolver"): ``getaddrinfo("127.0.0.1", ...)`` cost
-56 µs of CPU through the threadpool against 2.9 µs called directly; py-spy on the driver at
-~2000 req/s put 93-111 µs of each request in the threadpool's hand-off (the worker's
-``Queue.get`` and the hub's wake-ups), more than the harness's whole per-request path.
+(BENCHMARKS.md, "the resolver, and the target met"): ``getaddrinfo("127.0.0.1", ...)``
+cost 56 µs of CPU through the threadpool against 2.9 µs called directly; py-spy on the
+driver at ~1700 req/s put 133 µs of each request in the threadpool's worker (its
+``Queue.get``, the hub's wake-ups), 95 µs under bare Locust: more than the harness's whole
+per-request path.
 
 An IP literal needs no DNS: the C library parses it, so answering it in the calling
 greenlet blocks nothing. Any other name still goes to the threadpool, since a real DNS
