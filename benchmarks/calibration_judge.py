@@ -274,9 +274,10 @@ def tail_lines(out: Path, noise_pairs: int = 10) -> list[str]:
     from harness.analysis.compare.values import common_series, run_values
 
     sessions = _sessions(out)
+    noises = {r: _noise(sessions, r, noise_pairs) for r in sessions}  # one per round
     z: dict[float, list[float]] = {p: [] for p in PERCENTILES}
     for kind, k, rnd, a, b in _cases(sessions):
-        noise = _noise(sessions, rnd, noise_pairs)
+        noise = noises[rnd]
         if k != 1 or not kind.startswith("A/A") or noise is None \
                 or compare_runs(a, b, noise=noise, percentiles=PERCENTILES).problems:
             continue

@@ -115,9 +115,9 @@ def run_one(kind: str, url: str, duration: int, tmp: Path) -> dict:
     cpu0, t0, opens0 = _cpu(target), time.monotonic(), _active_opens()
     samples, leaves, inclusive = _profile(target.pid, span, tmp / f"{kind}.txt")
     cpu1, t1, opens1 = _cpu(target), time.monotonic(), _active_opens()
-    out, _ = proc.communicate(timeout=120)
+    proc.communicate(timeout=120)
     return {"samples": samples, "leaves": leaves, "inclusive": inclusive,
-            "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "requests": opens1 - opens0, "out": out}
+            "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "requests": opens1 - opens0}
 
 
 def main() -> int:
@@ -166,10 +166,11 @@ def _print_inclusive(rows: dict[str, list[dict]]) -> None:
     per: dict[str, dict[str, float]] = {}
     for kind, results in rows.items():
         names = set().union(*(x["inclusive"] for x in results))
+        us_per_sample = [x["us_per_request"] / sum(x["samples"].values()) for x in results]
         for name in names:
             per.setdefault(name, {})[kind] = statistics.median(
-                x["us_per_request"] * x["inclusive"].get(name, 0) / sum(x["samples"].values())
-                for x in results)
+                u * x["inclusive"].get(name, 0)
+                for u, x in zip(us_per_sample, results, strict=True))
     diff = sorted(per.items(), key=lambda kv: kv[1].get("locust", 0) - kv[1].get("harness", 0))
     print("\nper function, inclusive µs per request (medians): harness, bare Locust, difference")
     for name, us in diff[:25]:
