@@ -153,6 +153,27 @@ def test_a_metrics_scrape_is_bounded_in_bytes_time_and_completeness(
     assert ("exceeded a bound" in str(scraped.value)) == (expected[0] is not None)
 
 
+def test_a_socket_timeout_before_the_timer_runs_is_the_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race CI lost on a busy machine: the socket's own timeout (deadline_s per
+    operation) fired before the timer thread ran, and the scrape said "TimeoutError: timed
+    out" instead of naming the deadline. Staged deterministically: the timer never fires."""
+    import socket
+    import threading
+
+    class Idle(threading.Timer):
+        def start(self) -> None:  # the timer thread that never got a core
+            pass
+
+    monkeypatch.setattr(threading, "Timer", Idle)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/metrics"
+        with pytest.raises(GetError) as err:
+            bounded_get(url, deadline_s=0.2, max_bytes=100)
+    assert err.value.bound == "deadline", str(err.value)
+    assert "did not answer within 0.2 s" in str(err.value)
+
+
 def test_a_scrape_of_a_well_behaved_target_is_unchanged(tmp_path: Path) -> None:
     proc, url, _ = start_target(tmp_path, "--pattern", "ok")
     try:

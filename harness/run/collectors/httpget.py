@@ -8,7 +8,8 @@ header over 64 KiB ``LineTooLong``: none of them an ``OSError``, so each escaped
 callers' handlers as a traceback.
 
 :func:`bounded_get` reads at most ``max_bytes``, gives up when ``deadline_s`` has passed
-since it began (a timer shuts the socket down, which ends any read in progress), and turns
+since it began (a timer shuts the socket down, which ends any read in progress; a socket
+timeout, which can only fire after ``deadline_s``, counts as the deadline too), and turns
 every failure into :class:`GetError` (a ValueError) that says which bound the target
 passed or what broke. Redirects are not followed.
 """
@@ -81,7 +82,10 @@ def bounded_get(url: str, *, deadline_s: float, max_bytes: int,
     except GetError:
         raise
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        if expired.is_set():
+        # A socket timeout is the deadline too: each operation's timeout is deadline_s, so
+        # it fires only after deadline_s have passed, on a busy machine before the timer
+        # thread got to run.
+        if expired.is_set() or isinstance(exc, TimeoutError):
             raise GetError(f"the target did not answer within {deadline_s:g} s "
                            f"(cut after {time.monotonic() - began:.1f} s)", "deadline") from None
         raise GetError(f"{type(exc).__name__}: {exc}"[:300]) from None
