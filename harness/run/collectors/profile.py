@@ -201,12 +201,17 @@ class ProfileCollector:
                 break
         self._window.append(time.time())
         self._root_alive_at_end = cpu_seconds(watch.root) is not None
-        for run in self._runs:  # the processes' CPU and py-spy's busy time, for the check
-            if run.proc is not None and run.poll() is None:
-                run.clock_end = read_clock(run.pid)
-                busy = schedstat(run.proc.pid)
-                run.busy_s = None if busy is None else sum(busy)
+        running = [(run, run.proc.pid) for run in self._runs
+                   if run.proc is not None and run.poll() is None]
+        for run, pyspy_pid in running:  # py-spy's busy time, while it is still there to ask
+            busy = schedstat(pyspy_pid)
+            run.busy_s = None if busy is None else sum(busy)
         self._interrupt_all()
+        # The processes' CPU for the check, once their py-spy has exited: a py-spy on a busy
+        # machine samples on until it gets a CPU to handle the SIGINT, and each of those
+        # samples must fall inside the span the kernel's figures cover.
+        for run, _ in running:
+            run.clock_end = read_clock(run.pid)
 
     def _spawn(self, view: str, pid: int, chain: list[int]) -> None:
         assert self._pyspy_path is not None and self._dir is not None

@@ -20,9 +20,11 @@ runnable. On the idle process above (5 s, 20 Hz) blocking py-spy caused 0.03 CPU
 had a blocking call as their leaf, 28-41 % with ``--nonblocking``. The check reports that
 share (``wait_leaf_share``, by the stage map's wait rules) beside the seconds.
 
-Verdicts (:func:`oncpu_check`), over the sampled processes measured from attach to end:
+Verdicts (:func:`oncpu_check`), over the sampled processes measured from just before their
+py-spy started to just after it exited (every sample inside that span):
 ``ok`` when the samples are at most :data:`OVERCOUNT` times the CPU (or exceed it by less
-than :data:`MIN_EXCESS_CORE` of a core over the span); ``runnable_counted`` when they
+than :data:`MIN_EXCESS_CORE` of a core over the span, or by no more than chance:
+:data:`POISSON_Z` standard deviations of a Poisson count); ``runnable_counted`` when they
 exceed the CPU but not CPU + run-queue that way: the profile counts time runnable but
 waiting for a CPU (a busy machine; in blocking mode also py-spy's own wake-ups), so its
 seconds are not CPU seconds; ``idle_counted`` when they exceed CPU + run-queue: waiting
@@ -32,6 +34,7 @@ run-queue figure; ``unknown`` when no process was measured over its whole span.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -40,14 +43,18 @@ from typing import Any
 
 from harness.run.collectors.proctree import cpu_seconds
 
-__all__ = ["MIN_EXCESS_CORE", "OVERCOUNT", "Clock", "cost", "oncpu_check", "read_clock",
-           "schedstat"]
+__all__ = ["MIN_EXCESS_CORE", "OVERCOUNT", "POISSON_Z", "Clock", "cost", "oncpu_check",
+           "read_clock", "schedstat"]
 
 #: samples above this multiple of what the kernel measured are not explained by it
 OVERCOUNT = 1.5
 #: ... and only an excess of at least this share of one core over the span counts (a
 #: process idle but for a few samples has a ratio of infinity and means nothing)
 MIN_EXCESS_CORE = 0.05
+#: ... and the excess must be more than chance: this many standard deviations of the
+#: number of samples py-spy's random intervals put in the measured seconds (a row of 24
+#: expected samples needs more than 43; CI once saw ~40 on a busy machine)
+POISSON_Z = 4.0
 
 
 def schedstat(pid: int) -> tuple[float, float] | None:
@@ -89,11 +96,18 @@ def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else max(0.0, b - a)
 
 
-def _verdict(sampled_s: float, cpu_s: float, runq_s: float | None, span_s: float) -> str:
+def _verdict(sampled_s: float, cpu_s: float, runq_s: float | None, span_s: float,
+             rate_hz: int) -> str:
     floor = MIN_EXCESS_CORE * span_s
 
     def over(measured: float) -> bool:
-        return sampled_s > OVERCOUNT * measured and sampled_s - measured >= floor
+        # py-spy's intervals are exponential, so the samples that land in ``measured``
+        # seconds are Poisson with mean rate x measured: more than POISSON_Z standard
+        # deviations above it is not chance
+        expected = rate_hz * measured
+        chance = POISSON_Z * math.sqrt(expected) / rate_hz
+        return (sampled_s > OVERCOUNT * measured and sampled_s - measured >= floor
+                and sampled_s > measured + chance)
 
     if not over(cpu_s):
         return "ok"
@@ -113,7 +127,7 @@ def _row_check(samples: int, rate_hz: int, start: Clock, end: Clock) -> dict[str
             "cpu_s": round(cpu, 3), "runq_s": None if runq is None else round(runq, 3),
             "sampled_core_pct": round(100 * sampled / span, 1),
             "cpu_core_pct": round(100 * cpu / span, 1),
-            "verdict": _verdict(sampled, cpu, runq, span)}
+            "verdict": _verdict(sampled, cpu, runq, span, rate_hz)}
 
 
 def oncpu_check(per_process: Sequence[tuple[int, int, Clock | None, Clock | None]],
@@ -133,7 +147,7 @@ def oncpu_check(per_process: Sequence[tuple[int, int, Clock | None, Clock | None
     if not rows:
         return {"verdict": "unknown", "processes": {}, "blocking": blocking,
                 "wait_leaf_share": wait_leaf_share,
-                "detail": "no sampled process was measured from attach to the end"}
+                "detail": "no sampled process was measured from before its py-spy started to after it exited"}
     sampled = sum(r["sampled_s"] for r in rows.values())
     cpu = sum(r["cpu_s"] for r in rows.values())
     runqs = [r["runq_s"] for r in rows.values()]
@@ -141,7 +155,7 @@ def oncpu_check(per_process: Sequence[tuple[int, int, Clock | None, Clock | None
     span = max(r["span_s"] for r in rows.values())
     verdicts = [r["verdict"] for r in rows.values()]
     verdict = next((v for v in ("idle_counted", "over_cpu", "runnable_counted")
-                    if v in verdicts), _verdict(sampled, cpu, runq, span))
+                    if v in verdicts), _verdict(sampled, cpu, runq, span, rate_hz))
     out = {"verdict": verdict, "sampled_s": round(sampled, 3), "cpu_s": round(cpu, 3),
            "runq_s": None if runq is None else round(runq, 3),
            "ratio": round(sampled / cpu, 2) if cpu > 0 else None, "blocking": blocking,

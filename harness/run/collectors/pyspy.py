@@ -105,7 +105,8 @@ class PySpyRun:
     info: dict[str, Any] | None = None
     text: str = ""
     cpu_s: float | None = None  # py-spy's own CPU time, from its rusage when reaped
-    #: the sampled process's CPU and run-queue seconds when py-spy started and at the end
+    #: the sampled process's CPU and run-queue seconds before py-spy started and after it
+    #: exited (so every sample falls inside the span)
     clock_start: Clock | None = None
     clock_end: Clock | None = None
     #: py-spy's own (run s, run-queue s) at the end of the window (schedstat)
