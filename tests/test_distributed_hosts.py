@@ -152,10 +152,17 @@ def test_two_remote_workers_merge_exactly_and_count_what_the_target_saw(
     workers = [_worker(hosts, "w1"), _worker(hosts, "w2", HARNESS_WORKER_CLOCK_SKEW_S="2.5")]
     out, err = master.communicate(timeout=180)
     codes = [w.wait(timeout=60) for w in workers]
-    assert master.returncode == 0, err
+    assert master.returncode in (0, 3), err
     assert codes == [0, 0], [w.stderr.read() for w in workers if w.stderr]
     assert "harness worker --master" in err  # the master said what to run on the workers
     run = _run_dir(tmp_path)
+    # Complete, unless the machine starved the load generators (master, 2 workers and the
+    # target on 2 shared cores): then their own lateness is a visible part of the latency
+    # and the run is rightly degraded by the checks that say so, and by nothing else.
+    checks = json.loads((run / "summary.json").read_text())["self_check"]
+    failed = {c["check"] for c in checks if not c["ok"] and c["severity"] == "error"}
+    assert failed <= {"loadgen_late", "loadgen_cpu"}, (failed, err)
+    assert (master.returncode == 0) == (not failed), (master.returncode, failed)
     load = json.loads((run / "load.json").read_text())
     detail = load["workers_detail"]
     assert [w["remote"] for w in detail] == [True, True] and load["workers_lost"] == []
@@ -185,7 +192,7 @@ def test_two_remote_workers_merge_exactly_and_count_what_the_target_saw(
     assert _max_lateness_us(run) < 1_000_000
     assert sum(r["requests"] for r in rows) == sum(truth.values())
     meta = json.loads((run / "run.json").read_text())
-    assert meta["status"] == "complete", meta["notes"]
+    assert meta["status"] == ("degraded" if failed else "complete"), meta["notes"]
 
 
 def test_a_worker_killed_mid_run_leaves_a_degraded_run_that_says_so(

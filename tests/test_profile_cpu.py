@@ -98,7 +98,8 @@ def test_totals_and_processes_without_both_clocks() -> None:
     assert oncpu_check([a, b, idle], 20)["verdict"] == "idle_counted"
     assert oncpu_check([gone], 20) == {
         "verdict": "unknown", "processes": {}, "blocking": False, "wait_leaf_share": None,
-        "detail": "no sampled process was measured from before its py-spy started to after it exited"}
+        "detail": "no sampled process was measured from before its py-spy started to after "
+                  "it exited"}
 
 
 def test_cost_by_value() -> None:

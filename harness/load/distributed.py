@@ -56,7 +56,7 @@ __all__ = ["run_master"]
 
 REPORT_GRACE_S = 10.0  # > 3 worker reports (3 s apart): an interval waits this long at most
 FINAL_TIMEOUT_S = 15.0
-WINDOW_KEYS = ("scheduled", "started", "late", "dropped")
+WINDOW_KEYS = ("scheduled", "started", "late", "late_loop", "dropped")
 ALL_LOST = "every worker was lost"
 
 

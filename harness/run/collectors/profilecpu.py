@@ -147,7 +147,8 @@ def oncpu_check(per_process: Sequence[tuple[int, int, Clock | None, Clock | None
     if not rows:
         return {"verdict": "unknown", "processes": {}, "blocking": blocking,
                 "wait_leaf_share": wait_leaf_share,
-                "detail": "no sampled process was measured from before its py-spy started to after it exited"}
+                "detail": "no sampled process was measured from before its py-spy started "
+                          "to after it exited"}
     sampled = sum(r["sampled_s"] for r in rows.values())
     cpu = sum(r["cpu_s"] for r in rows.values())
     runqs = [r["runq_s"] for r in rows.values()]
