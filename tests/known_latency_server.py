@@ -19,6 +19,9 @@ AT seconds after the first request (``--stall-clock start``: after the server st
 While frozen no request is started and no response is sent, like a stop-the-world pause.
 ``POST /_control/stall?for=S`` stalls right now (the response is sent first).
 
+``--close`` answers every request with ``Connection: close`` and closes the connection, as
+gunicorn's sync workers do (the client then opens a new connection per request).
+
 Per-request overrides in the query string: ``delay_ms=``, ``status=``, ``st=normal|omit|
 malformed``. ``/_control/health`` answers at once and is not logged.
 
@@ -71,6 +74,7 @@ class ServerConfig:
     split: tuple[float, ...] = (0.3, 0.7)
     total_name: str = "app"
     log: Path | None = None
+    close: bool = False  # close the connection after every response (gunicorn sync's way)
 
     def __post_init__(self) -> None:
         if not (self.latency_ms >= 0 and math.isfinite(self.latency_ms)):
@@ -239,6 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if server_timing is not None:
             self.send_header("Server-Timing", server_timing)
+        if self.state.config.close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
         sent = time.perf_counter()
@@ -321,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default=None, help="fractions per stage (default: 0.3,0.7 or equal)")
     p.add_argument("--total-name", default="app", help='"" sends the stages only')
     p.add_argument("--log", type=Path, default=None)
+    p.add_argument("--close", action="store_true",
+                   help="close the connection after every response (Connection: close)")
     a = p.parse_args(argv)
     stages = tuple(s for s in a.stages.split(",") if s)
     if a.split:
@@ -332,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_ms=a.latency_ms, lognormal_sigma=a.lognormal_sigma, tail_prob=a.tail_prob,
             tail_ms=a.tail_ms, seed=a.seed, stalls=a.stall, stall_clock=a.stall_clock,
             server_timing=a.server_timing, stages=stages, split=split,
-            total_name=a.total_name, log=a.log,
+            total_name=a.total_name, log=a.log, close=a.close,
         )
         server = KnownLatencyServer(config, a.host, a.port)
     except (ValueError, OSError) as exc:

@@ -183,6 +183,9 @@ def test_two_remote_workers_merge_exactly_and_count_what_the_target_saw(
                     if r["path"].startswith("/predict/"))
     harness = {pid: h.get_total_count() for pid, h in per_worker.items()}
     assert harness == dict(truth)
+    # the workers' counts of responses (and of closed connections) are summed
+    conns = load["client_overhead"]["connections"]
+    assert conns["responses"] == sum(truth.values()) and conns["closed"] in (0, conns["responses"])
     # aligned to the master's clock: the skewed worker kept the schedule. Left on its own
     # clock it would have read every arrival of its first 2.5 s as due at once (starts
     # 2.5 s late); the tolerance, 1 s, is far above a busy machine's loop lateness

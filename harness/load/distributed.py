@@ -36,6 +36,7 @@ from locust.runners import STATE_MISSING, MasterRunner
 
 from harness import __version__
 from harness.load import handshake
+from harness.load.calibrate import merge_connections
 from harness.load.config import DriverConfig
 from harness.load.locustfile import fire_init, make_environment
 from harness.load.recorder import LatencyRecorder
@@ -245,7 +246,8 @@ class MasterRole:
                      if isinstance(f.get("client_overhead"), dict)
                      and f["client_overhead"].get("p50_us") is not None]
         if overheads:  # the slowest worker's client path: the residual's largest share
-            out["client_overhead"] = max(overheads, key=lambda o: o["p50_us"])
+            out["client_overhead"] = {**max(overheads, key=lambda o: o["p50_us"]),
+                                      "connections": merge_connections(overheads)}
         totals = [f["service_total"] for f in self.finals.values() if f.get("service_total")]
         if totals:
             names = {t.get("name") for t in totals}

@@ -11,11 +11,15 @@ to this echo before the load starts: it answers every request at once with a fix
 
 Runs as ``python -m harness.load.echo`` (prints ``PORT\\n`` when listening), in a process of
 its own so the driver's event loop is the only thing the measurement shares with the load.
-A plain blocking server: one connection at a time is all a sequential calibration needs.
+One thread, every open connection watched (``selectors``): the calibration's requests are
+sequential, but a client's idle kept-alive connection (a session whose pool outlives it)
+must not hold the next one up, and a thread per connection would add its start to every
+new connection's time.
 """
 
 from __future__ import annotations
 
+import selectors
 import socket
 import sys
 import time
@@ -49,40 +53,55 @@ def _read_request(conn: socket.socket, buf: bytes) -> tuple[bytes | None, bytes]
     return head, rest[length:]
 
 
-def _serve_connection(conn: socket.socket) -> None:
-    buf = b""
-    while True:
-        head, buf = _read_request(conn, buf)
-        t0 = time.perf_counter_ns()
-        if head is None:
-            return
-        keep = b"connection: close" not in head.lower()
-        dur_ms = (time.perf_counter_ns() - t0) / 1e6
-        reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: " + str(len(BODY)).encode() + b"\r\n"
-                 b"Server-Timing: echo;dur=" + f"{dur_ms:.3f}".encode() + b"\r\n"
-                 + (b"" if keep else b"Connection: close\r\n") + b"\r\n" + BODY)
-        conn.sendall(reply)
-        if not keep:
-            return
+def _answer(conn: socket.socket, buf: bytes) -> bytes | None:
+    """Answer one request on ``conn`` (readable); the bytes left over, or None when the
+    connection is done (closed by the client, or a request that asked to close it)."""
+    head, buf = _read_request(conn, buf)
+    t0 = time.perf_counter_ns()
+    if head is None:
+        return None
+    keep = b"connection: close" not in head.lower()
+    dur_ms = (time.perf_counter_ns() - t0) / 1e6
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+             b"Content-Length: " + str(len(BODY)).encode() + b"\r\n"
+             b"Server-Timing: echo;dur=" + f"{dur_ms:.3f}".encode() + b"\r\n"
+             + (b"" if keep else b"Connection: close\r\n") + b"\r\n" + BODY)
+    conn.sendall(reply)
+    return buf if keep else None
 
 
 def serve(host: str = "127.0.0.1", port: int = 0, *, ready: bool = True) -> None:
     """Serve until killed; prints the port on stdout once listening."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as srv:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as srv, \
+            selectors.DefaultSelector() as sel:
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         srv.bind((host, port))
         srv.listen(16)
+        sel.register(srv, selectors.EVENT_READ)
+        pending: dict[socket.socket, bytes] = {}
         if ready:
             print(srv.getsockname()[1], flush=True)
         while True:
-            conn, _ = srv.accept()
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with conn:
+            for key, _ in sel.select():
+                if key.fileobj is srv:
+                    conn, _ = srv.accept()
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    sel.register(conn, selectors.EVENT_READ)
+                    pending[conn] = b""
+                    continue
+                conn = key.fileobj  # type: ignore[assignment]
                 try:
-                    _serve_connection(conn)
+                    left = _answer(conn, pending[conn])
+                    while left and b"\r\n\r\n" in left:  # pipelined: already read
+                        left = _answer(conn, left)
                 except (OSError, ValueError):
-                    pass  # a client gone mid-request; the next one is served
+                    left = None  # a client gone mid-request; the others are served
+                if left is None:
+                    sel.unregister(conn)
+                    del pending[conn]
+                    conn.close()
+                else:
+                    pending[conn] = left
 
 
 if __name__ == "__main__":

@@ -230,7 +230,14 @@ class RequestHook:
         for bb in bundles:
             (bb.client or bb.make("client")).record(corrected)
             (bb.unc or bb.make("client_uncorrected")).record(unc)
-        stages = self._record_stages(bundles, response, unc)
+        headers = getattr(response, "headers", None)
+        if headers is not None:
+            conns = rec.connections
+            conns[0] += 1
+            closing = headers.get("Connection")
+            if closing is not None and closing.lower() == "close":
+                conns[1] += 1
+        stages = self._record_stages(bundles, headers, unc)
         self._trace_record(b.name, now, unc, True, context, stages)
 
     def _trace_record(self, name: str, now: float, unc: int, ok: bool,
@@ -244,14 +251,13 @@ class RequestHook:
         tags = {k: str(context[k]) for k in self.tag_keys if context and context.get(k) is not None}
         self.traces.record(ids, name, now - unc / 1e6, unc, ok, tags, stages)
 
-    def _record_stages(self, bundles: list[_Bundle], response: Any, unc: int
+    def _record_stages(self, bundles: list[_Bundle], headers: Any, unc: int
                        ) -> dict[str, float] | None:
         """The Server-Timing stages of a successful request, and its residual: client
         latency (uncorrected) minus the service's total (the entry that covers the others,
         harness/load/servicetotal.py; else the stages' sum). Returns the stages (ms) as the
         service sent them, or None."""
         counts = self.rec.counts
-        headers = getattr(response, "headers", None)
         header = headers.get("Server-Timing") if headers is not None else None
         if not header:
             counts.server_timing_missing += 1

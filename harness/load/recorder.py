@@ -155,6 +155,9 @@ class LatencyRecorder:
         self.service_total: Any = None
         #: the client path's own time per request (harness.load.calibrate), or None
         self.client_overhead: dict[str, Any] | None = None
+        #: [successful responses, of which Connection: close]: which of the calibration's
+        #: two costs (kept-alive, new connection) the run's requests paid
+        self.connections = [0, 0]
         self.files = HlogFiles(Path(out_dir), self.load_start, self.interval_s) if out_dir else None
         self._series: dict[SeriesKey, Series] = {}
         self.k = 0  # index of the current interval

@@ -31,6 +31,7 @@ from gevent.event import Event
 from locust.env import Environment
 from locust.runners import STATE_STOPPED
 
+from harness.load.calibrate import with_connections
 from harness.load.config import DriverConfig, rate_function
 from harness.load.hooks import RequestHook
 from harness.load.pacing import ArrivalSchedule, OpenModelPacer
@@ -355,7 +356,8 @@ def load_summary(
         **({"traces": rec.traces.report()} if rec.traces is not None else {}),
         **({"service_total": rec.service_total.report()}
            if rec.service_total is not None else {}),
-        **({"client_overhead": rec.client_overhead} if rec.client_overhead else {}),
+        **({"client_overhead": with_connections(rec.client_overhead, rec.connections)}
+           if rec.client_overhead else {}),
     }
 
 

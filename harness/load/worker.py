@@ -32,7 +32,7 @@ from locust.env import Environment
 
 from harness import __version__
 from harness.load import handshake
-from harness.load.calibrate import calibrate
+from harness.load.calibrate import calibrate, with_connections
 from harness.load.config import ConfigError
 from harness.load.locustfile import (
     apply_request_timeout,
@@ -148,7 +148,8 @@ class WorkerRole:
         self.runner.send_message("harness_final", {
             "report": self.rec.take_encoded(), "window": window,
             "service_total": total.report() if total is not None else None,
-            "client_overhead": self.overhead, "clock": self.clock_report()})
+            "client_overhead": with_connections(self.overhead, self.rec.connections),
+            "clock": self.clock_report()})
         return window
 
     def report(self) -> dict[str, Any]:

@@ -143,14 +143,31 @@ def _residual_split(residual: StageRow | None, load: LoadReport) -> dict[str, fl
     """The residual as the load generator's own time (the calibration's mean, at most the
     residual's mean) and the rest: queueing, the network, the server's HTTP layer."""
     overhead = load.extra.get("client_overhead")
-    own = overhead.get("mean_us") if isinstance(overhead, dict) else None
-    if residual is None or not isinstance(own, (int, float)) or not residual.mean_us:
+    own, closed = _own_time(overhead) if isinstance(overhead, dict) else (None, None)
+    if residual is None or own is None or not residual.mean_us:
         return None
-    part = min(float(own), residual.mean_us) / residual.mean_us
+    part = min(own, residual.mean_us) / residual.mean_us
     return {"loadgen_us": round(residual.mean_us * part, 3),
             "loadgen_share": round(residual.share * part, 4),
             "rest_us": round(residual.mean_us * (1 - part), 3),
-            "rest_share": round(residual.share * (1 - part), 4)}
+            "rest_share": round(residual.share * (1 - part), 4),
+            **({"closed_share": round(closed, 4)} if closed is not None else {})}
+
+
+def _own_time(overhead: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(the client path's mean µs per request, the share of responses that closed their
+    connection): each request charged the calibration's cost for the kind of connection it
+    had (a kept-alive one, or a new one after the server closed the last)."""
+    kept = overhead.get("mean_us")
+    if not isinstance(kept, (int, float)):
+        return None, None
+    fresh = (overhead.get("new_connection") or {}).get("mean_us")
+    conns = overhead.get("connections") or {}
+    responses, closed = conns.get("responses"), conns.get("closed")
+    if not isinstance(fresh, (int, float)) or not responses or not isinstance(closed, int):
+        return float(kept), None  # a run from before the two kinds were measured
+    share = min(1.0, closed / responses)
+    return float(kept) * (1 - share) + float(fresh) * share, share
 
 
 def _achieved(load: LoadReport, count: int, seconds: float) -> tuple[float | None, str]:

@@ -95,8 +95,12 @@ def _stage_lines(b: Breakdown | None) -> list[str]:
                            ("queueing, network, server", "rest")):
             lines.append(f"    {label[:26]:<26} {_cell(split[f'{key}_us']):>10} {'':>10} "
                          f"{100 * split[f'{key}_share']:>6.1f} %")
+        closed = split.get("closed_share")
         lines.append("    (the load generator's own time: calibrated against a local echo at "
-                     "the run's start)")
+                     "the run's start" + (")" if closed is None else ";"))
+        if closed is not None:
+            lines.append(f"     {100 * closed:.0f} % of responses closed their connection: those "
+                         "requests charged a new connection's cost, the others a kept-alive one's)")
     if nested and b.service_total_how:
         lines.append(f"  service total {top!r}: {b.service_total_how}")
     return lines

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import queue
 import socket
 import threading
@@ -26,7 +27,12 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import grpc
+# The harness starts processes (the load driver, py-spy) while the receiver runs; each is
+# exec'd at once, so gRPC's fork handlers have nothing to protect, and with them on every
+# start printed "Other threads are currently calling into gRPC, skipping fork() handlers".
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
