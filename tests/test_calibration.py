@@ -83,6 +83,12 @@ def test_the_residual_split_against_a_server_of_known_handling_time(tmp_path: Pa
                           capture_output=True, text=True, cwd=ROOT).stdout
     assert "load generator's own" in text and "calibrated against a local echo" in text
     assert f"{100 if close else 0} % of responses closed their connection" in text
+    # the report shows the split too
+    subprocess.run([sys.executable, "-m", "harness.cli", "report", str(run)], check=True,
+                   capture_output=True, cwd=ROOT, timeout=120)
+    html = (run / "report.html").read_text()
+    assert "residual: load generator&#x27;s own" in html
+    assert f"{100 if close else 0} % of the responses closed their connection" in html
 
 
 def test_each_request_is_charged_its_kind_of_connection() -> None:

@@ -92,8 +92,22 @@ def _breakdown_html(summary: Summary) -> str:
     stages = [*block.stages, *([block.residual] if block.residual else [])]
     rows = [[st.stage or "residual", st.count, ms(st.mean_us), ms(st.p50_us), ms(st.p99_us),
              f"{100 * st.share:.1f} %"] for st in stages]
+    split = block.residual_split
+    note = ""
+    if split is not None:
+        rows += [[f"residual: {label}", "", ms(split[f"{key}_us"]), "", "",
+                  f"{100 * split[f'{key}_share']:.1f} %"]
+                 for label, key in (("load generator's own", "loadgen"),
+                                    ("queueing, network, server", "rest"))]
+        closed = split.get("closed_share")
+        note = ('<p class="note">The load generator\'s own time per request was calibrated '
+                "against a local echo at the run's start, on a kept-alive connection and on "
+                "a new connection each"
+                + ("" if closed is None else
+                   f"; {100 * closed:.0f} % of the responses closed their connection, and "
+                   "those requests are charged a new connection's cost") + ".</p>")
     return (figure_html(fig, "breakdown") if fig else "") + table(
-        ["stage", "count", "mean ms", "p50 ms", "p99 ms", "share of client time"], rows)
+        ["stage", "count", "mean ms", "p50 ms", "p99 ms", "share of client time"], rows) + note
 
 
 def _errors_html(run: RunDir) -> str:
