@@ -17,7 +17,6 @@ sit below that gap, and follow the connections the run had.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -26,18 +25,19 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from known_latency_server import read_log, start_subprocess  # noqa: E402
+
 LOCUSTFILE = "benchmarks/locustfiles/known_get.py"
 
 
 def one_run(close: bool, rate: int, duration: int, work: Path) -> dict[str, float]:
     truth = work / "truth.csv"
-    server = subprocess.Popen([sys.executable, "tests/known_latency_server.py", "--port", "0",
-                               "--print-port", "--latency-ms", "5", "--log", str(truth),
-                               *(["--close"] if close else [])],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server, port = start_subprocess(["--latency-ms", "5", "--log", str(truth),
+                                     *(["--close"] if close else [])])
     try:
-        assert server.stdout is not None
-        url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+        url = f"http://127.0.0.1:{port}"
         out = work / "runs"
         subprocess.run([sys.executable, "-m", "harness.cli", "run", LOCUSTFILE, "--target", url,
                         "--rate", str(rate), "--arrival", "constant", "--duration",
@@ -51,7 +51,7 @@ def one_run(close: bool, rate: int, duration: int, work: Path) -> dict[str, floa
     summary = json.loads((run / "summary.json").read_text())
     split = summary["stages"]["*"]["residual_split"]
     client = summary["requests"][-1]["latency"]["client_uncorrected"]["p50_us"]
-    service = statistics.median(int(r["service_us"]) for r in csv.DictReader(truth.open()))
+    service = statistics.median(int(r["service_us"]) for r in read_log(truth))
     return {"kept_p50": overhead["p50_us"], "kept_mean": overhead["mean_us"],
             "new_p50": overhead["new_connection"]["p50_us"],
             "new_mean": overhead["new_connection"]["mean_us"],

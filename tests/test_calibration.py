@@ -4,7 +4,6 @@ its own handling time."""
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from known_latency_server import read_log, start_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,13 +40,10 @@ def test_the_echo_answers_with_its_own_time() -> None:
 def test_the_residual_split_against_a_server_of_known_handling_time(tmp_path: Path,
                                                                     close: bool) -> None:
     truth = tmp_path / "truth.csv"
-    server = subprocess.Popen([sys.executable, "tests/known_latency_server.py", "--port", "0",
-                               "--print-port", "--latency-ms", "5", "--log", str(truth),
-                               *(["--close"] if close else [])],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server, port = start_subprocess(["--latency-ms", "5", "--log", str(truth),
+                                     *(["--close"] if close else [])])
     try:
-        assert server.stdout is not None
-        url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+        url = f"http://127.0.0.1:{port}"
         res = subprocess.run([sys.executable, "-m", "harness.cli", "run",
                               "benchmarks/locustfiles/known_get.py", "--target", url, "--rate",
                               "50", "--duration", "5s", "--no-profile", "--out", str(tmp_path)],
@@ -74,7 +71,7 @@ def test_the_residual_split_against_a_server_of_known_handling_time(tmp_path: Pa
     assert split["closed_share"] == (1.0 if close else 0.0)
     # independently: everything outside the server's own measured window is at least the
     # client path's own time (the server logs parsed request -> the response's flush)
-    service = statistics.median(int(r["service_us"]) for r in csv.DictReader(truth.open()))
+    service = statistics.median(int(r["service_us"]) for r in read_log(truth))
     client = summary["requests"][-1]["latency"]
     outside = client["client_uncorrected"]["p50_us"] - service
     cost = overhead["new_connection"]["p50_us"] if close else overhead["p50_us"]
