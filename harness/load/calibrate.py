@@ -50,12 +50,12 @@ def _sessions(classes: list[type]) -> dict[str, type]:
 
 
 def _stats(samples: list[float]) -> dict[str, Any]:
-    kept = sorted(samples)
-    if not kept:
+    ordered = sorted(samples)
+    if not ordered:
         return {"requests": 0}
-    return {"requests": len(kept), "p50_us": round(statistics.median(kept), 1),
-            "p90_us": round(kept[int(0.9 * (len(kept) - 1))], 1),
-            "mean_us": round(statistics.fmean(kept), 1)}
+    return {"requests": len(ordered), "p50_us": round(statistics.median(ordered), 1),
+            "p90_us": round(ordered[int(0.9 * (len(ordered) - 1))], 1),
+            "mean_us": round(statistics.fmean(ordered), 1)}
 
 
 def _measure(session_cls: type, url: str, n: int, new_connection: bool) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def _measure(session_cls: type, url: str, n: int, new_connection: bool) -> dict[
             session.request("POST", "/calibrate", json=_BODY, name="calibrate",
                             headers=headers)
     finally:
-        _close(session)  # the echo serves one connection at a time
+        _close(session)  # not left to the garbage collector: the next measurement is clean
     return _stats(samples[10:])
 
 
