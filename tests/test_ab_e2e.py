@@ -48,10 +48,13 @@ def test_ab_session_resume_and_calibrate(tmp_path: Path) -> None:
     b_faults = RunDir(session.run_dirs("B")[0]).meta["target"]["service_options"]["faults"]
     assert b_faults == {"inference_cpu": {"ms": 20.0, "models": ["fraud"]}}
     assert 'verdict "POST predict fraud": ' in done.stdout and "overall: " in done.stdout
-    # Two rounds compared paired, or, when the machine's speed moved > 10 % within a round
-    # (a busy CI host does that), that round left out with the reason: both are right.
+    # Two rounds compared paired, or, when the machine changed within a round (a busy CI
+    # host does that: its speed probe moved > 10 %, or the load generator's lateness p90
+    # moved > 4x, as under the stress script: 41.5 ms against 0.9 ms), that round left out
+    # with the reason: both are right.
     assert ("paired" in done.stdout or "rounds" in done.stdout
-            or "round left out: the machine's speed changed" in done.stdout), done.stdout
+            or "round left out: the machine's speed changed" in done.stdout
+            or "round left out: the machine changed between" in done.stdout), done.stdout
     # A session that stopped after three runs: --resume makes only the missing one.
     doc = json.loads((session_dir / "ab.json").read_text())
     dropped = doc["runs"].pop()
